@@ -1,0 +1,6 @@
+//! Streaming analytics with no I/O: windows, robust statistics and forecasting models.
+//! Everything here is updated per event and cheap; the stage cores compose these parts.
+
+pub mod holt;
+pub mod robust;
+pub mod stats;

@@ -1,0 +1,316 @@
+//! Avro single-object encoding of perfpilot records.
+//!
+//! Every record on a perfpilot topic is `C3 01` + the 8-byte little-endian Rabin
+//! fingerprint of the writer schema's canonical form + the Avro binary body, as the Avro
+//! specification defines it. A reader can therefore tell which schema wrote any record
+//! without a registry, and a record of the wrong type is recognised instead of being
+//! misread.
+
+use super::{Anomaly, DeadLetter, Decision, Forecast, MetricEvent, Recommendation};
+use apache_avro::{rabin::Rabin, Schema};
+use serde::{de::DeserializeOwned, Serialize};
+use std::sync::OnceLock;
+
+/// The two marker bytes that open every single-object encoded record.
+pub const MARKER: [u8; 2] = [0xC3, 0x01];
+/// Marker plus fingerprint.
+pub const HEADER_LEN: usize = 10;
+
+/// A parsed schema with its single-object header, computed once per record type.
+#[derive(Debug)]
+pub struct SchemaInfo {
+    /// The parsed schema.
+    pub schema: Schema,
+    /// Rabin fingerprint of the canonical form.
+    pub fingerprint: u64,
+    /// Marker plus fingerprint, the prefix of every encoded record.
+    pub header: [u8; HEADER_LEN],
+    /// Record name, for messages.
+    pub name: &'static str,
+}
+
+impl SchemaInfo {
+    fn parse(name: &'static str, json: &str) -> Result<Self, apache_avro::Error> {
+        let schema = Schema::parse_str(json)?;
+        let bytes = schema.fingerprint::<Rabin>().bytes;
+        let mut fp = [0u8; 8];
+        fp.copy_from_slice(&bytes[..8]);
+        let mut header = [0u8; HEADER_LEN];
+        header[..2].copy_from_slice(&MARKER);
+        header[2..].copy_from_slice(&fp);
+        Ok(SchemaInfo {
+            schema,
+            fingerprint: u64::from_le_bytes(fp),
+            header,
+            name,
+        })
+    }
+}
+
+/// A Rust type that mirrors one `.avsc` file in `schemas/`.
+pub trait AvroRecord: Serialize + DeserializeOwned + Sized {
+    /// Record name, equal to the `.avsc` file's stem.
+    const NAME: &'static str;
+    /// The schema text (the `.avsc` file, embedded at compile time).
+    const SCHEMA_JSON: &'static str;
+    /// The parsed schema and its header.
+    fn schema_info() -> &'static SchemaInfo;
+}
+
+macro_rules! avro_record {
+    ($ty:ty, $name:literal) => {
+        impl AvroRecord for $ty {
+            const NAME: &'static str = $name;
+            const SCHEMA_JSON: &'static str =
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/", $name, ".avsc"));
+            fn schema_info() -> &'static SchemaInfo {
+                static INFO: OnceLock<SchemaInfo> = OnceLock::new();
+                INFO.get_or_init(|| {
+                    // The schema is part of the binary, not input: a parse failure is a
+                    // build defect, caught by the schema tests before anything ships.
+                    SchemaInfo::parse($name, Self::SCHEMA_JSON)
+                        .expect("embedded schema parses (checked by tests/schemas.rs)") // ok: compile-time constant
+                })
+            }
+        }
+    };
+}
+
+avro_record!(MetricEvent, "MetricEvent");
+avro_record!(Anomaly, "Anomaly");
+avro_record!(Forecast, "Forecast");
+avro_record!(Recommendation, "Recommendation");
+avro_record!(Decision, "Decision");
+avro_record!(DeadLetter, "DeadLetter");
+
+/// Why a record could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode {record}: {source}")]
+pub struct EncodeError {
+    record: &'static str,
+    #[source]
+    source: apache_avro::Error,
+}
+
+/// Why bytes could not be decoded into a record. Each variant is a dead-letter reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// Shorter than the 10-byte header, or empty.
+    #[error("record is {len} bytes, shorter than the 10-byte single-object header")]
+    Truncated {
+        /// Length seen.
+        len: usize,
+    },
+    /// The first two bytes are not `C3 01`.
+    #[error("not Avro single-object encoding: first bytes are {found:02X?}, expected C3 01")]
+    BadMarker {
+        /// Bytes found.
+        found: [u8; 2],
+    },
+    /// A fingerprint no perfpilot schema has.
+    #[error("unknown schema fingerprint {fingerprint:016x}")]
+    UnknownFingerprint {
+        /// The fingerprint.
+        fingerprint: u64,
+    },
+    /// A perfpilot record, but not of the type this reader expects.
+    #[error("expected a {expected} record, found a {found} record")]
+    WrongRecordType {
+        /// The type wanted.
+        expected: &'static str,
+        /// The type found.
+        found: &'static str,
+    },
+    /// The body does not match the schema (cut short, corrupt, or trailing bytes).
+    #[error("body does not decode as {record}: {detail}")]
+    BadBody {
+        /// Record type.
+        record: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+impl DecodeError {
+    /// Machine-readable reason, used in dead letters and as a metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Truncated { .. } => "truncated",
+            DecodeError::BadMarker { .. } => "bad_marker",
+            DecodeError::UnknownFingerprint { .. } => "unknown_fingerprint",
+            DecodeError::WrongRecordType { .. } => "wrong_record_type",
+            DecodeError::BadBody { .. } => "bad_body",
+        }
+    }
+}
+
+/// Encodes a record with its single-object header.
+pub fn encode<T: AvroRecord>(record: &T) -> Result<Vec<u8>, EncodeError> {
+    let info = T::schema_info();
+    let mut buf = Vec::with_capacity(128);
+    buf.extend_from_slice(&info.header);
+    apache_avro::write_avro_datum_ref(&info.schema, record, &mut buf).map_err(|source| {
+        EncodeError {
+            record: T::NAME,
+            source,
+        }
+    })?;
+    Ok(buf)
+}
+
+/// Reads the header of single-object encoded bytes and returns the fingerprint and body.
+pub fn split_header(bytes: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
+    if bytes.len() < HEADER_LEN {
+        // Two bytes are enough to tell a foreign format from a cut-short record.
+        if bytes.len() >= 2 && bytes[..2] != MARKER {
+            return Err(DecodeError::BadMarker {
+                found: [bytes[0], bytes[1]],
+            });
+        }
+        return Err(DecodeError::Truncated { len: bytes.len() });
+    }
+    if bytes[..2] != MARKER {
+        return Err(DecodeError::BadMarker {
+            found: [bytes[0], bytes[1]],
+        });
+    }
+    let mut fp = [0u8; 8];
+    fp.copy_from_slice(&bytes[2..HEADER_LEN]);
+    Ok((u64::from_le_bytes(fp), &bytes[HEADER_LEN..]))
+}
+
+fn decode_body<T: AvroRecord>(body: &[u8]) -> Result<T, DecodeError> {
+    let info = T::schema_info();
+    let bad = |detail: String| DecodeError::BadBody {
+        record: T::NAME,
+        detail,
+    };
+    let mut reader = body;
+    let value = apache_avro::from_avro_datum(&info.schema, &mut reader, None)
+        .map_err(|e| bad(e.to_string()))?;
+    if !reader.is_empty() {
+        return Err(bad(format!("{} trailing bytes after the record", reader.len())));
+    }
+    apache_avro::from_value::<T>(&value).map_err(|e| bad(e.to_string()))
+}
+
+/// Decodes single-object encoded bytes into `T`, checking marker and fingerprint.
+pub fn decode<T: AvroRecord>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let (fingerprint, body) = split_header(bytes)?;
+    if fingerprint != T::schema_info().fingerprint {
+        return Err(match record_name_of(fingerprint) {
+            Some(found) => DecodeError::WrongRecordType {
+                expected: T::NAME,
+                found,
+            },
+            None => DecodeError::UnknownFingerprint { fingerprint },
+        });
+    }
+    decode_body(body)
+}
+
+fn record_name_of(fingerprint: u64) -> Option<&'static str> {
+    [
+        MetricEvent::schema_info(),
+        Anomaly::schema_info(),
+        Forecast::schema_info(),
+        Recommendation::schema_info(),
+        Decision::schema_info(),
+        DeadLetter::schema_info(),
+    ]
+    .into_iter()
+    .find(|i| i.fingerprint == fingerprint)
+    .map(|i| i.name)
+}
+
+/// Any perfpilot record, told apart by its fingerprint. Used by `tail` and by stages
+/// that read more than one record type.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type")]
+pub enum AnyRecord {
+    /// A metric event.
+    MetricEvent(MetricEvent),
+    /// An anomaly.
+    Anomaly(Anomaly),
+    /// A forecast.
+    Forecast(Forecast),
+    /// A recommendation.
+    Recommendation(Recommendation),
+    /// A decision.
+    Decision(Decision),
+    /// A dead letter.
+    DeadLetter(DeadLetter),
+}
+
+impl AnyRecord {
+    /// Decodes any perfpilot record.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (fp, body) = split_header(bytes)?;
+        if fp == MetricEvent::schema_info().fingerprint {
+            decode_body(body).map(AnyRecord::MetricEvent)
+        } else if fp == Anomaly::schema_info().fingerprint {
+            decode_body(body).map(AnyRecord::Anomaly)
+        } else if fp == Forecast::schema_info().fingerprint {
+            decode_body(body).map(AnyRecord::Forecast)
+        } else if fp == Recommendation::schema_info().fingerprint {
+            decode_body(body).map(AnyRecord::Recommendation)
+        } else if fp == Decision::schema_info().fingerprint {
+            decode_body(body).map(AnyRecord::Decision)
+        } else if fp == DeadLetter::schema_info().fingerprint {
+            decode_body(body).map(AnyRecord::DeadLetter)
+        } else {
+            Err(DecodeError::UnknownFingerprint { fingerprint: fp })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> MetricEvent {
+        MetricEvent {
+            source: "agent-1".into(),
+            target: "checkout".into(),
+            pool: Some("shop".into()),
+            metric: "cpu_utilization".into(),
+            labels: [("zone".to_string(), "a".to_string())].into(),
+            timestamp_ms: 1_700_000_000_000,
+            value: 0.42,
+            unit: "ratio".into(),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_header() {
+        let bytes = encode(&event()).unwrap();
+        assert_eq!(&bytes[..2], &MARKER);
+        assert_eq!(
+            u64::from_le_bytes(bytes[2..10].try_into().unwrap()),
+            MetricEvent::schema_info().fingerprint
+        );
+        assert_eq!(decode::<MetricEvent>(&bytes).unwrap(), event());
+    }
+
+    #[test]
+    fn every_failure_has_its_reason() {
+        let good = encode(&event()).unwrap();
+        assert_eq!(decode::<MetricEvent>(&[]).unwrap_err().reason(), "truncated");
+        assert_eq!(decode::<MetricEvent>(&good[..5]).unwrap_err().reason(), "truncated");
+        assert_eq!(decode::<MetricEvent>(b"{\"json\":1}").unwrap_err().reason(), "bad_marker");
+        let mut unknown = good.clone();
+        unknown[2] ^= 0xFF;
+        assert_eq!(decode::<MetricEvent>(&unknown).unwrap_err().reason(), "unknown_fingerprint");
+        assert_eq!(decode::<Anomaly>(&good).unwrap_err().reason(), "wrong_record_type");
+        assert_eq!(decode::<MetricEvent>(&good[..good.len() - 3]).unwrap_err().reason(), "bad_body");
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert_eq!(decode::<MetricEvent>(&trailing).unwrap_err().reason(), "bad_body");
+    }
+
+    #[test]
+    fn any_record_tells_types_apart() {
+        let bytes = encode(&event()).unwrap();
+        assert!(matches!(AnyRecord::decode(&bytes), Ok(AnyRecord::MetricEvent(_))));
+    }
+}

@@ -1,0 +1,310 @@
+//! The event contract: Rust mirrors of the Avro records in `schemas/`, and their codec.
+//!
+//! The `.avsc` files are the source of truth (agents in other languages generate code
+//! from them); the types here follow them field by field, and `tests/schemas.rs` fails
+//! if the two drift apart.
+
+mod codec;
+mod validate;
+
+pub use codec::{decode, encode, AnyRecord, AvroRecord, DecodeError, EncodeError, SchemaInfo};
+pub use validate::{validate_metric, InvalidMetric, MAX_FUTURE_MS_DEFAULT};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Labels of a series. A sorted map, so a series' identity does not depend on the
+/// order in which an agent listed its labels.
+pub type Labels = BTreeMap<String, String>;
+
+/// One observation of one metric, published by an agent. Kafka key: `target`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricEvent {
+    /// Agent that observed the value.
+    pub source: String,
+    /// The thing an action can change; the Kafka key.
+    pub target: String,
+    /// Budget-sharing unit; `None` means the target is its own pool.
+    pub pool: Option<String>,
+    /// Metric name.
+    pub metric: String,
+    /// Extra dimensions of the series.
+    #[serde(default)]
+    pub labels: Labels,
+    /// Event time, ms since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// Observed value (finite).
+    pub value: f64,
+    /// Unit of the value, informational.
+    #[serde(default)]
+    pub unit: String,
+}
+
+impl MetricEvent {
+    /// The pool this event belongs to: its own, or the target when none was given.
+    pub fn pool_or_target(&self) -> &str {
+        match &self.pool {
+            Some(p) if !p.is_empty() => p,
+            _ => &self.target,
+        }
+    }
+}
+
+/// Coarse class of an anomaly score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Severity {
+    /// Unusual but mild.
+    Info,
+    /// Clearly unusual.
+    Warning,
+    /// Extreme.
+    Critical,
+}
+
+/// Whether an anomalous value lay above or below what was expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Direction {
+    /// Above the expected value.
+    Up,
+    /// Below the expected value.
+    Down,
+}
+
+/// An observation the detector judged unusual. Kafka key: `target`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Anomaly {
+    /// Stable id (same input, same id).
+    pub id: String,
+    /// Target of the series.
+    pub target: String,
+    /// Pool of the target.
+    pub pool: String,
+    /// Metric of the series.
+    pub metric: String,
+    /// Labels of the series.
+    #[serde(default)]
+    pub labels: Labels,
+    /// Event time of the observation.
+    pub timestamp_ms: i64,
+    /// Observed value.
+    pub value: f64,
+    /// Expected value.
+    pub expected: f64,
+    /// Lower bound of the normal range.
+    pub lower: f64,
+    /// Upper bound of the normal range.
+    pub upper: f64,
+    /// How unusual, in [0,1]; 0.5 is the detection threshold.
+    pub score: f64,
+    /// Class of the score.
+    pub severity: Severity,
+    /// Above or below expected.
+    pub direction: Direction,
+    /// Detectors that fired.
+    #[serde(default)]
+    pub detectors: Vec<String>,
+    /// Readable explanation.
+    pub reason: String,
+}
+
+/// One forecast point with its prediction interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ForecastPoint {
+    /// Event time predicted.
+    pub timestamp_ms: i64,
+    /// Point forecast.
+    pub value: f64,
+    /// Lower interval bound.
+    pub lower: f64,
+    /// Upper interval bound.
+    pub upper: f64,
+}
+
+/// Predicted values of one series over a horizon. Kafka key: `target`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Forecast {
+    /// Stable id.
+    pub id: String,
+    /// Target of the series.
+    pub target: String,
+    /// Pool of the target.
+    pub pool: String,
+    /// Metric of the series.
+    pub metric: String,
+    /// Labels of the series.
+    #[serde(default)]
+    pub labels: Labels,
+    /// Event time of the last observation used.
+    pub generated_at_ms: i64,
+    /// Last observed value.
+    pub last_value: f64,
+    /// Model name.
+    pub model: String,
+    /// Spacing of the points.
+    pub step_ms: i64,
+    /// Nominal coverage of the intervals.
+    pub interval_level: f64,
+    /// Points in time order.
+    pub points: Vec<ForecastPoint>,
+}
+
+impl Forecast {
+    /// The highest point forecast over the horizon, with the upper and lower bounds at
+    /// that point. `None` for an empty forecast.
+    pub fn peak(&self) -> Option<ForecastPoint> {
+        self.points
+            .iter()
+            .copied()
+            .max_by(|a, b| a.value.total_cmp(&b.value))
+    }
+}
+
+/// What kind of action a recommendation proposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ActionKind {
+    /// Add replicas.
+    ScaleOut,
+    /// Remove replicas.
+    ScaleIn,
+}
+
+impl ActionKind {
+    /// Lower-case name for logs and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::ScaleOut => "scale_out",
+            ActionKind::ScaleIn => "scale_in",
+        }
+    }
+}
+
+/// One input supporting a recommendation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// `forecast` or `anomaly`.
+    pub kind: String,
+    /// Id of the forecast or anomaly.
+    pub ref_id: String,
+    /// Metric it is about.
+    pub metric: String,
+    /// The value that mattered.
+    pub value: f64,
+    /// Readable detail.
+    pub detail: String,
+}
+
+/// A proposed action on one target. Kafka key: `pool`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    /// Stable id.
+    pub id: String,
+    /// Target of the action.
+    pub target: String,
+    /// Pool of the target; the Kafka key.
+    pub pool: String,
+    /// Kind of action.
+    pub kind: ActionKind,
+    /// Replicas believed current.
+    pub current_replicas: i32,
+    /// Replicas proposed.
+    pub proposed_replicas: i32,
+    /// Confidence in [0,1].
+    pub confidence: f64,
+    /// Urgency 0..=100.
+    pub priority: i32,
+    /// Why.
+    pub reason: String,
+    /// What it should achieve.
+    pub expected_effect: String,
+    /// The inputs behind it.
+    pub evidence: Vec<Evidence>,
+    /// Event time it was made.
+    pub created_ms: i64,
+    /// Event time after which it must not be acted on.
+    pub expires_ms: i64,
+}
+
+/// The coordinator's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Verdict {
+    /// Act on it.
+    Approved,
+    /// Folded into another approved recommendation.
+    Merged,
+    /// Do not act.
+    Rejected,
+}
+
+impl Verdict {
+    /// Lower-case name for logs and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Approved => "approved",
+            Verdict::Merged => "merged",
+            Verdict::Rejected => "rejected",
+        }
+    }
+}
+
+/// The coordinator's decision on one recommendation. Kafka key: `target`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Decision id.
+    pub id: String,
+    /// The recommendation decided.
+    pub recommendation_id: String,
+    /// Target of the action.
+    pub target: String,
+    /// Pool of the target.
+    pub pool: String,
+    /// Kind of action recommended.
+    pub kind: ActionKind,
+    /// Outcome.
+    pub verdict: Verdict,
+    /// Rule that decided.
+    pub rule: String,
+    /// Readable explanation.
+    pub reason: String,
+    /// Replicas before.
+    pub current_replicas: i32,
+    /// Replicas proposed by the recommendation.
+    pub proposed_replicas: i32,
+    /// Replicas to set, for approved decisions.
+    pub final_replicas: Option<i32>,
+    /// The approved recommendation a merged one was folded into.
+    pub merged_into: Option<String>,
+    /// Event time of the decision.
+    pub decided_ms: i64,
+    /// Report only, do not act.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// An input record a stage could not use. Kafka key: the original key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Stage that rejected it.
+    pub stage: String,
+    /// Machine-readable reason.
+    pub reason: String,
+    /// Readable detail.
+    pub detail: String,
+    /// Topic it came from.
+    pub source_topic: String,
+    /// Partition it came from.
+    pub source_partition: i32,
+    /// Offset it came from.
+    pub source_offset: i64,
+    /// Original key bytes.
+    #[serde(with = "apache_avro::serde_avro_bytes_opt", default)]
+    pub key: Option<Vec<u8>>,
+    /// Original value bytes.
+    #[serde(with = "apache_avro::serde_avro_bytes_opt", default)]
+    pub payload: Option<Vec<u8>>,
+    /// Wall-clock time of rejection.
+    pub dead_lettered_ms: i64,
+}

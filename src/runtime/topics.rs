@@ -1,0 +1,178 @@
+//! The topic layout: names (a prefix plus fixed suffixes), keys, partitions, and
+//! creation on a real cluster or the embedded broker.
+
+use super::KafkaOptions;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+use std::time::Duration;
+
+/// Names of perfpilot's topics.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    /// Prepended to every name, for example `perfpilot.`.
+    pub prefix: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            prefix: "perfpilot.".into(),
+        }
+    }
+}
+
+/// One topic to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicSpec {
+    /// Full name.
+    pub name: String,
+    /// What it carries and how it is keyed.
+    pub purpose: &'static str,
+    /// Topic configs (cleanup policy, retention).
+    pub configs: Vec<(&'static str, String)>,
+}
+
+/// The logical topics, without prefix.
+pub const LOGICAL: [&str; 6] = ["metrics", "anomalies", "forecasts", "recommendations", "decisions", "deadletter"];
+
+impl Topics {
+    /// With a prefix.
+    pub fn with_prefix(prefix: impl Into<String>) -> Self {
+        Topics { prefix: prefix.into() }
+    }
+
+    /// The full name of a logical topic.
+    pub fn name(&self, logical: &str) -> String {
+        format!("{}{}", self.prefix, logical)
+    }
+
+    /// Metric events, key = target.
+    pub fn metrics(&self) -> String {
+        self.name("metrics")
+    }
+    /// Anomalies, key = target.
+    pub fn anomalies(&self) -> String {
+        self.name("anomalies")
+    }
+    /// Forecasts, key = target.
+    pub fn forecasts(&self) -> String {
+        self.name("forecasts")
+    }
+    /// Recommendations, key = pool.
+    pub fn recommendations(&self) -> String {
+        self.name("recommendations")
+    }
+    /// Decisions, key = target.
+    pub fn decisions(&self) -> String {
+        self.name("decisions")
+    }
+    /// Dead letters, key = the original key.
+    pub fn deadletter(&self) -> String {
+        self.name("deadletter")
+    }
+    /// Compacted state changelog of a stage.
+    pub fn state(&self, stage: &str) -> String {
+        self.name(&format!("{stage}-state"))
+    }
+
+    /// A topic given by the user: a logical name (`decisions`) or a full one.
+    pub fn resolve(&self, given: &str) -> String {
+        if LOGICAL.contains(&given) || given.ends_with("-state") && !given.starts_with(&self.prefix) {
+            self.name(given)
+        } else {
+            given.to_string()
+        }
+    }
+
+    /// Every topic perfpilot uses, with its settings.
+    pub fn specs(&self) -> Vec<TopicSpec> {
+        let week = (7 * 24 * 3600 * 1000_i64).to_string();
+        let month = (30 * 24 * 3600 * 1000_i64).to_string();
+        let delete = |name: String, purpose, retention: &str| TopicSpec {
+            name,
+            purpose,
+            configs: vec![("cleanup.policy", "delete".into()), ("retention.ms", retention.to_string())],
+        };
+        let mut v = vec![
+            delete(self.metrics(), "metric events from agents; key = target", &week),
+            delete(self.anomalies(), "anomalies from the detector; key = target", &week),
+            delete(self.forecasts(), "forecasts from the forecaster; key = target", &week),
+            delete(self.recommendations(), "recommendations; key = pool", &month),
+            delete(self.decisions(), "decisions; key = target", &month),
+            delete(self.deadletter(), "rejected inputs with their reason; key = original key", &month),
+        ];
+        for stage in ["detector", "forecaster", "recommender", "coordinator"] {
+            v.push(TopicSpec {
+                name: self.state(stage),
+                purpose: "compacted per-key state changelog of a stage",
+                configs: vec![("cleanup.policy", "compact".into()), ("min.compaction.lag.ms", "60000".into())],
+            });
+        }
+        v
+    }
+}
+
+/// Why topics could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    /// The admin client could not be created or the request failed as a whole.
+    #[error("cannot create topics: {0}")]
+    Admin(#[from] rdkafka::error::KafkaError),
+    /// The broker refused one topic.
+    #[error("cannot create topic {topic}: {code}")]
+    Refused {
+        /// Topic.
+        topic: String,
+        /// Broker's error.
+        code: RDKafkaErrorCode,
+    },
+}
+
+/// Creates every perfpilot topic on a real cluster; existing topics are left alone.
+/// Returns, per topic, whether it was created (false: it existed).
+pub async fn create_all(
+    kafka: &KafkaOptions,
+    topics: &Topics,
+    partitions: i32,
+    replication: i32,
+) -> Result<Vec<(String, bool)>, TopicError> {
+    let admin: AdminClient<DefaultClientContext> = kafka.admin_config().create()?;
+    let specs = topics.specs();
+    let new: Vec<NewTopic> = specs
+        .iter()
+        .map(|s| {
+            let mut t = NewTopic::new(&s.name, partitions, TopicReplication::Fixed(replication));
+            for (k, v) in &s.configs {
+                t = t.set(k, v);
+            }
+            t
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin.create_topics(new.iter(), &opts).await?;
+    let mut out = Vec::new();
+    for r in results {
+        match r {
+            Ok(name) => out.push((name, true)),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => out.push((name, false)),
+            Err((topic, code)) => return Err(TopicError::Refused { topic, code }),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_resolution() {
+        let t = Topics::with_prefix("x.");
+        assert_eq!(t.decisions(), "x.decisions");
+        assert_eq!(t.resolve("decisions"), "x.decisions");
+        assert_eq!(t.resolve("other.topic"), "other.topic");
+        assert_eq!(t.specs().len(), 10);
+        assert!(t.specs().iter().any(|s| s.configs.contains(&("cleanup.policy", "compact".into()))));
+    }
+}

@@ -1,0 +1,158 @@
+//! Logs (tracing) and Prometheus metrics. Every metric perfpilot exports is named here,
+//! in one place, so the README's list and the code cannot drift.
+
+use metrics::{counter, gauge, histogram};
+use std::net::SocketAddr;
+
+/// Records consumed by a stage (labels: stage).
+pub const RECORDS_IN: &str = "perfpilot_records_in_total";
+/// Records produced by a stage, outputs only (labels: stage).
+pub const RECORDS_OUT: &str = "perfpilot_records_out_total";
+/// Inputs sent to the dead-letter topic (labels: stage, reason).
+pub const DEAD_LETTERED: &str = "perfpilot_dead_lettered_total";
+/// Time the core spent on one record (labels: stage).
+pub const PROCESSING_SECONDS: &str = "perfpilot_processing_seconds";
+/// Wall clock minus the event time of the last record (labels: stage).
+pub const EVENT_TIME_LAG_SECONDS: &str = "perfpilot_event_time_lag_seconds";
+/// Time of one offset commit (labels: stage).
+pub const COMMIT_SECONDS: &str = "perfpilot_commit_seconds";
+/// Failed offset commits (labels: stage).
+pub const COMMIT_FAILURES: &str = "perfpilot_commit_failures_total";
+/// Series or keys with state in memory (labels: stage).
+pub const ACTIVE_SERIES: &str = "perfpilot_active_series";
+/// Partition assignments and revocations (labels: stage, kind).
+pub const REBALANCES: &str = "perfpilot_rebalances_total";
+/// Batches processed (labels: stage).
+pub const BATCHES: &str = "perfpilot_batches_total";
+/// Cumulative counters of the cores: late points, duplicates, ... (labels: stage, counter).
+pub const CORE_EVENTS: &str = "perfpilot_core_events";
+/// Times the producer queue was full and the stage waited (labels: stage).
+pub const BACKPRESSURE_WAITS: &str = "perfpilot_backpressure_waits_total";
+
+/// Every exported metric with its help text (for the README and `/metrics` HELP lines).
+pub const ALL: [(&str, &str); 12] = [
+    (RECORDS_IN, "records consumed by a stage"),
+    (RECORDS_OUT, "records produced by a stage"),
+    (DEAD_LETTERED, "inputs sent to the dead-letter topic, by reason"),
+    (PROCESSING_SECONDS, "time the stage core spent on one record"),
+    (EVENT_TIME_LAG_SECONDS, "wall clock minus event time of the last record"),
+    (COMMIT_SECONDS, "time of one offset commit"),
+    (COMMIT_FAILURES, "offset commits that failed (retried with the next batch)"),
+    (ACTIVE_SERIES, "series or keys with state in memory"),
+    (REBALANCES, "partition assignments and revocations"),
+    (BATCHES, "batches processed"),
+    (CORE_EVENTS, "cumulative counters of the stage core (late, duplicate, refused ...)"),
+    (BACKPRESSURE_WAITS, "times the producer queue was full and the stage waited"),
+];
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Sets up logging from `RUST_LOG` (default `info`), to stderr.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second initialisation (tests) is harmless: keep the first.
+    let _ = match format {
+        LogFormat::Plain => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Why the metrics endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve metrics on {addr}: {message}")]
+pub struct MetricsError {
+    addr: SocketAddr,
+    message: String,
+}
+
+/// Serves Prometheus `/metrics` on `addr` (must be called inside a tokio runtime).
+pub fn serve_metrics(addr: SocketAddr) -> Result<(), MetricsError> {
+    let builder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets(&[
+            0.000_001, 0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+        ])
+        .map_err(|e| MetricsError {
+            addr,
+            message: e.to_string(),
+        })?;
+    builder.install().map_err(|e| MetricsError {
+        addr,
+        message: e.to_string(),
+    })?;
+    for (name, help) in ALL {
+        metrics::describe_counter!(name, help);
+    }
+    Ok(())
+}
+
+/// Counts consumed records.
+pub fn records_in(stage: &'static str, n: u64) {
+    counter!(RECORDS_IN, "stage" => stage).increment(n);
+}
+
+/// Counts produced records.
+pub fn records_out(stage: &'static str, n: u64) {
+    counter!(RECORDS_OUT, "stage" => stage).increment(n);
+}
+
+/// A dead-lettered record: counted by reason and logged.
+pub fn dead_lettered(stage: &'static str, reason: &'static str, topic: &str, partition: i32, offset: i64, detail: &str) {
+    counter!(DEAD_LETTERED, "stage" => stage, "reason" => reason).increment(1);
+    tracing::warn!(stage, reason, topic, partition, offset, detail, "record dead-lettered");
+}
+
+/// Processing time of one record.
+pub fn processing_time(stage: &'static str, seconds: f64) {
+    histogram!(PROCESSING_SECONDS, "stage" => stage).record(seconds);
+}
+
+/// Event-time lag.
+pub fn event_time_lag(stage: &'static str, seconds: f64) {
+    gauge!(EVENT_TIME_LAG_SECONDS, "stage" => stage).set(seconds);
+}
+
+/// A commit and its duration.
+pub fn commit(stage: &'static str, seconds: f64, ok: bool) {
+    histogram!(COMMIT_SECONDS, "stage" => stage).record(seconds);
+    if !ok {
+        counter!(COMMIT_FAILURES, "stage" => stage).increment(1);
+    }
+}
+
+/// Active series gauge.
+pub fn active_series(stage: &'static str, n: usize) {
+    gauge!(ACTIVE_SERIES, "stage" => stage).set(n as f64);
+}
+
+/// A rebalance event.
+pub fn rebalance(stage: &'static str, kind: &'static str, partitions: &[i32]) {
+    counter!(REBALANCES, "stage" => stage, "kind" => kind).increment(1);
+    tracing::info!(stage, kind, ?partitions, "partitions {kind}");
+}
+
+/// A processed batch.
+pub fn batch(stage: &'static str) {
+    counter!(BATCHES, "stage" => stage).increment(1);
+}
+
+/// Core counters, exported as gauges of their cumulative value.
+pub fn core_counters(stage: &'static str, counters: &[(&'static str, u64)]) {
+    for (name, value) in counters {
+        gauge!(CORE_EVENTS, "stage" => stage, "counter" => *name).set(*value as f64);
+    }
+}
+
+/// The producer queue was full.
+pub fn backpressure(stage: &'static str) {
+    counter!(BACKPRESSURE_WAITS, "stage" => stage).increment(1);
+}
