@@ -32,8 +32,11 @@
 
 pub mod agent;
 pub mod analytics;
+pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod event;
+pub mod pipeline;
 pub mod runtime;
 pub mod stage;
 pub mod telemetry;

@@ -10,6 +10,8 @@ pub struct KafkaOptions {
     /// Extra librdkafka properties (`-X key=value`), applied last, so they override
     /// perfpilot's defaults (security settings, timeouts, ...).
     pub properties: Vec<(String, String)>,
+    /// Properties for consumers only (group timeouts), applied after `properties`.
+    pub consumer_properties: Vec<(String, String)>,
 }
 
 /// Keys whose values must never be printed.
@@ -21,7 +23,14 @@ impl KafkaOptions {
         KafkaOptions {
             bootstrap_servers: bootstrap_servers.into(),
             properties: Vec::new(),
+            consumer_properties: Vec::new(),
         }
+    }
+
+    /// Adds a consumer-only librdkafka property.
+    pub fn with_consumer(mut self, key: &str, value: &str) -> Self {
+        self.consumer_properties.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// Adds a librdkafka property.
@@ -55,7 +64,11 @@ impl KafkaOptions {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("enable.partition.eof", "false");
-        self.finish(c)
+        let mut c = self.finish(c);
+        for (k, v) in &self.consumer_properties {
+            c.set(k, v);
+        }
+        c
     }
 
     /// An idempotent producer (acks=all, no duplicates on retry, order kept).

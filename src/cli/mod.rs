@@ -1,0 +1,183 @@
+//! The command line: argument types (clap) and one function per verb. `main.rs` only
+//! parses and calls [`run`]; errors become exit codes here, at the binary's edge.
+
+mod produce;
+mod stage;
+mod tail;
+
+use crate::runtime::kafka::parse_property;
+use crate::runtime::{KafkaOptions, Topics};
+use crate::telemetry::LogFormat;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// perfpilot — a performance autopilot over Apache Kafka.
+///
+/// Agents publish metric events; the detector and forecaster stages turn them into
+/// anomalies and forecasts, the recommender proposes actions, the coordinator
+/// arbitrates them into decisions. Start with `perfpilot demo`.
+#[derive(Debug, Parser)]
+#[command(name = "perfpilot", version, propagate_version = true)]
+pub struct Cli {
+    /// Log format on stderr (filter with RUST_LOG, e.g. RUST_LOG=perfpilot=debug).
+    #[arg(long, value_enum, default_value = "plain", global = true, env = "PERFPILOT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one pipeline stage against a Kafka cluster until SIGINT/SIGTERM.
+    ///
+    /// Start more instances with the same group id to scale out: partitions are
+    /// shared among them. On shutdown the stage stops reading, finishes in-flight
+    /// work, flushes, commits and leaves the group within --shutdown-timeout.
+    Run(stage::RunArgs),
+    /// Read metric events as JSON lines on stdin and publish them to the metrics topic.
+    ///
+    /// One object per line:
+    /// {"target":"checkout","metric":"cpu_utilization","value":0.42,
+    ///  "pool":"shop","labels":{"zone":"a"},"timestamp_ms":1700000000000,"unit":"ratio","source":"host-1"}
+    /// target, metric and value are required; timestamp_ms defaults to now, source to
+    /// --source. A bad line is reported with its number on stderr and skipped.
+    /// Exit status: 0 all lines published, 1 some lines were bad, 2 error.
+    Produce(produce::ProduceArgs),
+    /// Print the records of a perfpilot topic as JSON lines on stdout.
+    ///
+    /// TOPIC is a logical name (metrics, anomalies, forecasts, recommendations,
+    /// decisions, deadletter) to which --topic-prefix is added, or a full topic name.
+    /// Records that do not decode are reported on stderr with their offset.
+    Tail(tail::TailArgs),
+    /// Manage perfpilot's topics.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+    /// Run the whole pipeline with synthetic agents on an embedded broker and watch.
+    ///
+    /// Starts librdkafka's mock cluster in-process (or uses --bootstrap-servers),
+    /// creates the topics, runs five synthetic services in two pools with injected
+    /// incidents, all four stages, and prints anomalies, forecasts, recommendations
+    /// and decisions as they happen; ends with a summary.
+    Demo(crate::demo::DemoArgs),
+}
+
+/// `perfpilot topics …`
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create every perfpilot topic (existing ones are left as they are).
+    Create(TopicsCreateArgs),
+    /// Print the topic layout: names, keys and settings. Needs no broker.
+    List {
+        /// Prefix of every topic name.
+        #[arg(long, default_value = "perfpilot.", env = "PERFPILOT_TOPIC_PREFIX")]
+        topic_prefix: String,
+    },
+}
+
+/// Arguments of `topics create`.
+#[derive(Debug, Args)]
+pub struct TopicsCreateArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Partitions per topic: the most instances a stage can usefully run.
+    #[arg(long, default_value_t = 12)]
+    partitions: i32,
+    /// Replication factor (3 for production clusters).
+    #[arg(long, default_value_t = 1)]
+    replication_factor: i32,
+}
+
+/// How to reach Kafka; shared by every verb that talks to it.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, host:port[,host:port…].
+    #[arg(long, default_value = "127.0.0.1:9092", env = "PERFPILOT_BOOTSTRAP_SERVERS")]
+    pub bootstrap_servers: String,
+    /// Prefix of every topic name.
+    #[arg(long, default_value = "perfpilot.", env = "PERFPILOT_TOPIC_PREFIX")]
+    pub topic_prefix: String,
+    /// Extra librdkafka property, key=value (repeatable), e.g. -X security.protocol=SASL_SSL.
+    /// Values of password and secret properties are never logged.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub property: Vec<(String, String)>,
+}
+
+impl KafkaArgs {
+    /// Client options.
+    pub fn options(&self) -> KafkaOptions {
+        KafkaOptions {
+            bootstrap_servers: self.bootstrap_servers.clone(),
+            properties: self.property.clone(),
+            consumer_properties: Vec::new(),
+        }
+    }
+
+    /// Topic names.
+    pub fn topics(&self) -> Topics {
+        Topics::with_prefix(self.topic_prefix.clone())
+    }
+}
+
+/// The stages `run` can start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StageKind {
+    /// metrics → anomalies
+    Detector,
+    /// metrics → forecasts
+    Forecaster,
+    /// anomalies + forecasts → recommendations
+    Recommender,
+    /// recommendations → decisions
+    Coordinator,
+}
+
+/// Parses durations such as `30s`, `500ms`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 500ms, 2m)"))
+}
+
+/// Serves `/metrics` if an address is given; a failure is reported, not fatal.
+pub fn maybe_serve_metrics(addr: Option<SocketAddr>) {
+    if let Some(addr) = addr {
+        match crate::telemetry::serve_metrics(addr) {
+            Ok(()) => tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics"),
+            Err(e) => tracing::warn!(error = %e, "metrics endpoint not started"),
+        }
+    }
+}
+
+/// Runs a parsed command line. Must be called inside a tokio runtime.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init_logging(cli.log_format);
+    match cli.command {
+        Command::Run(args) => stage::run(args).await,
+        Command::Produce(args) => produce::run(args).await,
+        Command::Tail(args) => tail::run(args).await,
+        Command::Topics(TopicsCommand::Create(args)) => {
+            let created = crate::runtime::topics::create_all(
+                &args.kafka.options(),
+                &args.kafka.topics(),
+                args.partitions,
+                args.replication_factor,
+            )
+            .await?;
+            for (name, new) in created {
+                println!("{name}: {}", if new { "created" } else { "exists" });
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Topics(TopicsCommand::List { topic_prefix }) => {
+            for spec in Topics::with_prefix(topic_prefix).specs() {
+                let cfg: Vec<String> = spec.configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("{:<32} {:<58} {}", spec.name, spec.purpose, cfg.join(" "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => crate::demo::run_cli(args).await,
+    }
+}

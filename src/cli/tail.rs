@@ -1,0 +1,61 @@
+//! `perfpilot tail <topic>`: any perfpilot topic as JSON lines.
+
+use super::{parse_duration, KafkaArgs};
+use crate::event::AnyRecord;
+use clap::Args;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Topic: metrics, anomalies, forecasts, recommendations, decisions, deadletter, or a full name.
+    topic: String,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Start at the oldest record instead of only new ones.
+    #[arg(long)]
+    from_beginning: bool,
+    /// Stop after this many records.
+    #[arg(long)]
+    max: Option<u64>,
+    /// Stop when no record arrived for this long (e.g. 5s); default: run until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+}
+
+pub(super) async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
+    let topic = args.kafka.topics().resolve(&args.topic);
+    let group = format!("perfpilot-tail-{}-{}", std::process::id(), crate::runtime::now_ms());
+    let mut cfg = args.kafka.options().consumer_config(&group);
+    cfg.set("auto.offset.reset", if args.from_beginning { "earliest" } else { "latest" });
+    let consumer: StreamConsumer = cfg.create()?;
+    consumer.subscribe(&[&topic])?;
+    let shutdown = crate::runtime::Shutdown::new();
+    tokio::spawn(shutdown.clone().on_signals());
+    let mut stdout = std::io::stdout().lock();
+    let mut n = 0u64;
+    let idle = args.idle_timeout.unwrap_or(Duration::from_secs(u64::MAX / 4));
+    while args.max.is_none_or(|max| n < max) {
+        let m = tokio::select! {
+            _ = shutdown.wait() => break,
+            r = tokio::time::timeout(idle, consumer.recv()) => match r {
+                Ok(m) => m?,
+                Err(_) => break,
+            },
+        };
+        n += 1;
+        match AnyRecord::decode(m.payload().unwrap_or(&[])) {
+            Ok(record) => {
+                serde_json::to_writer(&mut stdout, &record)?;
+                writeln!(stdout)?;
+            }
+            Err(e) => eprintln!("{topic}/{}@{}: {e}", m.partition(), m.offset()),
+        }
+    }
+    stdout.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

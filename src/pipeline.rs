@@ -1,0 +1,85 @@
+//! Wiring of the four stages: which core reads which topics and writes where. Used by
+//! `perfpilot run`, the demo and the integration tests, so all run the same pipeline.
+
+use crate::cli::StageKind;
+use crate::config::Config;
+use crate::runtime::{run_stage, KafkaOptions, RunReport, RunnerConfig, RuntimeError, Shutdown, Topics};
+use crate::stage::coordinator::Coordinator;
+use crate::stage::detector::Detector;
+use crate::stage::forecaster::Forecaster;
+use crate::stage::recommender::Recommender;
+
+impl StageKind {
+    /// Every stage, in pipeline order.
+    pub const ALL: [StageKind; 4] = [
+        StageKind::Detector,
+        StageKind::Forecaster,
+        StageKind::Recommender,
+        StageKind::Coordinator,
+    ];
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageKind::Detector => "detector",
+            StageKind::Forecaster => "forecaster",
+            StageKind::Recommender => "recommender",
+            StageKind::Coordinator => "coordinator",
+        }
+    }
+
+    /// The default consumer group of the stage.
+    pub fn default_group(self, topics: &Topics) -> String {
+        format!("{}{}", topics.prefix, self.as_str())
+    }
+
+    /// Runner settings: inputs, output, dead letters, group.
+    pub fn runner_config(self, topics: &Topics, group_id: Option<String>) -> RunnerConfig {
+        let (inputs, output) = match self {
+            StageKind::Detector => (vec![topics.metrics()], topics.anomalies()),
+            StageKind::Forecaster => (vec![topics.metrics()], topics.forecasts()),
+            StageKind::Recommender => (vec![topics.anomalies(), topics.forecasts()], topics.recommendations()),
+            StageKind::Coordinator => (vec![topics.recommendations()], topics.decisions()),
+        };
+        RunnerConfig::new(
+            group_id.unwrap_or_else(|| self.default_group(topics)),
+            inputs,
+            output,
+            topics.deadletter(),
+        )
+    }
+}
+
+/// Why a stage could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The configuration is invalid for this stage.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The runner failed.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// Builds the core of `kind` from `config` and runs it until `shutdown`.
+pub async fn run_kind(
+    kind: StageKind,
+    config: &Config,
+    kafka: &KafkaOptions,
+    runner: RunnerConfig,
+    shutdown: Shutdown,
+) -> Result<RunReport, PipelineError> {
+    Ok(match kind {
+        StageKind::Detector => run_stage(Detector::new(config.detector.clone())?, kafka, runner, shutdown).await?,
+        StageKind::Forecaster => {
+            run_stage(Forecaster::new(config.forecaster.clone())?, kafka, runner, shutdown).await?
+        }
+        StageKind::Recommender => {
+            run_stage(Recommender::new(config.policies.clone()), kafka, runner, shutdown).await?
+        }
+        StageKind::Coordinator => {
+            let core = Coordinator::new(config.coordinator.clone(), config.policies.clone())?;
+            run_stage(core, kafka, runner, shutdown).await?
+        }
+    })
+}
