@@ -124,7 +124,7 @@ impl KafkaArgs {
 }
 
 /// The stages `run` can start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
 pub enum StageKind {
     /// metrics → anomalies
     Detector,

@@ -24,7 +24,8 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How a stage is wired to Kafka.
@@ -48,6 +49,31 @@ pub struct RunnerConfig {
     pub shutdown_deadline: Duration,
     /// Limits for input checks.
     pub limits: InputLimits,
+    /// Live counters, readable while the stage runs (by the demo, tests, benches).
+    pub progress: Arc<Progress>,
+}
+
+/// Live counters of a running stage.
+#[derive(Debug, Default)]
+pub struct Progress {
+    consumed: AtomicU64,
+    dead_lettered: AtomicU64,
+    produced: AtomicU64,
+}
+
+impl Progress {
+    /// Records read so far.
+    pub fn consumed(&self) -> u64 {
+        self.consumed.load(Ordering::Relaxed)
+    }
+    /// Records dead-lettered so far.
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered.load(Ordering::Relaxed)
+    }
+    /// Outputs acknowledged so far.
+    pub fn produced(&self) -> u64 {
+        self.produced.load(Ordering::Relaxed)
+    }
 }
 
 impl RunnerConfig {
@@ -63,6 +89,7 @@ impl RunnerConfig {
             tick_interval: Duration::from_millis(500),
             shutdown_deadline: Duration::from_secs(10),
             limits: InputLimits::default(),
+            progress: Arc::new(Progress::default()),
         }
     }
 }
@@ -275,6 +302,7 @@ impl<S: Stage> Runner<S> {
             }
         };
         self.report.consumed += 1;
+        self.cfg.progress.consumed.fetch_add(1, Ordering::Relaxed);
         telemetry::records_in(self.name, 1);
         let now = now_ms();
         let meta = RecordMeta {
@@ -311,6 +339,7 @@ impl<S: Stage> Runner<S> {
     async fn dead_letter(&mut self, m: &BorrowedMessage<'_>, rej: Rejection, now: i64) -> Result<(), RuntimeError> {
         telemetry::dead_lettered(self.name, rej.reason, m.topic(), m.partition(), m.offset(), &rej.detail);
         self.report.dead_lettered += 1;
+        self.cfg.progress.dead_lettered.fetch_add(1, Ordering::Relaxed);
         *self.report.dead_letter_reasons.entry(rej.reason.to_string()).or_default() += 1;
         let dl = DeadLetter {
             stage: self.name.to_string(),
@@ -422,6 +451,7 @@ impl<S: Stage> Runner<S> {
             }
         }
         self.report.produced += produced;
+        self.cfg.progress.produced.fetch_add(produced, Ordering::Relaxed);
         telemetry::records_out(self.name, produced);
         match failure {
             Some(e) => Err(e),

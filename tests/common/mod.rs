@@ -1,0 +1,108 @@
+//! Shared test support: the two brokers, unique topics per test, and readers that
+//! collect what a topic holds.
+#![allow(dead_code)]
+
+use perfpilot::demo::embedded_client_options;
+use perfpilot::event::AnyRecord;
+use perfpilot::runtime::embedded::EmbeddedBroker;
+use perfpilot::runtime::{now_ms, KafkaOptions, Topics};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// The environment variable that points the tests at a real Apache Kafka.
+pub const REAL_KAFKA_ENV: &str = "PERFPILOT_TEST_BOOTSTRAP";
+
+/// A broker for one test, with topics under a prefix of its own.
+pub struct TestCluster {
+    _embedded: Option<EmbeddedBroker>,
+    pub kafka: KafkaOptions,
+    pub topics: Topics,
+    pub kind: &'static str,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique_prefix(test: &str) -> String {
+    format!("t-{test}-{}-{}-{}.", std::process::id(), now_ms(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+impl TestCluster {
+    /// librdkafka's mock cluster, in this process.
+    pub fn embedded(test: &str, partitions: i32) -> Self {
+        let broker = EmbeddedBroker::start(1).expect("mock cluster starts");
+        let topics = Topics::with_prefix(unique_prefix(test));
+        broker.create_topics(&topics, partitions).expect("topics created");
+        let kafka = embedded_client_options(&broker.bootstrap_servers());
+        TestCluster {
+            _embedded: Some(broker),
+            kafka,
+            topics,
+            kind: "embedded",
+        }
+    }
+
+    /// The real Apache Kafka named by PERFPILOT_TEST_BOOTSTRAP, or `None` (and a line
+    /// saying the test is skipped) when it is not set.
+    pub async fn real(test: &str, partitions: i32) -> Option<Self> {
+        let Ok(bootstrap) = std::env::var(REAL_KAFKA_ENV) else {
+            eprintln!(
+                "SKIPPED {test} on real Kafka: {REAL_KAFKA_ENV} is not set \
+                 (scripts/kafka.sh start prints an address; .ci/run sets it)"
+            );
+            return None;
+        };
+        let topics = Topics::with_prefix(unique_prefix(test));
+        let kafka = KafkaOptions::new(bootstrap)
+            .with_consumer("session.timeout.ms", "6000")
+            .with_consumer("heartbeat.interval.ms", "500");
+        perfpilot::runtime::topics::create_all(&kafka, &topics, partitions, 1)
+            .await
+            .expect("topics created on the real broker");
+        Some(TestCluster {
+            _embedded: None,
+            kafka,
+            topics,
+            kind: "real",
+        })
+    }
+}
+
+/// Everything on `topic` from the beginning, as (key, partition, offset, raw bytes),
+/// until nothing new arrived for `idle`.
+pub async fn read_all_raw(kafka: &KafkaOptions, topic: &str, idle: Duration) -> Vec<(Option<Vec<u8>>, i32, i64, Vec<u8>)> {
+    let group = format!("reader-{}", unique_prefix("r"));
+    let consumer: StreamConsumer = kafka.consumer_config(&group).create().expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    // The first assignment can take a few seconds on the mock cluster.
+    let mut wait = idle + Duration::from_secs(8);
+    while let Ok(m) = tokio::time::timeout(wait, consumer.recv()).await {
+        let m = m.expect("recv");
+        out.push((m.key().map(<[u8]>::to_vec), m.partition(), m.offset(), m.payload().unwrap_or(&[]).to_vec()));
+        wait = idle;
+    }
+    out
+}
+
+/// Decoded records of `topic`.
+pub async fn read_all(kafka: &KafkaOptions, topic: &str, idle: Duration) -> Vec<AnyRecord> {
+    read_all_raw(kafka, topic, idle)
+        .await
+        .into_iter()
+        .map(|(_, p, o, bytes)| AnyRecord::decode(&bytes).unwrap_or_else(|e| panic!("{topic}/{p}@{o} does not decode: {e}")))
+        .collect()
+}
+
+/// Polls `cond` every 100 ms until it holds or `timeout` passes; returns whether it held.
+pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cond()
+}
