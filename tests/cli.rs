@@ -1,0 +1,107 @@
+//! The binary as a user runs it: help texts, `produce` with bad lines, `tail`,
+//! `topics list` and configuration errors.
+
+mod common;
+
+use common::TestCluster;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn perfpilot() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_perfpilot"))
+}
+
+#[test]
+fn every_verb_explains_itself() {
+    let cases: [(&[&str], &str); 7] = [
+        (&["--help"], "performance autopilot"),
+        (&["run", "--help"], "same group id to scale out"),
+        (&["produce", "--help"], "bad line is reported with its number"),
+        (&["tail", "--help"], "JSON lines"),
+        (&["topics", "--help"], "create"),
+        (&["topics", "create", "--help"], "--partitions"),
+        (&["demo", "--help"], "embedded broker"),
+    ];
+    for (args, needle) in cases {
+        let out = perfpilot().args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}");
+        assert!(text.contains(needle), "{args:?} help lacks {needle:?}:\n{text}");
+    }
+}
+
+#[test]
+fn topics_list_needs_no_broker() {
+    let out = perfpilot().args(["topics", "list", "--topic-prefix", "x."]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert_eq!(text.lines().count(), 10, "{text}");
+    assert!(text.contains("x.decisions") && text.contains("cleanup.policy=compact"));
+}
+
+#[test]
+fn a_bad_config_is_an_error_that_names_the_key() {
+    let dir = std::env::temp_dir().join(format!("perfpilot-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[targets.api]\nmax_replica = 3\n").unwrap();
+    let out = perfpilot()
+        .args(["run", "detector", "--bootstrap-servers", "127.0.0.1:1", "--metrics-addr", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("max_replica"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_reports_bad_lines_and_tail_prints_the_good_ones() {
+    let c = TestCluster::embedded("cli", 2);
+    let lines = [
+        r#"{"target":"api","metric":"cpu_utilization","value":0.5,"pool":"web"}"#,
+        r#"{"target":"api","metric":"cpu_utilization"}"#,
+        r#"{"target":"db","metric":"latency_p99_ms","value":12.5,"labels":{"zone":"a"},"timestamp_ms":1700000000000}"#,
+        "this is not json",
+        "",
+        r#"{"target":"","metric":"m","value":1}"#,
+    ];
+    let mut child = perfpilot()
+        .args(["produce", "--bootstrap-servers", &c.kafka.bootstrap_servers, "--topic-prefix", &c.topics.prefix])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(lines.join("\n").as_bytes()).unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "some lines were bad: {err}");
+    for bad in ["line 2:", "line 4:", "line 6:"] {
+        assert!(err.contains(bad), "{bad} not reported: {err}");
+    }
+    assert!(err.contains("published 2 events"), "{err}");
+
+    let bootstrap = c.kafka.bootstrap_servers.clone();
+    let prefix = c.topics.prefix.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        perfpilot()
+            .args(["tail", "metrics", "--from-beginning", "--max", "2", "--idle-timeout", "20s"])
+            .args(["--bootstrap-servers", &bootstrap, "--topic-prefix", &prefix])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 2, "{text}");
+    let mut targets: Vec<&str> = records.iter().map(|r| r["target"].as_str().unwrap()).collect();
+    targets.sort();
+    assert_eq!(targets, ["api", "db"]);
+    assert!(records.iter().all(|r| r["type"] == "MetricEvent"));
+    let db = records.iter().find(|r| r["target"] == "db").unwrap();
+    assert_eq!(db["labels"]["zone"], "a");
+    assert_eq!(db["timestamp_ms"], 1_700_000_000_000_i64);
+}
