@@ -1,1 +1,100 @@
-fn main(){}
+//! Criterion benches of the pure cores and the codec: ns per event.
+//!   cargo bench --bench cores
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use perfpilot::agent::synthetic::SyntheticFleet;
+use perfpilot::config::Config;
+use perfpilot::event::{decode, encode, MetricEvent};
+use perfpilot::stage::coordinator::Coordinator;
+use perfpilot::stage::detector::{Detector, DetectorConfig};
+use perfpilot::stage::forecaster::{Forecaster, ForecasterConfig};
+use perfpilot::stage::{RecordMeta, Stage};
+
+/// 1000 series × 200 ticks of the synthetic background fleet.
+fn events() -> Vec<MetricEvent> {
+    let mut demo = SyntheticFleet::demo(0, 60_000, 200, 1000, 1);
+    (0..200).flat_map(|_| demo.next_tick()).collect()
+}
+
+fn cores(c: &mut Criterion) {
+    let evs = events();
+    let mut g = c.benchmark_group("per_event");
+    g.throughput(Throughput::Elements(evs.len() as u64));
+    g.bench_function("detector", |b| {
+        b.iter(|| {
+            let mut d = Detector::new(DetectorConfig::default()).unwrap();
+            for e in &evs {
+                black_box(d.observe(e, 0));
+            }
+        })
+    });
+    g.bench_function("forecaster", |b| {
+        b.iter(|| {
+            let mut f = Forecaster::new(ForecasterConfig::default()).unwrap();
+            for e in &evs {
+                black_box(f.observe(e, 0));
+            }
+        })
+    });
+    g.bench_function("detector+forecaster", |b| {
+        b.iter(|| {
+            let mut d = Detector::new(DetectorConfig::default()).unwrap();
+            let mut f = Forecaster::new(ForecasterConfig::default()).unwrap();
+            for e in &evs {
+                black_box(d.observe(e, 0));
+                black_box(f.observe(e, 0));
+            }
+        })
+    });
+    g.bench_function("avro_decode_metric_event", |b| {
+        let bytes: Vec<Vec<u8>> = evs.iter().map(|e| encode(e).unwrap()).collect();
+        b.iter(|| {
+            for x in &bytes {
+                black_box(decode::<MetricEvent>(x).unwrap());
+            }
+        })
+    });
+    g.bench_function("avro_encode_metric_event", |b| {
+        b.iter(|| {
+            for e in &evs {
+                black_box(encode(e).unwrap());
+            }
+        })
+    });
+    g.finish();
+
+    let recs: Vec<_> = {
+        let cfg = Config::default();
+        let mut r = perfpilot::stage::recommender::Recommender::new(cfg.policies.clone());
+        let mut fc = Forecaster::new(ForecasterConfig::default()).unwrap();
+        let mut demo = SyntheticFleet::demo(0, 60_000, 2000, 0, 3);
+        let mut out = Vec::new();
+        for _ in 0..2000 {
+            for e in demo.next_tick() {
+                if let Some(f) = fc.observe(&e, 0) {
+                    out.extend(r.observe(&perfpilot::stage::Insight::Forecast(f), 0));
+                }
+            }
+        }
+        out
+    };
+    let mut g = c.benchmark_group("coordinator");
+    g.throughput(Throughput::Elements(recs.len() as u64));
+    g.bench_function("decide", |b| {
+        b.iter(|| {
+            let cfg = Config::default();
+            let mut c = Coordinator::new(cfg.coordinator, cfg.policies).unwrap();
+            let mut out = Vec::new();
+            for (i, r) in recs.iter().enumerate() {
+                let meta = RecordMeta { partition: 0, offset: i as i64, now_ms: i as i64 };
+                c.process(r.clone(), &meta, &mut out);
+            }
+            c.tick(i64::MAX / 2, &mut out);
+            black_box(out.len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, cores);
+criterion_main!(benches);

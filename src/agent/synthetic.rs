@@ -115,7 +115,10 @@ impl SyntheticFleet {
             svc("encoder", "media", 1.1, 2, 300.0, day / 2),
             svc("thumbnails", "media", 0.5, 2, 60.0, 2 * day / 3),
         ];
-        let at = |frac: f64| ((ticks as f64) * frac) as u64;
+        // Incidents fall after the detector's warm-up (30 samples) whenever the run is
+        // long enough for that.
+        let warm = if ticks >= 80 { 40 } else { 0 };
+        let at = |frac: f64| warm + ((ticks - warm) as f64 * frac) as u64;
         f.incidents = vec![
             Incident {
                 kind: IncidentKind::Spike,

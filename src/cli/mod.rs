@@ -1,6 +1,7 @@
 //! The command line: argument types (clap) and one function per verb. `main.rs` only
 //! parses and calls [`run`]; errors become exit codes here, at the binary's edge.
 
+mod agent;
 mod produce;
 mod stage;
 mod tail;
@@ -54,6 +55,11 @@ pub enum Command {
     /// decisions, deadletter) to which --topic-prefix is added, or a full topic name.
     /// Records that do not decode are reported on stderr with their offset.
     Tail(tail::TailArgs),
+    /// Publish metrics from the synthetic services (the demo's workload) to a cluster.
+    ///
+    /// With a live clock by default (one sample per --step); approved decisions on the
+    /// decisions topic change the services' replicas, closing the loop.
+    Agent(agent::AgentArgs),
     /// Manage perfpilot's topics.
     #[command(subcommand)]
     Topics(TopicsCommand),
@@ -157,6 +163,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => stage::run(args).await,
         Command::Produce(args) => produce::run(args).await,
+        Command::Agent(args) => agent::run(args).await,
         Command::Tail(args) => tail::run(args).await,
         Command::Topics(TopicsCommand::Create(args)) => {
             let created = crate::runtime::topics::create_all(

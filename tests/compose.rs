@@ -1,0 +1,76 @@
+//! No Docker engine runs here, so docker-compose.yml is kept right by care and by this
+//! test: it parses, runs Apache Kafka in KRaft mode, creates the topics, runs every
+//! stage from the repo's Dockerfile with a verb the binary knows, an agent, and
+//! Prometheus scraping every stage.
+
+use std::process::Command;
+
+fn yaml(path: &str) -> serde_norway::Value {
+    let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"));
+    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{full} does not parse: {e}"))
+}
+
+fn command(service: &serde_norway::Value) -> Vec<String> {
+    service["command"]
+        .as_sequence()
+        .map(|s| s.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn compose_has_the_broker_every_stage_an_agent_and_prometheus() {
+    let mut doc = yaml("docker-compose.yml");
+    doc.apply_merge().expect("merge keys resolve");
+    let services = &doc["services"];
+
+    let kafka = &services["kafka"];
+    assert!(kafka["image"].as_str().unwrap().starts_with("apache/kafka:4"), "official Apache Kafka 4.x image");
+    assert_eq!(kafka["environment"]["KAFKA_PROCESS_ROLES"].as_str(), Some("broker,controller"), "KRaft mode");
+
+    let topics = command(&services["topics"]);
+    assert_eq!(&topics[..2], ["topics", "create"]);
+
+    for stage in ["detector", "forecaster", "recommender", "coordinator"] {
+        let s = &services[stage];
+        assert_eq!(s["build"].as_str(), Some("."), "{stage} is built from the repo's Dockerfile");
+        assert_eq!(command(s), ["run", stage]);
+        assert_eq!(s["environment"]["PERFPILOT_BOOTSTRAP_SERVERS"].as_str(), Some("kafka:9092"));
+    }
+    assert_eq!(command(&services["agent"])[0], "agent");
+
+    let prom = &services["prometheus"];
+    assert!(prom["image"].as_str().unwrap().starts_with("prom/prometheus"));
+    let scrape = yaml("deploy/prometheus.yml");
+    let targets: Vec<&str> = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    for stage in ["detector", "forecaster", "recommender", "coordinator"] {
+        assert!(targets.contains(&format!("{stage}:9464").as_str()), "{stage} not scraped");
+    }
+    assert!(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).exists());
+}
+
+#[test]
+fn compose_commands_are_valid_for_the_binary() {
+    let mut doc = yaml("docker-compose.yml");
+    doc.apply_merge().unwrap();
+    for (name, service) in doc["services"].as_mapping().unwrap() {
+        let args = command(service);
+        if args.is_empty() || service["build"].as_str() != Some(".") {
+            continue;
+        }
+        // `--help` after the verb's arguments makes clap validate them without running.
+        let out = Command::new(env!("CARGO_BIN_EXE_perfpilot")).args(&args).arg("--help").output().unwrap();
+        assert!(out.status.success(), "service {name:?}: `perfpilot {}` is rejected: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn the_shipped_config_file_loads() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/perfpilot.toml");
+    perfpilot::config::Config::load(Some(std::path::Path::new(path))).unwrap();
+}
