@@ -1,7 +1,7 @@
 //! Criterion benches of the pure cores and the codec: ns per event.
 //!   cargo bench --bench cores
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use perfpilot::agent::synthetic::SyntheticFleet;
 use perfpilot::config::Config;
 use perfpilot::event::{decode, encode, MetricEvent};
@@ -9,6 +9,7 @@ use perfpilot::stage::coordinator::Coordinator;
 use perfpilot::stage::detector::{Detector, DetectorConfig};
 use perfpilot::stage::forecaster::{Forecaster, ForecasterConfig};
 use perfpilot::stage::{RecordMeta, Stage};
+use std::hint::black_box;
 
 /// 1000 series × 200 ticks of the synthetic background fleet.
 fn events() -> Vec<MetricEvent> {
@@ -86,7 +87,11 @@ fn cores(c: &mut Criterion) {
             let mut c = Coordinator::new(cfg.coordinator, cfg.policies).unwrap();
             let mut out = Vec::new();
             for (i, r) in recs.iter().enumerate() {
-                let meta = RecordMeta { partition: 0, offset: i as i64, now_ms: i as i64 };
+                let meta = RecordMeta {
+                    partition: 0,
+                    offset: i as i64,
+                    now_ms: i as i64,
+                };
                 c.process(r.clone(), &meta, &mut out);
             }
             c.tick(i64::MAX / 2, &mut out);

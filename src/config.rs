@@ -18,7 +18,9 @@
 //! dry_run = true
 //! ```
 
-use crate::stage::{coordinator::CoordinatorConfig, detector::DetectorConfig, forecaster::ForecasterConfig};
+use crate::stage::{
+    coordinator::CoordinatorConfig, detector::DetectorConfig, forecaster::ForecasterConfig,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -110,7 +112,10 @@ impl TargetPolicy {
             ));
         }
         if !(self.utilization_goal > 0.0 && self.utilization_goal.is_finite()) {
-            return bad(format!("utilization_goal {} must be > 0", self.utilization_goal));
+            return bad(format!(
+                "utilization_goal {} must be > 0",
+                self.utilization_goal
+            ));
         }
         if !(0.0..1.0).contains(&self.tolerance) {
             return bad(format!("tolerance {} must be in [0, 1)", self.tolerance));
@@ -253,7 +258,10 @@ mod tests {
         )
         .unwrap();
         let p = cfg.policies.get("checkout");
-        assert_eq!((p.replicas, p.max_replicas, p.pool.as_deref()), (3, 20, Some("shop")));
+        assert_eq!(
+            (p.replicas, p.max_replicas, p.pool.as_deref()),
+            (3, 20, Some("shop"))
+        );
         assert_eq!(cfg.policies.get("unknown").max_replicas, 20);
         assert_eq!(cfg.policies.get("unknown").replicas, 2);
     }

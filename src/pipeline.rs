@@ -3,7 +3,9 @@
 
 use crate::cli::StageKind;
 use crate::config::Config;
-use crate::runtime::{run_stage, KafkaOptions, RunReport, RunnerConfig, RuntimeError, Shutdown, Topics};
+use crate::runtime::{
+    run_stage, KafkaOptions, RunReport, RunnerConfig, RuntimeError, Shutdown, Topics,
+};
 use crate::stage::coordinator::Coordinator;
 use crate::stage::detector::Detector;
 use crate::stage::forecaster::Forecaster;
@@ -38,7 +40,10 @@ impl StageKind {
         let (inputs, output) = match self {
             StageKind::Detector => (vec![topics.metrics()], topics.anomalies()),
             StageKind::Forecaster => (vec![topics.metrics()], topics.forecasts()),
-            StageKind::Recommender => (vec![topics.anomalies(), topics.forecasts()], topics.recommendations()),
+            StageKind::Recommender => (
+                vec![topics.anomalies(), topics.forecasts()],
+                topics.recommendations(),
+            ),
             StageKind::Coordinator => (vec![topics.recommendations()], topics.decisions()),
         };
         RunnerConfig::new(
@@ -70,12 +75,32 @@ pub async fn run_kind(
     shutdown: Shutdown,
 ) -> Result<RunReport, PipelineError> {
     Ok(match kind {
-        StageKind::Detector => run_stage(Detector::new(config.detector.clone())?, kafka, runner, shutdown).await?,
+        StageKind::Detector => {
+            run_stage(
+                Detector::new(config.detector.clone())?,
+                kafka,
+                runner,
+                shutdown,
+            )
+            .await?
+        }
         StageKind::Forecaster => {
-            run_stage(Forecaster::new(config.forecaster.clone())?, kafka, runner, shutdown).await?
+            run_stage(
+                Forecaster::new(config.forecaster.clone())?,
+                kafka,
+                runner,
+                shutdown,
+            )
+            .await?
         }
         StageKind::Recommender => {
-            run_stage(Recommender::new(config.policies.clone()), kafka, runner, shutdown).await?
+            run_stage(
+                Recommender::new(config.policies.clone()),
+                kafka,
+                runner,
+                shutdown,
+            )
+            .await?
         }
         StageKind::Coordinator => {
             let core = Coordinator::new(config.coordinator.clone(), config.policies.clone())?;

@@ -33,16 +33,34 @@ pub const BACKPRESSURE_WAITS: &str = "perfpilot_backpressure_waits_total";
 pub const ALL: [(&str, &str); 12] = [
     (RECORDS_IN, "records consumed by a stage"),
     (RECORDS_OUT, "records produced by a stage"),
-    (DEAD_LETTERED, "inputs sent to the dead-letter topic, by reason"),
-    (PROCESSING_SECONDS, "time the stage core spent on one record"),
-    (EVENT_TIME_LAG_SECONDS, "wall clock minus event time of the last record"),
+    (
+        DEAD_LETTERED,
+        "inputs sent to the dead-letter topic, by reason",
+    ),
+    (
+        PROCESSING_SECONDS,
+        "time the stage core spent on one record",
+    ),
+    (
+        EVENT_TIME_LAG_SECONDS,
+        "wall clock minus event time of the last record",
+    ),
     (COMMIT_SECONDS, "time of one offset commit"),
-    (COMMIT_FAILURES, "offset commits that failed (retried with the next batch)"),
+    (
+        COMMIT_FAILURES,
+        "offset commits that failed (retried with the next batch)",
+    ),
     (ACTIVE_SERIES, "series or keys with state in memory"),
     (REBALANCES, "partition assignments and revocations"),
     (BATCHES, "batches processed"),
-    (CORE_EVENTS, "cumulative counters of the stage core (late, duplicate, refused ...)"),
-    (BACKPRESSURE_WAITS, "times the producer queue was full and the stage waited"),
+    (
+        CORE_EVENTS,
+        "cumulative counters of the stage core (late, duplicate, refused ...)",
+    ),
+    (
+        BACKPRESSURE_WAITS,
+        "times the producer queue was full and the stage waited",
+    ),
 ];
 
 /// Log output format.
@@ -58,7 +76,9 @@ pub enum LogFormat {
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second initialisation (tests) is harmless: keep the first.
     let _ = match format {
         LogFormat::Plain => builder.try_init(),
@@ -79,7 +99,8 @@ pub fn serve_metrics(addr: SocketAddr) -> Result<(), MetricsError> {
     let builder = metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .set_buckets(&[
-            0.000_001, 0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+            0.000_001, 0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05,
+            0.1, 0.5, 1.0,
         ])
         .map_err(|e| MetricsError {
             addr,
@@ -106,9 +127,24 @@ pub fn records_out(stage: &'static str, n: u64) {
 }
 
 /// A dead-lettered record: counted by reason and logged.
-pub fn dead_lettered(stage: &'static str, reason: &'static str, topic: &str, partition: i32, offset: i64, detail: &str) {
+pub fn dead_lettered(
+    stage: &'static str,
+    reason: &'static str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    detail: &str,
+) {
     counter!(DEAD_LETTERED, "stage" => stage, "reason" => reason).increment(1);
-    tracing::warn!(stage, reason, topic, partition, offset, detail, "record dead-lettered");
+    tracing::warn!(
+        stage,
+        reason,
+        topic,
+        partition,
+        offset,
+        detail,
+        "record dead-lettered"
+    );
 }
 
 /// Processing time of one record.

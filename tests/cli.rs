@@ -16,7 +16,10 @@ fn every_verb_explains_itself() {
     let cases: [(&[&str], &str); 7] = [
         (&["--help"], "performance autopilot"),
         (&["run", "--help"], "same group id to scale out"),
-        (&["produce", "--help"], "bad line is reported with its number"),
+        (
+            &["produce", "--help"],
+            "bad line is reported with its number",
+        ),
         (&["tail", "--help"], "JSON lines"),
         (&["topics", "--help"], "create"),
         (&["topics", "create", "--help"], "--partitions"),
@@ -26,13 +29,19 @@ fn every_verb_explains_itself() {
         let out = perfpilot().args(args).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{args:?}");
-        assert!(text.contains(needle), "{args:?} help lacks {needle:?}:\n{text}");
+        assert!(
+            text.contains(needle),
+            "{args:?} help lacks {needle:?}:\n{text}"
+        );
     }
 }
 
 #[test]
 fn topics_list_needs_no_broker() {
-    let out = perfpilot().args(["topics", "list", "--topic-prefix", "x."]).output().unwrap();
+    let out = perfpilot()
+        .args(["topics", "list", "--topic-prefix", "x."])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert_eq!(text.lines().count(), 10, "{text}");
@@ -46,7 +55,15 @@ fn a_bad_config_is_an_error_that_names_the_key() {
     let path = dir.join("bad.toml");
     std::fs::write(&path, "[targets.api]\nmax_replica = 3\n").unwrap();
     let out = perfpilot()
-        .args(["run", "detector", "--bootstrap-servers", "127.0.0.1:1", "--metrics-addr", "127.0.0.1:0", "--config"])
+        .args([
+            "run",
+            "detector",
+            "--bootstrap-servers",
+            "127.0.0.1:1",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--config",
+        ])
         .arg(&path)
         .output()
         .unwrap();
@@ -67,14 +84,28 @@ async fn produce_reports_bad_lines_and_tail_prints_the_good_ones() {
         r#"{"target":"","metric":"m","value":1}"#,
     ];
     let mut child = perfpilot()
-        .args(["produce", "--bootstrap-servers", &c.kafka.bootstrap_servers, "--topic-prefix", &c.topics.prefix])
+        .args([
+            "produce",
+            "--bootstrap-servers",
+            &c.kafka.bootstrap_servers,
+            "--topic-prefix",
+            &c.topics.prefix,
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(lines.join("\n").as_bytes()).unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.join("\n").as_bytes())
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "some lines were bad: {err}");
     for bad in ["line 2:", "line 4:", "line 6:"] {
@@ -86,7 +117,15 @@ async fn produce_reports_bad_lines_and_tail_prints_the_good_ones() {
     let prefix = c.topics.prefix.clone();
     let out = tokio::task::spawn_blocking(move || {
         perfpilot()
-            .args(["tail", "metrics", "--from-beginning", "--max", "2", "--idle-timeout", "20s"])
+            .args([
+                "tail",
+                "metrics",
+                "--from-beginning",
+                "--max",
+                "2",
+                "--idle-timeout",
+                "20s",
+            ])
             .args(["--bootstrap-servers", &bootstrap, "--topic-prefix", &prefix])
             .output()
     })
@@ -94,10 +133,20 @@ async fn produce_reports_bad_lines_and_tail_prints_the_good_ones() {
     .unwrap()
     .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(records.len(), 2, "{text}");
-    let mut targets: Vec<&str> = records.iter().map(|r| r["target"].as_str().unwrap()).collect();
+    let mut targets: Vec<&str> = records
+        .iter()
+        .map(|r| r["target"].as_str().unwrap())
+        .collect();
     targets.sort();
     assert_eq!(targets, ["api", "db"]);
     assert!(records.iter().all(|r| r["type"] == "MetricEvent"));

@@ -25,22 +25,42 @@ fn compose_has_the_broker_every_stage_an_agent_and_prometheus() {
     let services = &doc["services"];
 
     let kafka = &services["kafka"];
-    assert!(kafka["image"].as_str().unwrap().starts_with("apache/kafka:4"), "official Apache Kafka 4.x image");
-    assert_eq!(kafka["environment"]["KAFKA_PROCESS_ROLES"].as_str(), Some("broker,controller"), "KRaft mode");
+    assert!(
+        kafka["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("apache/kafka:4"),
+        "official Apache Kafka 4.x image"
+    );
+    assert_eq!(
+        kafka["environment"]["KAFKA_PROCESS_ROLES"].as_str(),
+        Some("broker,controller"),
+        "KRaft mode"
+    );
 
     let topics = command(&services["topics"]);
     assert_eq!(&topics[..2], ["topics", "create"]);
 
     for stage in ["detector", "forecaster", "recommender", "coordinator"] {
         let s = &services[stage];
-        assert_eq!(s["build"].as_str(), Some("."), "{stage} is built from the repo's Dockerfile");
+        assert_eq!(
+            s["build"].as_str(),
+            Some("."),
+            "{stage} is built from the repo's Dockerfile"
+        );
         assert_eq!(command(s), ["run", stage]);
-        assert_eq!(s["environment"]["PERFPILOT_BOOTSTRAP_SERVERS"].as_str(), Some("kafka:9092"));
+        assert_eq!(
+            s["environment"]["PERFPILOT_BOOTSTRAP_SERVERS"].as_str(),
+            Some("kafka:9092")
+        );
     }
     assert_eq!(command(&services["agent"])[0], "agent");
 
     let prom = &services["prometheus"];
-    assert!(prom["image"].as_str().unwrap().starts_with("prom/prometheus"));
+    assert!(prom["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("prom/prometheus"));
     let scrape = yaml("deploy/prometheus.yml");
     let targets: Vec<&str> = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
         .as_sequence()
@@ -49,7 +69,10 @@ fn compose_has_the_broker_every_stage_an_agent_and_prometheus() {
         .map(|t| t.as_str().unwrap())
         .collect();
     for stage in ["detector", "forecaster", "recommender", "coordinator"] {
-        assert!(targets.contains(&format!("{stage}:9464").as_str()), "{stage} not scraped");
+        assert!(
+            targets.contains(&format!("{stage}:9464").as_str()),
+            "{stage} not scraped"
+        );
     }
     assert!(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).exists());
 }
@@ -64,8 +87,17 @@ fn compose_commands_are_valid_for_the_binary() {
             continue;
         }
         // `--help` after the verb's arguments makes clap validate them without running.
-        let out = Command::new(env!("CARGO_BIN_EXE_perfpilot")).args(&args).arg("--help").output().unwrap();
-        assert!(out.status.success(), "service {name:?}: `perfpilot {}` is rejected: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(env!("CARGO_BIN_EXE_perfpilot"))
+            .args(&args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "service {name:?}: `perfpilot {}` is rejected: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

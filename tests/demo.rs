@@ -6,17 +6,36 @@ use std::process::Command;
 #[test]
 fn demo_runs_and_summarises() {
     let out = Command::new(env!("CARGO_BIN_EXE_perfpilot"))
-        .args(["demo", "--duration", "20s", "--quiet", "--fleet", "20", "--metrics-addr", "127.0.0.1:0"])
+        .args([
+            "demo",
+            "--duration",
+            "20s",
+            "--quiet",
+            "--fleet",
+            "20",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("perfpilot demo summary"), "{text}");
     // Every record reached the detector: processed or dead-lettered (3 poison records).
-    let accounting = text.lines().find(|l| l.starts_with("accounting:")).expect("accounting line");
+    let accounting = text
+        .lines()
+        .find(|l| l.starts_with("accounting:"))
+        .expect("accounting line");
     let words: Vec<&str> = accounting.split_whitespace().collect();
     assert_eq!(words[3], words[5], "{accounting}");
     assert!(accounting.contains("3 dead-lettered"), "{accounting}");
     assert!(text.contains("4 of 4 incidents detected"), "{text}");
-    assert!(text.contains("approved"), "no decision was approved:\n{text}");
+    assert!(
+        text.contains("approved"),
+        "no decision was approved:\n{text}"
+    );
 }

@@ -59,12 +59,54 @@ fn poison(now: i64) -> Vec<(&'static str, Vec<u8>)> {
         ("unknown_fingerprint", unknown),
         ("wrong_record_type", encode(&anomaly).unwrap()),
         ("bad_body", good_bytes[..good_bytes.len() - 4].to_vec()),
-        ("non_finite_value", encode(&MetricEvent { value: f64::NAN, ..good.clone() }).unwrap()),
-        ("non_finite_value", encode(&MetricEvent { value: f64::NEG_INFINITY, ..good.clone() }).unwrap()),
-        ("empty_target", encode(&MetricEvent { target: String::new(), ..good.clone() }).unwrap()),
-        ("empty_metric", encode(&MetricEvent { metric: " ".into(), ..good.clone() }).unwrap()),
-        ("future_timestamp", encode(&MetricEvent { timestamp_ms: now + 10 * 86_400_000, ..good.clone() }).unwrap()),
-        ("negative_timestamp", encode(&MetricEvent { timestamp_ms: -5, ..good.clone() }).unwrap()),
+        (
+            "non_finite_value",
+            encode(&MetricEvent {
+                value: f64::NAN,
+                ..good.clone()
+            })
+            .unwrap(),
+        ),
+        (
+            "non_finite_value",
+            encode(&MetricEvent {
+                value: f64::NEG_INFINITY,
+                ..good.clone()
+            })
+            .unwrap(),
+        ),
+        (
+            "empty_target",
+            encode(&MetricEvent {
+                target: String::new(),
+                ..good.clone()
+            })
+            .unwrap(),
+        ),
+        (
+            "empty_metric",
+            encode(&MetricEvent {
+                metric: " ".into(),
+                ..good.clone()
+            })
+            .unwrap(),
+        ),
+        (
+            "future_timestamp",
+            encode(&MetricEvent {
+                timestamp_ms: now + 10 * 86_400_000,
+                ..good.clone()
+            })
+            .unwrap(),
+        ),
+        (
+            "negative_timestamp",
+            encode(&MetricEvent {
+                timestamp_ms: -5,
+                ..good.clone()
+            })
+            .unwrap(),
+        ),
     ]
 }
 
@@ -86,7 +128,10 @@ async fn end_to_end(c: TestCluster) {
         runner.tick_interval = Duration::from_millis(100);
         progress.insert(kind, runner.progress.clone());
         let (cfg, kafka, stop) = (config.clone(), c.kafka.clone(), shutdown.clone());
-        handles.push((kind, tokio::spawn(async move { run_kind(kind, &cfg, &kafka, runner, stop).await })));
+        handles.push((
+            kind,
+            tokio::spawn(async move { run_kind(kind, &cfg, &kafka, runner, stop).await }),
+        ));
     }
 
     // A known stream: five services with a spike, a level shift and a ramp, plus a few
@@ -112,9 +157,16 @@ async fn end_to_end(c: TestCluster) {
     let total = produced + poison.len() as u64;
 
     let p = |k: StageKind| progress[&k].clone();
-    let (det, fc, rec, coord) = (p(StageKind::Detector), p(StageKind::Forecaster), p(StageKind::Recommender), p(StageKind::Coordinator));
+    let (det, fc, rec, coord) = (
+        p(StageKind::Detector),
+        p(StageKind::Forecaster),
+        p(StageKind::Recommender),
+        p(StageKind::Coordinator),
+    );
     assert!(
-        eventually(Duration::from_secs(90), || det.consumed() == total && fc.consumed() == total).await,
+        eventually(Duration::from_secs(90), || det.consumed() == total
+            && fc.consumed() == total)
+        .await,
         "[{}] detector/forecaster consumed {}/{} of {total}",
         c.kind,
         det.consumed(),
@@ -137,7 +189,12 @@ async fn end_to_end(c: TestCluster) {
     shutdown.trigger();
     let mut reports: HashMap<StageKind, RunReport> = HashMap::new();
     for (kind, h) in handles {
-        reports.insert(kind, h.await.unwrap().unwrap_or_else(|e| panic!("{} failed: {e}", kind.as_str())));
+        reports.insert(
+            kind,
+            h.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{} failed: {e}", kind.as_str())),
+        );
     }
 
     // Every input accounted for: processed or dead-lettered, with the right reason.
@@ -150,8 +207,16 @@ async fn end_to_end(c: TestCluster) {
         assert_eq!(r.dead_letter_reasons, expected_reasons, "{}", kind.as_str());
     }
     for (kind, r) in &reports {
-        assert!(r.clean_shutdown, "{} did not shut down cleanly", kind.as_str());
-        assert!(r.consumed == r.processed + r.dead_lettered, "{}: {r:?}", kind.as_str());
+        assert!(
+            r.clean_shutdown,
+            "{} did not shut down cleanly",
+            kind.as_str()
+        );
+        assert!(
+            r.consumed == r.processed + r.dead_lettered,
+            "{}: {r:?}",
+            kind.as_str()
+        );
     }
 
     // The dead letters carry the original bytes, where they came from, and the reason.
@@ -162,18 +227,35 @@ async fn end_to_end(c: TestCluster) {
         let d: DeadLetter = decode(bytes).unwrap();
         assert_eq!(key.as_deref(), Some(&b"checkout"[..]));
         assert_eq!(d.source_topic, c.topics.metrics());
-        let original = poison.iter().find(|(r, b)| *r == d.reason && Some(b) == d.payload.as_ref().or(Some(&Vec::new())));
-        assert!(original.is_some(), "dead letter {} does not carry its original payload", d.reason);
+        let original = poison
+            .iter()
+            .find(|(r, b)| *r == d.reason && Some(b) == d.payload.as_ref().or(Some(&Vec::new())));
+        assert!(
+            original.is_some(),
+            "dead letter {} does not carry its original payload",
+            d.reason
+        );
         assert!(!d.detail.is_empty());
         seen_reasons.push(d.reason);
     }
-    assert_eq!(count_reasons(seen_reasons.iter().map(String::as_str)).values().sum::<u64>(), 2 * poison.len() as u64);
+    assert_eq!(
+        count_reasons(seen_reasons.iter().map(String::as_str))
+            .values()
+            .sum::<u64>(),
+        2 * poison.len() as u64
+    );
 
     // The injected incidents are found.
     let anomalies: Vec<Anomaly> = read_all(&c.kafka, &c.topics.anomalies(), Duration::from_secs(2))
         .await
         .into_iter()
-        .filter_map(|r| if let AnyRecord::Anomaly(a) = r { Some(a) } else { None })
+        .filter_map(|r| {
+            if let AnyRecord::Anomaly(a) = r {
+                Some(a)
+            } else {
+                None
+            }
+        })
         .collect();
     for a in &anomalies {
         assert!((0.5..=1.0).contains(&a.score), "{a:?}");
@@ -184,7 +266,9 @@ async fn end_to_end(c: TestCluster) {
         let from = start + i.start_tick as i64 * step;
         let until = start + (i.end_tick as i64 + 5) * step;
         assert!(
-            anomalies.iter().any(|a| a.target == i.target && a.metric == i.metric && (from..=until).contains(&a.timestamp_ms)),
+            anomalies.iter().any(|a| a.target == i.target
+                && a.metric == i.metric
+                && (from..=until).contains(&a.timestamp_ms)),
             "[{}] {:?} on {} {} not detected",
             c.kind,
             i.kind,
@@ -194,7 +278,12 @@ async fn end_to_end(c: TestCluster) {
     }
 
     // Recommendations explain themselves and are keyed by pool; the ramp leads to a scale-out.
-    let raw_recs = read_all_raw(&c.kafka, &c.topics.recommendations(), Duration::from_secs(2)).await;
+    let raw_recs = read_all_raw(
+        &c.kafka,
+        &c.topics.recommendations(),
+        Duration::from_secs(2),
+    )
+    .await;
     let mut rec_ids = Vec::new();
     let mut encoder_out = false;
     for (key, _, _, bytes) in &raw_recs {
@@ -205,23 +294,44 @@ async fn end_to_end(c: TestCluster) {
         encoder_out |= r.target == "encoder" && r.kind == ActionKind::ScaleOut;
         rec_ids.push(r.id);
     }
-    assert!(encoder_out, "[{}] the encoder ramp led to no scale-out", c.kind);
+    assert!(
+        encoder_out,
+        "[{}] the encoder ramp led to no scale-out",
+        c.kind
+    );
 
     // Every recommendation has exactly one decision.
-    let decisions: Vec<perfpilot::event::Decision> = read_all(&c.kafka, &c.topics.decisions(), Duration::from_secs(2))
-        .await
-        .into_iter()
-        .filter_map(|r| if let AnyRecord::Decision(d) = r { Some(d) } else { None })
+    let decisions: Vec<perfpilot::event::Decision> =
+        read_all(&c.kafka, &c.topics.decisions(), Duration::from_secs(2))
+            .await
+            .into_iter()
+            .filter_map(|r| {
+                if let AnyRecord::Decision(d) = r {
+                    Some(d)
+                } else {
+                    None
+                }
+            })
+            .collect();
+    let mut decided: Vec<String> = decisions
+        .iter()
+        .map(|d| d.recommendation_id.clone())
         .collect();
-    let mut decided: Vec<String> = decisions.iter().map(|d| d.recommendation_id.clone()).collect();
     decided.sort();
     rec_ids.sort();
-    assert_eq!(decided, rec_ids, "[{}] decisions do not match recommendations one to one", c.kind);
+    assert_eq!(
+        decided, rec_ids,
+        "[{}] decisions do not match recommendations one to one",
+        c.kind
+    );
     for d in &decisions {
         let policy = config.policies.get(&d.target);
         assert!(!d.rule.is_empty() && !d.reason.is_empty());
         if let Some(f) = d.final_replicas {
-            assert!((policy.min_replicas..=policy.max_replicas).contains(&f), "{d:?}");
+            assert!(
+                (policy.min_replicas..=policy.max_replicas).contains(&f),
+                "{d:?}"
+            );
         }
     }
     eprintln!(
@@ -252,7 +362,9 @@ async fn restart_resumes(c: TestCluster) {
     let config = Config::default();
     let mut publisher = MetricPublisher::new(&c.kafka, c.topics.metrics()).unwrap();
     let base = now_ms() - 3_600_000;
-    let produce = |from: i64, n: i64| (from..from + n).map(move |i| event(&format!("svc-{}", i % 10), base + i * 1000, 0.5));
+    let produce = |from: i64, n: i64| {
+        (from..from + n).map(move |i| event(&format!("svc-{}", i % 10), base + i * 1000, 0.5))
+    };
     for e in produce(0, 400) {
         publisher.publish(&e).await.unwrap();
     }
@@ -265,8 +377,14 @@ async fn restart_resumes(c: TestCluster) {
             let progress = runner.progress.clone();
             let stop = Shutdown::new();
             let stop2 = stop.clone();
-            let h = tokio::spawn(async move { run_kind(StageKind::Detector, &cfg, &kafka, runner, stop2).await });
-            assert!(eventually(Duration::from_secs(60), || progress.consumed() >= expect).await, "consumed {}", progress.consumed());
+            let h = tokio::spawn(async move {
+                run_kind(StageKind::Detector, &cfg, &kafka, runner, stop2).await
+            });
+            assert!(
+                eventually(Duration::from_secs(60), || progress.consumed() >= expect).await,
+                "consumed {}",
+                progress.consumed()
+            );
             // Give a wrongly resumed consumer time to re-read old records.
             tokio::time::sleep(Duration::from_secs(2)).await;
             stop.trigger();
@@ -282,7 +400,11 @@ async fn restart_resumes(c: TestCluster) {
     }
     publisher.flush().await.unwrap();
     let second = run(250).await;
-    assert_eq!(second.consumed, 250, "[{}] the restarted stage re-read committed records", c.kind);
+    assert_eq!(
+        second.consumed, 250,
+        "[{}] the restarted stage re-read committed records",
+        c.kind
+    );
     assert!(second.clean_shutdown);
 }
 

@@ -26,7 +26,15 @@ max_pending = 7
 
 fn arb_rec() -> impl Strategy<Value = (usize, bool, i32, i32, i64, i32, bool)> {
     // target, scale-out?, current, proposed, time step, priority, redelivered?
-    (0usize..3, any::<bool>(), 1i32..10, 0i32..20, 0i64..120_000, 0i32..100, prop::bool::weighted(0.1))
+    (
+        0usize..3,
+        any::<bool>(),
+        1i32..10,
+        0i32..20,
+        0i64..120_000,
+        0i32..100,
+        prop::bool::weighted(0.1),
+    )
 }
 
 proptest! {

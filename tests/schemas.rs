@@ -9,7 +9,14 @@ use apache_avro::Schema;
 use perfpilot::event::*;
 use std::collections::HashMap;
 
-const NAMES: [&str; 6] = ["MetricEvent", "Anomaly", "Forecast", "Recommendation", "Decision", "DeadLetter"];
+const NAMES: [&str; 6] = [
+    "MetricEvent",
+    "Anomaly",
+    "Forecast",
+    "Recommendation",
+    "Decision",
+    "DeadLetter",
+];
 
 fn schema_file(name: &str) -> (String, Schema) {
     let path = format!("{}/schemas/{name}.avsc", env!("CARGO_MANIFEST_DIR"));
@@ -29,12 +36,19 @@ fn frame(schema: &Schema, value: Value) -> Vec<u8> {
 fn unframe(schema: &Schema, bytes: &[u8]) -> Value {
     assert_eq!(&bytes[..2], &[0xC3, 0x01]);
     assert_eq!(&bytes[2..10], &schema.fingerprint::<Rabin>().bytes[..]);
-    apache_avro::from_avro_datum(schema, &mut &bytes[10..], None).expect("decodes with the schema file")
+    apache_avro::from_avro_datum(schema, &mut &bytes[10..], None)
+        .expect("decodes with the schema file")
 }
 
 fn field<'a>(v: &'a Value, name: &str) -> &'a Value {
     match v {
-        Value::Record(fields) => &fields.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no field {name}")).1,
+        Value::Record(fields) => {
+            &fields
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("no field {name}"))
+                .1
+        }
         _ => panic!("not a record"),
     }
 }
@@ -46,9 +60,16 @@ fn every_schema_file_parses_documents_every_field_and_shares_one_namespace() {
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["namespace"], "io.perfpilot.v1", "{name}");
         assert_eq!(json["name"], name);
-        assert!(json["doc"].as_str().is_some_and(|d| !d.is_empty()), "{name} has no doc");
+        assert!(
+            json["doc"].as_str().is_some_and(|d| !d.is_empty()),
+            "{name} has no doc"
+        );
         for f in json["fields"].as_array().unwrap() {
-            assert!(f["doc"].as_str().is_some_and(|d| !d.is_empty()), "{name}.{} has no doc", f["name"]);
+            assert!(
+                f["doc"].as_str().is_some_and(|d| !d.is_empty()),
+                "{name}.{} has no doc",
+                f["name"]
+            );
         }
         assert!(matches!(schema, Schema::Record(_)));
     }
@@ -67,8 +88,15 @@ fn fingerprints_of_the_files_are_the_ones_the_codec_writes() {
     let mut seen = std::collections::HashSet::new();
     for (name, info) in NAMES.iter().zip(codec) {
         let (_, schema) = schema_file(name);
-        assert_eq!(&schema.fingerprint::<Rabin>().bytes[..], &info.header[2..], "{name}");
-        assert!(seen.insert(info.fingerprint), "two schemas share a fingerprint");
+        assert_eq!(
+            &schema.fingerprint::<Rabin>().bytes[..],
+            &info.header[2..],
+            "{name}"
+        );
+        assert!(
+            seen.insert(info.fingerprint),
+            "two schemas share a fingerprint"
+        );
     }
 }
 
@@ -78,9 +106,18 @@ fn metric_event_written_by_a_generic_writer_decodes() {
     let value = Value::Record(vec![
         ("source".into(), Value::String("py-agent".into())),
         ("target".into(), Value::String("checkout".into())),
-        ("pool".into(), Value::Union(1, Box::new(Value::String("shop".into())))),
+        (
+            "pool".into(),
+            Value::Union(1, Box::new(Value::String("shop".into()))),
+        ),
         ("metric".into(), Value::String("cpu_utilization".into())),
-        ("labels".into(), Value::Map(HashMap::from([("zone".to_string(), Value::String("a".into()))]))),
+        (
+            "labels".into(),
+            Value::Map(HashMap::from([(
+                "zone".to_string(),
+                Value::String("a".into()),
+            )])),
+        ),
         ("timestamp_ms".into(), Value::Long(1_700_000_000_000)),
         ("value".into(), Value::Double(0.75)),
         ("unit".into(), Value::String("ratio".into())),
@@ -118,16 +155,35 @@ fn decision_written_by_a_generic_writer_decodes() {
         ("reason".into(), Value::String("because".into())),
         ("current_replicas".into(), Value::Int(4)),
         ("proposed_replicas".into(), Value::Int(3)),
-        ("final_replicas".into(), Value::Union(1, Box::new(Value::Int(3)))),
+        (
+            "final_replicas".into(),
+            Value::Union(1, Box::new(Value::Int(3))),
+        ),
         ("merged_into".into(), Value::Union(0, Box::new(Value::Null))),
         ("decided_ms".into(), Value::Long(5)),
         ("dry_run".into(), Value::Boolean(true)),
     ]);
     let d: Decision = decode(&frame(&schema, value)).unwrap();
-    assert_eq!((d.kind, d.verdict, d.final_replicas, d.merged_into, d.dry_run), (ActionKind::ScaleIn, Verdict::Approved, Some(3), None, true));
+    assert_eq!(
+        (
+            d.kind,
+            d.verdict,
+            d.final_replicas,
+            d.merged_into,
+            d.dry_run
+        ),
+        (ActionKind::ScaleIn, Verdict::Approved, Some(3), None, true)
+    );
 }
 
-fn samples() -> (MetricEvent, Anomaly, Forecast, Recommendation, Decision, DeadLetter) {
+fn samples() -> (
+    MetricEvent,
+    Anomaly,
+    Forecast,
+    Recommendation,
+    Decision,
+    DeadLetter,
+) {
     let labels: Labels = [("zone".to_string(), "b".to_string())].into();
     let event = MetricEvent {
         source: "a".into(),
@@ -167,7 +223,12 @@ fn samples() -> (MetricEvent, Anomaly, Forecast, Recommendation, Decision, DeadL
         model: "holt".into(),
         step_ms: 1000,
         interval_level: 0.9,
-        points: vec![ForecastPoint { timestamp_ms: 43, value: 1.0, lower: 0.5, upper: 1.5 }],
+        points: vec![ForecastPoint {
+            timestamp_ms: 43,
+            value: 1.0,
+            lower: 0.5,
+            upper: 1.5,
+        }],
     };
     let rec = Recommendation {
         id: "rec-1".into(),
@@ -180,7 +241,13 @@ fn samples() -> (MetricEvent, Anomaly, Forecast, Recommendation, Decision, DeadL
         priority: 70,
         reason: "r".into(),
         expected_effect: "e".into(),
-        evidence: vec![Evidence { kind: "forecast".into(), ref_id: "fc-1".into(), metric: "m".into(), value: 0.9, detail: "d".into() }],
+        evidence: vec![Evidence {
+            kind: "forecast".into(),
+            ref_id: "fc-1".into(),
+            metric: "m".into(),
+            value: 0.9,
+            detail: "d".into(),
+        }],
         created_ms: 42,
         expires_ms: 99,
     };
@@ -232,7 +299,10 @@ fn every_type_round_trips_and_reads_back_with_the_file_schema() {
     assert_eq!(field(&v, "direction"), &Value::Enum(1, "DOWN".into()));
     let (_, s) = schema_file("DeadLetter");
     let v = unframe(&s, &encode(&dl).unwrap());
-    assert_eq!(field(&v, "payload"), &Value::Union(1, Box::new(Value::Bytes(vec![0, 1, 2, 255]))));
+    assert_eq!(
+        field(&v, "payload"),
+        &Value::Union(1, Box::new(Value::Bytes(vec![0, 1, 2, 255])))
+    );
     let (_, s) = schema_file("Forecast");
     let v = unframe(&s, &encode(&f).unwrap());
     match field(&v, "points") {
@@ -256,8 +326,18 @@ fn rust_types_have_exactly_the_fields_of_the_files() {
     for (name, json) in rust {
         let (text, _) = schema_file(name);
         let file: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let mut in_file: Vec<&str> = file["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
-        let mut in_rust: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut in_file: Vec<&str> = file["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        let mut in_rust: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         in_file.sort();
         in_rust.sort();
         assert_eq!(in_rust, in_file, "{name}: Rust type and schema file differ");

@@ -236,7 +236,8 @@ impl SyntheticFleet {
             let queueing = 1.0 / (1.0 - util.min(0.95));
             let spike = self.factor(&s.target, "latency_p99_ms", IncidentKind::Spike, tick);
             let shift = self.factor(&s.target, "latency_p99_ms", IncidentKind::LevelShift, tick);
-            let latency = s.base_latency_ms * queueing * spike * shift * (1.0 + 0.04 * self.gaussian());
+            let latency =
+                s.base_latency_ms * queueing * spike * shift * (1.0 + 0.04 * self.gaussian());
             let mk = |metric: &str, value: f64, unit: &str| MetricEvent {
                 source: format!("agent-{}", s.target),
                 target: s.target.clone(),
@@ -284,7 +285,11 @@ mod tests {
             let ea = a.next_tick();
             assert_eq!(ea, b.next_tick());
             assert_eq!(ea.len(), 5 * 3 + 3);
-            cart_latency.extend(ea.iter().filter(|e| e.target == "cart" && e.metric == "latency_p99_ms").map(|e| e.value));
+            cart_latency.extend(
+                ea.iter()
+                    .filter(|e| e.target == "cart" && e.metric == "latency_p99_ms")
+                    .map(|e| e.value),
+            );
         }
         let spike = a.incidents().iter().find(|i| i.target == "cart").unwrap();
         let during = cart_latency[spike.start_tick as usize];
@@ -295,7 +300,12 @@ mod tests {
     #[test]
     fn more_replicas_lower_utilization() {
         let mut f = SyntheticFleet::demo(0, 60_000, 100, 0, 1);
-        let util = |evs: &[MetricEvent]| evs.iter().find(|e| e.target == "checkout" && e.metric == "cpu_utilization").unwrap().value;
+        let util = |evs: &[MetricEvent]| {
+            evs.iter()
+                .find(|e| e.target == "checkout" && e.metric == "cpu_utilization")
+                .unwrap()
+                .value
+        };
         let before = util(&f.next_tick());
         f.apply_replicas("checkout", 12);
         let after = util(&f.next_tick());

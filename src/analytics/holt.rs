@@ -84,7 +84,10 @@ impl Holt {
             }
             damp_sum += phi_pow;
         }
-        (self.level + damp_sum * self.trend, (self.error_var * factor).sqrt())
+        (
+            self.level + damp_sum * self.trend,
+            (self.error_var * factor).sqrt(),
+        )
     }
 }
 
@@ -92,7 +95,11 @@ impl Holt {
 mod tests {
     use super::*;
 
-    const PLAIN: HoltParams = HoltParams { alpha: 0.3, beta: 0.1, phi: 1.0 };
+    const PLAIN: HoltParams = HoltParams {
+        alpha: 0.3,
+        beta: 0.1,
+        phi: 1.0,
+    };
 
     #[test]
     fn follows_a_linear_trend() {
@@ -115,7 +122,10 @@ mod tests {
         let (near, _) = h.forecast(1, damped);
         let (far, _) = h.forecast(1000, damped);
         // Σ φ^i converges to φ/(1-φ) = 9: the far forecast stays within 9 trends of the level.
-        assert!(far - h.level() < 9.5 * (near - h.level()) / 0.9, "{near} {far}");
+        assert!(
+            far - h.level() < 9.5 * (near - h.level()) / 0.9,
+            "{near} {far}"
+        );
     }
 
     #[test]

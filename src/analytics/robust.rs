@@ -46,7 +46,14 @@ impl EventTimeWindow {
     }
 
     /// Offers a point; evicts what falls out of `span_ms` or beyond `max_points`.
-    pub fn admit(&mut self, ts: i64, value: f64, span_ms: i64, max_points: usize, lateness_ms: i64) -> Admit {
+    pub fn admit(
+        &mut self,
+        ts: i64,
+        value: f64,
+        span_ms: i64,
+        max_points: usize,
+        lateness_ms: i64,
+    ) -> Admit {
         match self.points.back() {
             None => self.points.push_back((ts, value)),
             Some(&(last, _)) if ts > last => self.points.push_back((ts, value)),

@@ -52,7 +52,9 @@ pub(super) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     tokio::spawn(shutdown.clone().on_signals());
     let (tx, mut rx) = mpsc::channel::<(String, i32)>(1024);
     if !args.open_loop {
-        let consumer: StreamConsumer = kafka.consumer_config(&format!("{}agent", topics.prefix)).create()?;
+        let consumer: StreamConsumer = kafka
+            .consumer_config(&format!("{}agent", topics.prefix))
+            .create()?;
         consumer.subscribe(&[&topics.decisions()])?;
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -60,7 +62,9 @@ pub(super) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 let m = tokio::select! { _ = stop.wait() => break, m = consumer.recv() => m };
                 let Ok(m) = m else { continue };
                 if let Ok(d) = decode::<Decision>(m.payload().unwrap_or(&[])) {
-                    if let (Verdict::Approved, false, Some(r)) = (d.verdict, d.dry_run, d.final_replicas) {
+                    if let (Verdict::Approved, false, Some(r)) =
+                        (d.verdict, d.dry_run, d.final_replicas)
+                    {
                         let _ = tx.try_send((d.target, r));
                     }
                 }

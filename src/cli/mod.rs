@@ -23,7 +23,13 @@ use std::time::Duration;
 #[command(name = "perfpilot", version, propagate_version = true)]
 pub struct Cli {
     /// Log format on stderr (filter with RUST_LOG, e.g. RUST_LOG=perfpilot=debug).
-    #[arg(long, value_enum, default_value = "plain", global = true, env = "PERFPILOT_LOG_FORMAT")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "plain",
+        global = true,
+        env = "PERFPILOT_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
 
     /// What to do.
@@ -102,7 +108,11 @@ pub struct TopicsCreateArgs {
 #[derive(Debug, Clone, Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers, host:port[,host:port…].
-    #[arg(long, default_value = "127.0.0.1:9092", env = "PERFPILOT_BOOTSTRAP_SERVERS")]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9092",
+        env = "PERFPILOT_BOOTSTRAP_SERVERS"
+    )]
     pub bootstrap_servers: String,
     /// Prefix of every topic name.
     #[arg(long, default_value = "perfpilot.", env = "PERFPILOT_TOPIC_PREFIX")]
@@ -180,7 +190,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Topics(TopicsCommand::List { topic_prefix }) => {
             for spec in Topics::with_prefix(topic_prefix).specs() {
-                let cfg: Vec<String> = spec.configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let cfg: Vec<String> = spec
+                    .configs
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
                 println!("{:<32} {:<58} {}", spec.name, spec.purpose, cfg.join(" "));
             }
             Ok(ExitCode::SUCCESS)

@@ -75,7 +75,11 @@ pub(super) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     }
     let sent = publisher.flush().await?;
     eprintln!("published {sent} events to {topic}; {bad} bad lines skipped");
-    Ok(if bad > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if bad > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[cfg(test)]
@@ -86,12 +90,21 @@ mod tests {
     fn lines_table() {
         let now = 1_000_000;
         let ok = parse_line(r#"{"target":"a","metric":"m","value":1.5}"#, "cli", now).unwrap();
-        assert_eq!((ok.timestamp_ms, ok.source.as_str(), ok.pool), (now, "cli", None));
+        assert_eq!(
+            (ok.timestamp_ms, ok.source.as_str(), ok.pool),
+            (now, "cli", None)
+        );
         for (line, needle) in [
             (r#"{"target":"a","metric":"m"}"#, "value"),
             (r#"{"target":"","metric":"m","value":1}"#, "target"),
-            (r#"{"target":"a","metric":"m","value":1,"colour":"red"}"#, "colour"),
-            (r#"{"target":"a","metric":"m","value":1,"timestamp_ms":99999999999999}"#, "future"),
+            (
+                r#"{"target":"a","metric":"m","value":1,"colour":"red"}"#,
+                "colour",
+            ),
+            (
+                r#"{"target":"a","metric":"m","value":1,"timestamp_ms":99999999999999}"#,
+                "future",
+            ),
             ("not json", "expected"),
         ] {
             let e = parse_line(line, "cli", now).unwrap_err();

@@ -60,5 +60,9 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         report.produced,
         report.commits
     );
-    Ok(if report.clean_shutdown { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.clean_shutdown {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

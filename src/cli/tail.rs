@@ -29,16 +29,29 @@ pub struct TailArgs {
 
 pub(super) async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     let topic = args.kafka.topics().resolve(&args.topic);
-    let group = format!("perfpilot-tail-{}-{}", std::process::id(), crate::runtime::now_ms());
+    let group = format!(
+        "perfpilot-tail-{}-{}",
+        std::process::id(),
+        crate::runtime::now_ms()
+    );
     let mut cfg = args.kafka.options().consumer_config(&group);
-    cfg.set("auto.offset.reset", if args.from_beginning { "earliest" } else { "latest" });
+    cfg.set(
+        "auto.offset.reset",
+        if args.from_beginning {
+            "earliest"
+        } else {
+            "latest"
+        },
+    );
     let consumer: StreamConsumer = cfg.create()?;
     consumer.subscribe(&[&topic])?;
     let shutdown = crate::runtime::Shutdown::new();
     tokio::spawn(shutdown.clone().on_signals());
     let mut stdout = std::io::stdout().lock();
     let mut n = 0u64;
-    let idle = args.idle_timeout.unwrap_or(Duration::from_secs(u64::MAX / 4));
+    let idle = args
+        .idle_timeout
+        .unwrap_or(Duration::from_secs(u64::MAX / 4));
     while args.max.is_none_or(|max| n < max) {
         let m = tokio::select! {
             _ = shutdown.wait() => break,

@@ -98,7 +98,10 @@ pub async fn run_cli(args: DemoArgs) -> anyhow::Result<ExitCode> {
             let topics = Topics::with_prefix(format!("perfpilot-demo-{}.", now_ms()));
             let kafka = KafkaOptions::new(bootstrap.clone());
             crate::runtime::topics::create_all(&kafka, &topics, args.partitions, 1).await?;
-            println!("perfpilot demo on Kafka at {bootstrap}, topics {}*", topics.prefix);
+            println!(
+                "perfpilot demo on Kafka at {bootstrap}, topics {}*",
+                topics.prefix
+            );
             run(&args, &config, &kafka, &topics).await?
         }
         None => {
@@ -107,14 +110,21 @@ pub async fn run_cli(args: DemoArgs) -> anyhow::Result<ExitCode> {
             let topics = Topics::default();
             broker.create_topics(&topics, args.partitions)?;
             let kafka = embedded_client_options(&broker.bootstrap_servers());
-            println!("perfpilot demo on the embedded broker at {}", broker.bootstrap_servers());
+            println!(
+                "perfpilot demo on the embedded broker at {}",
+                broker.bootstrap_servers()
+            );
             let s = run(&args, &config, &kafka, &topics).await?;
             drop(broker);
             s
         }
     };
     summary.print(&mut std::io::stdout())?;
-    Ok(if summary.healthy() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if summary.healthy() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Client settings that make the mock cluster's group rebalances take seconds, not a
@@ -126,7 +136,12 @@ pub fn embedded_client_options(bootstrap: &str) -> KafkaOptions {
 }
 
 /// Runs the demo against a broker whose topics exist, and returns its summary.
-pub async fn run(args: &DemoArgs, config: &Config, kafka: &KafkaOptions, topics: &Topics) -> anyhow::Result<DemoSummary> {
+pub async fn run(
+    args: &DemoArgs,
+    config: &Config,
+    kafka: &KafkaOptions,
+    topics: &Topics,
+) -> anyhow::Result<DemoSummary> {
     let shutdown = Shutdown::new();
     let signals = Shutdown::new();
     tokio::spawn(signals.clone().on_signals());
@@ -136,10 +151,16 @@ pub async fn run(args: &DemoArgs, config: &Config, kafka: &KafkaOptions, topics:
         // Stages tick often so the coordinator's idle windows close promptly.
         runner.tick_interval = Duration::from_millis(250);
         let (cfg, kafka, stop) = (config.clone(), kafka.clone(), shutdown.clone());
-        stages.push((kind, tokio::spawn(async move { run_kind(kind, &cfg, &kafka, runner, stop).await })));
+        stages.push((
+            kind,
+            tokio::spawn(async move { run_kind(kind, &cfg, &kafka, runner, stop).await }),
+        ));
     }
 
-    let agent_time = args.duration.saturating_sub(Duration::from_secs(6)).max(Duration::from_secs(4));
+    let agent_time = args
+        .duration
+        .saturating_sub(Duration::from_secs(6))
+        .max(Duration::from_secs(4));
     let ticks = (agent_time.as_secs_f64() * f64::from(args.ticks_per_second.max(1))) as u64;
     let step_ms = 60_000;
     let start_ms = now_ms() - ticks as i64 * step_ms;
@@ -208,7 +229,9 @@ async fn agents(
     let period = Duration::from_secs_f64(1.0 / f64::from(args.ticks_per_second.max(1)));
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let poison_at: Vec<u64> = (1..=u64::from(args.poison)).map(|i| i * ticks / (u64::from(args.poison) + 1)).collect();
+    let poison_at: Vec<u64> = (1..=u64::from(args.poison))
+        .map(|i| i * ticks / (u64::from(args.poison) + 1))
+        .collect();
     let mut produced = 0u64;
     for tick in 0..ticks {
         interval.tick().await;
@@ -241,9 +264,24 @@ pub fn poison_record(i: usize, ts: i64) -> anyhow::Result<(String, Vec<u8>)> {
         unit: "ratio".into(),
     };
     Ok(match i % 3 {
-        0 => ("checkout".into(), br#"{"target":"checkout","value":"oops"}"#.to_vec()),
-        1 => ("checkout".into(), encode(&MetricEvent { value: f64::NAN, ..base })?),
-        _ => (String::new(), encode(&MetricEvent { target: String::new(), ..base })?),
+        0 => (
+            "checkout".into(),
+            br#"{"target":"checkout","value":"oops"}"#.to_vec(),
+        ),
+        1 => (
+            "checkout".into(),
+            encode(&MetricEvent {
+                value: f64::NAN,
+                ..base
+            })?,
+        ),
+        _ => (
+            String::new(),
+            encode(&MetricEvent {
+                target: String::new(),
+                ..base
+            })?,
+        ),
     })
 }
 
@@ -258,8 +296,16 @@ async fn watch(
     feedback: mpsc::Sender<(String, i32)>,
     stop: Shutdown,
 ) -> anyhow::Result<Observed> {
-    let consumer: StreamConsumer = kafka.consumer_config(&format!("{}demo-watcher", topics.prefix)).create()?;
-    let names = [topics.anomalies(), topics.forecasts(), topics.recommendations(), topics.decisions(), topics.deadletter()];
+    let consumer: StreamConsumer = kafka
+        .consumer_config(&format!("{}demo-watcher", topics.prefix))
+        .create()?;
+    let names = [
+        topics.anomalies(),
+        topics.forecasts(),
+        topics.recommendations(),
+        topics.decisions(),
+        topics.deadletter(),
+    ];
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;
     let mut observed = Observed::default();
@@ -285,7 +331,9 @@ async fn watch(
                     // The channel is bounded; if the agents fall behind, the decision is
                     // reported and the loop simply stays open for that one. Once the
                     // agents have finished, the channel is closed and nothing is applied.
-                    if let Err(mpsc::error::TrySendError::Full(_)) = feedback.try_send((d.target.clone(), r)) {
+                    if let Err(mpsc::error::TrySendError::Full(_)) =
+                        feedback.try_send((d.target.clone(), r))
+                    {
                         tracing::warn!(target = %d.target, "demo feedback channel full; decision not applied");
                     }
                 }

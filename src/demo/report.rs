@@ -18,7 +18,12 @@ pub(super) struct Printer {
 
 fn clock(start_ms: i64, ts: i64) -> String {
     let minutes = (ts - start_ms).max(0) / 60_000;
-    format!("day {} {:02}:{:02}", minutes / 1440, (minutes / 60) % 24, minutes % 60)
+    format!(
+        "day {} {:02}:{:02}",
+        minutes / 1440,
+        (minutes / 60) % 24,
+        minutes % 60
+    )
 }
 
 impl Printer {
@@ -119,14 +124,21 @@ pub struct Observed {
 impl Observed {
     pub(super) fn record(&mut self, r: AnyRecord) {
         match r {
-            AnyRecord::Anomaly(a) => self.anomalies.push((a.target, a.metric, a.timestamp_ms, a.score)),
+            AnyRecord::Anomaly(a) => {
+                self.anomalies
+                    .push((a.target, a.metric, a.timestamp_ms, a.score))
+            }
             AnyRecord::Forecast(_) => self.forecasts += 1,
-            AnyRecord::Recommendation(r) => self.recommendations.push((r.target, r.kind, r.created_ms)),
+            AnyRecord::Recommendation(r) => {
+                self.recommendations.push((r.target, r.kind, r.created_ms))
+            }
             AnyRecord::Decision(d) => {
                 *self.verdicts.entry(d.verdict).or_default() += 1;
                 *self.rules.entry(d.rule).or_default() += 1;
             }
-            AnyRecord::DeadLetter(d) => *self.dead_letters.entry((d.stage, d.reason)).or_default() += 1,
+            AnyRecord::DeadLetter(d) => {
+                *self.dead_letters.entry((d.stage, d.reason)).or_default() += 1
+            }
             AnyRecord::MetricEvent(_) => {}
         }
     }
@@ -168,24 +180,37 @@ impl DemoSummary {
             .filter(|(t, m, ts, _)| *t == i.target && *m == i.metric && (from..=until).contains(ts))
             .min_by_key(|a| a.2);
         if let Some((_, _, ts, score)) = anomaly {
-            return Some(format!("anomaly after {} min, score {:.2}", (ts - from) / 60_000, score));
+            return Some(format!(
+                "anomaly after {} min, score {:.2}",
+                (ts - from) / 60_000,
+                score
+            ));
         }
         if i.kind == IncidentKind::Ramp {
             let rec = self
                 .observed
                 .recommendations
                 .iter()
-                .filter(|(t, k, ts)| *t == i.target && *k == ActionKind::ScaleOut && (from..=until).contains(ts))
+                .filter(|(t, k, ts)| {
+                    *t == i.target && *k == ActionKind::ScaleOut && (from..=until).contains(ts)
+                })
                 .min_by_key(|r| r.2);
             if let Some((_, _, ts)) = rec {
-                return Some(format!("scale-out recommended after {} min", (ts - from) / 60_000));
+                return Some(format!(
+                    "scale-out recommended after {} min",
+                    (ts - from) / 60_000
+                ));
             }
         }
         None
     }
 
     fn report(&self, kind: StageKind) -> RunReport {
-        self.reports.iter().find(|(k, _)| *k == kind).map(|(_, r)| r.clone()).unwrap_or_default()
+        self.reports
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default()
     }
 
     /// The demo worked: every metric record reached the detector and forecaster and was
@@ -202,14 +227,21 @@ impl DemoSummary {
     pub fn print(&self, w: &mut impl Write) -> std::io::Result<()> {
         let rate = self.produced as f64 / self.agent_secs.max(1e-9);
         writeln!(w)?;
-        writeln!(w, "── perfpilot demo summary ─────────────────────────────────────────────")?;
+        writeln!(
+            w,
+            "── perfpilot demo summary ─────────────────────────────────────────────"
+        )?;
         writeln!(
             w,
             "agents published {} metric events in {:.1} s ({:.0} events/s; {} simulated minutes) and {} malformed records",
             self.produced, self.agent_secs, rate, self.ticks, self.poison
         )?;
         writeln!(w)?;
-        writeln!(w, "{:<12} {:>10} {:>10} {:>14} {:>10} {:>8}", "stage", "consumed", "processed", "dead-lettered", "outputs", "commits")?;
+        writeln!(
+            w,
+            "{:<12} {:>10} {:>10} {:>14} {:>10} {:>8}",
+            "stage", "consumed", "processed", "dead-lettered", "outputs", "commits"
+        )?;
         for (kind, r) in &self.reports {
             writeln!(
                 w,
@@ -255,8 +287,16 @@ impl DemoSummary {
                 i.target == *t && i.metric == *m && (from..=until).contains(&ts)
             })
         };
-        let other: Vec<_> = self.observed.anomalies.iter().filter(|(t, m, ts, _)| !in_incident(t, m, *ts)).collect();
-        let on_hosts = other.iter().filter(|(t, ..)| t.starts_with("host-")).count();
+        let other: Vec<_> = self
+            .observed
+            .anomalies
+            .iter()
+            .filter(|(t, m, ts, _)| !in_incident(t, m, *ts))
+            .collect();
+        let on_hosts = other
+            .iter()
+            .filter(|(t, ..)| t.starts_with("host-"))
+            .count();
         writeln!(
             w,
             "  {detected} of {} incidents detected; {} anomalies in total: {} on services outside the incidents \
@@ -266,18 +306,45 @@ impl DemoSummary {
             other.len() - on_hosts
         )?;
         writeln!(w)?;
-        let verdicts: Vec<String> = self.observed.verdicts.iter().map(|(v, n)| format!("{n} {}", v.as_str())).collect();
-        let rules: Vec<String> = self.observed.rules.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        let verdicts: Vec<String> = self
+            .observed
+            .verdicts
+            .iter()
+            .map(|(v, n)| format!("{n} {}", v.as_str()))
+            .collect();
+        let rules: Vec<String> = self
+            .observed
+            .rules
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
         writeln!(
             w,
             "{} forecasts, {} recommendations, decisions: {} (by rule: {})",
             self.observed.forecasts,
             self.observed.recommendations.len(),
-            if verdicts.is_empty() { "none".into() } else { verdicts.join(", ") },
+            if verdicts.is_empty() {
+                "none".into()
+            } else {
+                verdicts.join(", ")
+            },
             rules.join(", ")
         )?;
-        let dl: Vec<String> = self.observed.dead_letters.iter().map(|((s, r), n)| format!("{s}/{r} {n}")).collect();
-        writeln!(w, "dead letters: {}", if dl.is_empty() { "none".into() } else { dl.join(", ") })?;
+        let dl: Vec<String> = self
+            .observed
+            .dead_letters
+            .iter()
+            .map(|((s, r), n)| format!("{s}/{r} {n}"))
+            .collect();
+        writeln!(
+            w,
+            "dead letters: {}",
+            if dl.is_empty() {
+                "none".into()
+            } else {
+                dl.join(", ")
+            }
+        )?;
         if !self.healthy() {
             writeln!(w, "WARNING: not every record was accounted for, or a stage produced nothing (see above)")?;
         }

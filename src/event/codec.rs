@@ -61,8 +61,12 @@ macro_rules! avro_record {
     ($ty:ty, $name:literal) => {
         impl AvroRecord for $ty {
             const NAME: &'static str = $name;
-            const SCHEMA_JSON: &'static str =
-                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/", $name, ".avsc"));
+            const SCHEMA_JSON: &'static str = include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/schemas/",
+                $name,
+                ".avsc"
+            ));
             fn schema_info() -> &'static SchemaInfo {
                 static INFO: OnceLock<SchemaInfo> = OnceLock::new();
                 INFO.get_or_init(|| {
@@ -189,7 +193,10 @@ fn decode_body<T: AvroRecord>(body: &[u8]) -> Result<T, DecodeError> {
     let value = apache_avro::from_avro_datum(&info.schema, &mut reader, None)
         .map_err(|e| bad(e.to_string()))?;
     if !reader.is_empty() {
-        return Err(bad(format!("{} trailing bytes after the record", reader.len())));
+        return Err(bad(format!(
+            "{} trailing bytes after the record",
+            reader.len()
+        )));
     }
     apache_avro::from_value::<T>(&value).map_err(|e| bad(e.to_string()))
 }
@@ -295,22 +302,48 @@ mod tests {
     #[test]
     fn every_failure_has_its_reason() {
         let good = encode(&event()).unwrap();
-        assert_eq!(decode::<MetricEvent>(&[]).unwrap_err().reason(), "truncated");
-        assert_eq!(decode::<MetricEvent>(&good[..5]).unwrap_err().reason(), "truncated");
-        assert_eq!(decode::<MetricEvent>(b"{\"json\":1}").unwrap_err().reason(), "bad_marker");
+        assert_eq!(
+            decode::<MetricEvent>(&[]).unwrap_err().reason(),
+            "truncated"
+        );
+        assert_eq!(
+            decode::<MetricEvent>(&good[..5]).unwrap_err().reason(),
+            "truncated"
+        );
+        assert_eq!(
+            decode::<MetricEvent>(b"{\"json\":1}").unwrap_err().reason(),
+            "bad_marker"
+        );
         let mut unknown = good.clone();
         unknown[2] ^= 0xFF;
-        assert_eq!(decode::<MetricEvent>(&unknown).unwrap_err().reason(), "unknown_fingerprint");
-        assert_eq!(decode::<Anomaly>(&good).unwrap_err().reason(), "wrong_record_type");
-        assert_eq!(decode::<MetricEvent>(&good[..good.len() - 3]).unwrap_err().reason(), "bad_body");
+        assert_eq!(
+            decode::<MetricEvent>(&unknown).unwrap_err().reason(),
+            "unknown_fingerprint"
+        );
+        assert_eq!(
+            decode::<Anomaly>(&good).unwrap_err().reason(),
+            "wrong_record_type"
+        );
+        assert_eq!(
+            decode::<MetricEvent>(&good[..good.len() - 3])
+                .unwrap_err()
+                .reason(),
+            "bad_body"
+        );
         let mut trailing = good.clone();
         trailing.push(0);
-        assert_eq!(decode::<MetricEvent>(&trailing).unwrap_err().reason(), "bad_body");
+        assert_eq!(
+            decode::<MetricEvent>(&trailing).unwrap_err().reason(),
+            "bad_body"
+        );
     }
 
     #[test]
     fn any_record_tells_types_apart() {
         let bytes = encode(&event()).unwrap();
-        assert!(matches!(AnyRecord::decode(&bytes), Ok(AnyRecord::MetricEvent(_))));
+        assert!(matches!(
+            AnyRecord::decode(&bytes),
+            Ok(AnyRecord::MetricEvent(_))
+        ));
     }
 }

@@ -47,7 +47,11 @@ impl InvalidMetric {
 }
 
 /// Checks a metric event against the rules the stages rely on.
-pub fn validate_metric(e: &MetricEvent, now_ms: i64, max_future_ms: i64) -> Result<(), InvalidMetric> {
+pub fn validate_metric(
+    e: &MetricEvent,
+    now_ms: i64,
+    max_future_ms: i64,
+) -> Result<(), InvalidMetric> {
     if !e.value.is_finite() {
         return Err(InvalidMetric::NonFiniteValue(e.value));
     }
@@ -93,13 +97,55 @@ mod tests {
         let now = 10_000;
         let cases: Vec<(MetricEvent, Option<&str>)> = vec![
             (ok(), None),
-            (MetricEvent { value: f64::NAN, ..ok() }, Some("non_finite_value")),
-            (MetricEvent { value: f64::INFINITY, ..ok() }, Some("non_finite_value")),
-            (MetricEvent { target: " ".into(), ..ok() }, Some("empty_target")),
-            (MetricEvent { metric: String::new(), ..ok() }, Some("empty_metric")),
-            (MetricEvent { timestamp_ms: -1, ..ok() }, Some("negative_timestamp")),
-            (MetricEvent { timestamp_ms: now + 5_001, ..ok() }, Some("future_timestamp")),
-            (MetricEvent { timestamp_ms: now + 5_000, ..ok() }, None),
+            (
+                MetricEvent {
+                    value: f64::NAN,
+                    ..ok()
+                },
+                Some("non_finite_value"),
+            ),
+            (
+                MetricEvent {
+                    value: f64::INFINITY,
+                    ..ok()
+                },
+                Some("non_finite_value"),
+            ),
+            (
+                MetricEvent {
+                    target: " ".into(),
+                    ..ok()
+                },
+                Some("empty_target"),
+            ),
+            (
+                MetricEvent {
+                    metric: String::new(),
+                    ..ok()
+                },
+                Some("empty_metric"),
+            ),
+            (
+                MetricEvent {
+                    timestamp_ms: -1,
+                    ..ok()
+                },
+                Some("negative_timestamp"),
+            ),
+            (
+                MetricEvent {
+                    timestamp_ms: now + 5_001,
+                    ..ok()
+                },
+                Some("future_timestamp"),
+            ),
+            (
+                MetricEvent {
+                    timestamp_ms: now + 5_000,
+                    ..ok()
+                },
+                None,
+            ),
         ];
         for (e, want) in cases {
             let got = validate_metric(&e, now, 5_000).err().map(|r| r.reason());

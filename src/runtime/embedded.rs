@@ -28,7 +28,11 @@ impl EmbeddedBroker {
     }
 
     /// Creates every perfpilot topic with `partitions` partitions.
-    pub fn create_topics(&self, topics: &Topics, partitions: i32) -> Result<(), rdkafka::error::KafkaError> {
+    pub fn create_topics(
+        &self,
+        topics: &Topics,
+        partitions: i32,
+    ) -> Result<(), rdkafka::error::KafkaError> {
         for spec in topics.specs() {
             self.cluster.create_topic(&spec.name, partitions, 1)?;
         }
@@ -36,7 +40,11 @@ impl EmbeddedBroker {
     }
 
     /// Creates one topic.
-    pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), rdkafka::error::KafkaError> {
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+    ) -> Result<(), rdkafka::error::KafkaError> {
         self.cluster.create_topic(name, partitions, 1)
     }
 }

@@ -15,7 +15,12 @@ pub struct KafkaOptions {
 }
 
 /// Keys whose values must never be printed.
-const SECRET_KEYS: [&str; 4] = ["sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret"];
+const SECRET_KEYS: [&str; 4] = [
+    "sasl.password",
+    "ssl.key.password",
+    "ssl.keystore.password",
+    "sasl.oauthbearer.client.secret",
+];
 
 impl KafkaOptions {
     /// Options for a cluster at `bootstrap_servers` with no extra properties.
@@ -29,7 +34,8 @@ impl KafkaOptions {
 
     /// Adds a consumer-only librdkafka property.
     pub fn with_consumer(mut self, key: &str, value: &str) -> Self {
-        self.consumer_properties.push((key.to_string(), value.to_string()));
+        self.consumer_properties
+            .push((key.to_string(), value.to_string()));
         self
     }
 
@@ -93,7 +99,9 @@ impl KafkaOptions {
         self.properties
             .iter()
             .map(|(k, v)| {
-                let secret = SECRET_KEYS.contains(&k.as_str()) || k.contains("password") || k.contains("secret");
+                let secret = SECRET_KEYS.contains(&k.as_str())
+                    || k.contains("password")
+                    || k.contains("secret");
                 (k.clone(), if secret { "*****".into() } else { v.clone() })
             })
             .collect()
@@ -104,7 +112,10 @@ impl KafkaOptions {
 pub fn parse_property(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(format!("expected key=value, got {:?}", s.split('=').next().unwrap_or(""))),
+        _ => Err(format!(
+            "expected key=value, got {:?}",
+            s.split('=').next().unwrap_or("")
+        )),
     }
 }
 
@@ -114,7 +125,9 @@ mod tests {
 
     #[test]
     fn secrets_are_masked_and_overrides_win() {
-        let o = KafkaOptions::new("h:1").with("sasl.password", "hunter2").with("linger.ms", "50");
+        let o = KafkaOptions::new("h:1")
+            .with("sasl.password", "hunter2")
+            .with("linger.ms", "50");
         let red = o.redacted_properties();
         assert_eq!(red[0].1, "*****");
         assert_eq!(o.producer_config().get("linger.ms"), Some("50"));

@@ -18,7 +18,9 @@ use super::{now_ms, KafkaOptions, Shutdown};
 use crate::event::{encode, DeadLetter};
 use crate::stage::{InputLimits, Keyed, RecordMeta, Rejection, Stage, StageInput};
 use crate::telemetry;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -78,7 +80,12 @@ impl Progress {
 
 impl RunnerConfig {
     /// Defaults for a stage reading `inputs` and writing `output`.
-    pub fn new(group_id: impl Into<String>, inputs: Vec<String>, output: String, deadletter: String) -> Self {
+    pub fn new(
+        group_id: impl Into<String>,
+        inputs: Vec<String>,
+        output: String,
+        deadletter: String,
+    ) -> Self {
         RunnerConfig {
             group_id: group_id.into(),
             input_topics: inputs,
@@ -165,7 +172,10 @@ impl RebalanceLog {
         }
     }
     fn drain(&self) -> Vec<(bool, Vec<i32>)> {
-        self.events.lock().map(|mut e| std::mem::take(&mut *e)).unwrap_or_default()
+        self.events
+            .lock()
+            .map(|mut e| std::mem::take(&mut *e))
+            .unwrap_or_default()
     }
 }
 
@@ -196,7 +206,10 @@ pub async fn run_stage<S: Stage>(
         .map_err(RuntimeError::Setup)?;
     let topics: Vec<&str> = cfg.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(RuntimeError::Setup)?;
-    let producer: FutureProducer = kafka.producer_config().create().map_err(RuntimeError::Setup)?;
+    let producer: FutureProducer = kafka
+        .producer_config()
+        .create()
+        .map_err(RuntimeError::Setup)?;
     let name = stage.name();
     tracing::info!(
         stage = name,
@@ -232,7 +245,11 @@ pub async fn run_stage<S: Stage>(
 }
 
 impl<S: Stage> Runner<S> {
-    async fn run(&mut self, consumer: &StreamConsumer<RebalanceLog>, shutdown: &Shutdown) -> Result<(), RuntimeError> {
+    async fn run(
+        &mut self,
+        consumer: &StreamConsumer<RebalanceLog>,
+        shutdown: &Shutdown,
+    ) -> Result<(), RuntimeError> {
         let mut next_tick = Instant::now() + self.cfg.tick_interval;
         loop {
             let first = tokio::select! {
@@ -265,13 +282,18 @@ impl<S: Stage> Runner<S> {
     }
 
     /// Finishes in-flight work after the loop ended: deliveries, flush, final commit.
-    async fn finish(&mut self, consumer: &StreamConsumer<RebalanceLog>) -> Result<(), RuntimeError> {
+    async fn finish(
+        &mut self,
+        consumer: &StreamConsumer<RebalanceLog>,
+    ) -> Result<(), RuntimeError> {
         self.await_deliveries().await?;
         let remaining = self.cfg.shutdown_deadline;
-        self.producer.flush(remaining).map_err(|source| RuntimeError::Delivery {
-            topic: self.cfg.output_topic.clone(),
-            source,
-        })?;
+        self.producer
+            .flush(remaining)
+            .map_err(|source| RuntimeError::Delivery {
+                topic: self.cfg.output_topic.clone(),
+                source,
+            })?;
         self.commit(consumer);
         Ok(())
     }
@@ -291,7 +313,10 @@ impl<S: Stage> Runner<S> {
         }
     }
 
-    async fn handle(&mut self, m: Result<BorrowedMessage<'_>, KafkaError>) -> Result<(), RuntimeError> {
+    async fn handle(
+        &mut self,
+        m: Result<BorrowedMessage<'_>, KafkaError>,
+    ) -> Result<(), RuntimeError> {
         let m = match m {
             Ok(m) => m,
             Err(e) => {
@@ -332,15 +357,35 @@ impl<S: Stage> Runner<S> {
                 self.dead_letter(&m, rej, now).await?;
             }
         }
-        self.read_upto.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+        self.read_upto
+            .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
         Ok(())
     }
 
-    async fn dead_letter(&mut self, m: &BorrowedMessage<'_>, rej: Rejection, now: i64) -> Result<(), RuntimeError> {
-        telemetry::dead_lettered(self.name, rej.reason, m.topic(), m.partition(), m.offset(), &rej.detail);
+    async fn dead_letter(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        rej: Rejection,
+        now: i64,
+    ) -> Result<(), RuntimeError> {
+        telemetry::dead_lettered(
+            self.name,
+            rej.reason,
+            m.topic(),
+            m.partition(),
+            m.offset(),
+            &rej.detail,
+        );
         self.report.dead_lettered += 1;
-        self.cfg.progress.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        *self.report.dead_letter_reasons.entry(rej.reason.to_string()).or_default() += 1;
+        self.cfg
+            .progress
+            .dead_lettered
+            .fetch_add(1, Ordering::Relaxed);
+        *self
+            .report
+            .dead_letter_reasons
+            .entry(rej.reason.to_string())
+            .or_default() += 1;
         let dl = DeadLetter {
             stage: self.name.to_string(),
             reason: rej.reason.to_string(),
@@ -358,7 +403,8 @@ impl<S: Stage> Runner<S> {
             Ok(bytes) => {
                 let key = m.key().map(<[u8]>::to_vec);
                 let topic = self.cfg.deadletter_topic.clone();
-                self.send(&topic, key.as_deref(), &bytes, "deadletter").await
+                self.send(&topic, key.as_deref(), &bytes, "deadletter")
+                    .await
             }
             Err(e) => {
                 tracing::error!(stage = self.name, error = %e, "cannot encode a dead letter");
@@ -375,8 +421,13 @@ impl<S: Stage> Runner<S> {
         let outputs = std::mem::take(&mut self.outputs);
         for out in &outputs {
             match encode(out) {
-                Ok(bytes) => self.send(&topic, Some(out.key().as_bytes()), &bytes, "output").await?,
-                Err(e) => tracing::error!(stage = self.name, error = %e, "cannot encode an output; it is dropped"),
+                Ok(bytes) => {
+                    self.send(&topic, Some(out.key().as_bytes()), &bytes, "output")
+                        .await?
+                }
+                Err(e) => {
+                    tracing::error!(stage = self.name, error = %e, "cannot encode an output; it is dropped")
+                }
             }
         }
         // Keep the buffer's capacity for the next record.
@@ -385,7 +436,13 @@ impl<S: Stage> Runner<S> {
         Ok(())
     }
 
-    async fn send(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8], what: &'static str) -> Result<(), RuntimeError> {
+    async fn send(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        what: &'static str,
+    ) -> Result<(), RuntimeError> {
         loop {
             let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
             if let Some(k) = key {
@@ -440,7 +497,10 @@ impl<S: Stage> Runner<S> {
                     }
                 }
                 Ok(Err((source, _))) => {
-                    failure.get_or_insert(RuntimeError::Delivery { topic: topic(), source });
+                    failure.get_or_insert(RuntimeError::Delivery {
+                        topic: topic(),
+                        source,
+                    });
                 }
                 Err(_) => {
                     failure.get_or_insert(RuntimeError::Delivery {
@@ -451,7 +511,10 @@ impl<S: Stage> Runner<S> {
             }
         }
         self.report.produced += produced;
-        self.cfg.progress.produced.fetch_add(produced, Ordering::Relaxed);
+        self.cfg
+            .progress
+            .produced
+            .fetch_add(produced, Ordering::Relaxed);
         telemetry::records_out(self.name, produced);
         match failure {
             Some(e) => Err(e),
@@ -472,7 +535,10 @@ impl<S: Stage> Runner<S> {
             if self.committed.get(&(topic.clone(), *partition)) == Some(&safe) {
                 continue;
             }
-            if tpl.add_partition_offset(topic, *partition, Offset::Offset(safe)).is_ok() {
+            if tpl
+                .add_partition_offset(topic, *partition, Offset::Offset(safe))
+                .is_ok()
+            {
                 planned.push(((topic.clone(), *partition), safe));
             }
         }
@@ -491,7 +557,9 @@ impl<S: Stage> Runner<S> {
             }
             // During a rebalance commits fail; the records are re-processed by the next
             // owner or committed with the next batch.
-            Err(e) => tracing::warn!(stage = self.name, error = %e, "offset commit failed; will retry with the next batch"),
+            Err(e) => {
+                tracing::warn!(stage = self.name, error = %e, "offset commit failed; will retry with the next batch")
+            }
         }
     }
 }

@@ -34,12 +34,21 @@ pub struct TopicSpec {
 }
 
 /// The logical topics, without prefix.
-pub const LOGICAL: [&str; 6] = ["metrics", "anomalies", "forecasts", "recommendations", "decisions", "deadletter"];
+pub const LOGICAL: [&str; 6] = [
+    "metrics",
+    "anomalies",
+    "forecasts",
+    "recommendations",
+    "decisions",
+    "deadletter",
+];
 
 impl Topics {
     /// With a prefix.
     pub fn with_prefix(prefix: impl Into<String>) -> Self {
-        Topics { prefix: prefix.into() }
+        Topics {
+            prefix: prefix.into(),
+        }
     }
 
     /// The full name of a logical topic.
@@ -78,7 +87,8 @@ impl Topics {
 
     /// A topic given by the user: a logical name (`decisions`) or a full one.
     pub fn resolve(&self, given: &str) -> String {
-        if LOGICAL.contains(&given) || given.ends_with("-state") && !given.starts_with(&self.prefix) {
+        if LOGICAL.contains(&given) || given.ends_with("-state") && !given.starts_with(&self.prefix)
+        {
             self.name(given)
         } else {
             given.to_string()
@@ -92,21 +102,47 @@ impl Topics {
         let delete = |name: String, purpose, retention: &str| TopicSpec {
             name,
             purpose,
-            configs: vec![("cleanup.policy", "delete".into()), ("retention.ms", retention.to_string())],
+            configs: vec![
+                ("cleanup.policy", "delete".into()),
+                ("retention.ms", retention.to_string()),
+            ],
         };
         let mut v = vec![
-            delete(self.metrics(), "metric events from agents; key = target", &week),
-            delete(self.anomalies(), "anomalies from the detector; key = target", &week),
-            delete(self.forecasts(), "forecasts from the forecaster; key = target", &week),
-            delete(self.recommendations(), "recommendations; key = pool", &month),
+            delete(
+                self.metrics(),
+                "metric events from agents; key = target",
+                &week,
+            ),
+            delete(
+                self.anomalies(),
+                "anomalies from the detector; key = target",
+                &week,
+            ),
+            delete(
+                self.forecasts(),
+                "forecasts from the forecaster; key = target",
+                &week,
+            ),
+            delete(
+                self.recommendations(),
+                "recommendations; key = pool",
+                &month,
+            ),
             delete(self.decisions(), "decisions; key = target", &month),
-            delete(self.deadletter(), "rejected inputs with their reason; key = original key", &month),
+            delete(
+                self.deadletter(),
+                "rejected inputs with their reason; key = original key",
+                &month,
+            ),
         ];
         for stage in ["detector", "forecaster", "recommender", "coordinator"] {
             v.push(TopicSpec {
                 name: self.state(stage),
                 purpose: "compacted per-key state changelog of a stage",
-                configs: vec![("cleanup.policy", "compact".into()), ("min.compaction.lag.ms", "60000".into())],
+                configs: vec![
+                    ("cleanup.policy", "compact".into()),
+                    ("min.compaction.lag.ms", "60000".into()),
+                ],
             });
         }
         v
@@ -173,6 +209,9 @@ mod tests {
         assert_eq!(t.resolve("decisions"), "x.decisions");
         assert_eq!(t.resolve("other.topic"), "other.topic");
         assert_eq!(t.specs().len(), 10);
-        assert!(t.specs().iter().any(|s| s.configs.contains(&("cleanup.policy", "compact".into()))));
+        assert!(t
+            .specs()
+            .iter()
+            .any(|s| s.configs.contains(&("cleanup.policy", "compact".into()))));
     }
 }

@@ -124,7 +124,14 @@ impl Coordinator {
     }
 
     /// Takes one recommendation; returns the decisions of a window it closed.
-    pub fn offer(&mut self, rec: Recommendation, partition: i32, offset: i64, now_ms: i64, out: &mut Vec<Decision>) {
+    pub fn offer(
+        &mut self,
+        rec: Recommendation,
+        partition: i32,
+        offset: i64,
+        now_ms: i64,
+        out: &mut Vec<Decision>,
+    ) {
         if self.seen.contains(&rec.id) {
             self.duplicates += 1;
             return;
@@ -147,7 +154,14 @@ impl Coordinator {
     }
 }
 
-fn decision(rec: &Recommendation, verdict: Verdict, rule: &str, reason: String, decided_ms: i64, dry_run: bool) -> Decision {
+fn decision(
+    rec: &Recommendation,
+    verdict: Verdict,
+    rule: &str,
+    reason: String,
+    decided_ms: i64,
+    dry_run: bool,
+) -> Decision {
     Decision {
         id: format!("dec-{}", rec.id.trim_start_matches("rec-")),
         recommendation_id: rec.id.clone(),
@@ -167,7 +181,12 @@ fn decision(rec: &Recommendation, verdict: Verdict, rule: &str, reason: String, 
 }
 
 /// Decides every pending recommendation of a pool and empties its window.
-fn decide_window(pool: &mut PoolState, policies: &Policies, cfg: &CoordinatorConfig, out: &mut Vec<Decision>) {
+fn decide_window(
+    pool: &mut PoolState,
+    policies: &Policies,
+    cfg: &CoordinatorConfig,
+    out: &mut Vec<Decision>,
+) {
     let pending = std::mem::take(&mut pool.pending);
     pool.window_start = None;
     let Some(decided_ms) = pending.iter().map(|p| p.rec.created_ms).max() else {
@@ -175,7 +194,10 @@ fn decide_window(pool: &mut PoolState, policies: &Policies, cfg: &CoordinatorCon
     };
     let mut by_target: BTreeMap<String, Vec<Recommendation>> = BTreeMap::new();
     for p in pending {
-        by_target.entry(p.rec.target.clone()).or_default().push(p.rec);
+        by_target
+            .entry(p.rec.target.clone())
+            .or_default()
+            .push(p.rec);
     }
     let dry = cfg.dry_run;
     for (target, mut recs) in by_target {
@@ -192,7 +214,14 @@ fn decide_window(pool: &mut PoolState, policies: &Policies, cfg: &CoordinatorCon
                     "expired {} s before the decision window closed",
                     (decided_ms - rec.expires_ms) / 1000
                 );
-                out.push(decision(&rec, Verdict::Rejected, "expired", reason, decided_ms, dry));
+                out.push(decision(
+                    &rec,
+                    Verdict::Rejected,
+                    "expired",
+                    reason,
+                    decided_ms,
+                    dry,
+                ));
                 continue;
             }
             if let Some(last) = state.last_change_ms {
@@ -203,11 +232,20 @@ fn decide_window(pool: &mut PoolState, policies: &Policies, cfg: &CoordinatorCon
                         policy.cooldown_secs,
                         (last + cooldown_ms - rec.created_ms) / 1000
                     );
-                    out.push(decision(&rec, Verdict::Rejected, "cooldown", reason, decided_ms, dry));
+                    out.push(decision(
+                        &rec,
+                        Verdict::Rejected,
+                        "cooldown",
+                        reason,
+                        decided_ms,
+                        dry,
+                    ));
                     continue;
                 }
             }
-            let bounded = rec.proposed_replicas.clamp(policy.min_replicas, policy.max_replicas);
+            let bounded = rec
+                .proposed_replicas
+                .clamp(policy.min_replicas, policy.max_replicas);
             let useful = match rec.kind {
                 ActionKind::ScaleOut => bounded > current,
                 ActionKind::ScaleIn => bounded < current,
@@ -220,18 +258,36 @@ fn decide_window(pool: &mut PoolState, policies: &Policies, cfg: &CoordinatorCon
                     rec.kind.as_str().replace('_', "-"),
                     rec.proposed_replicas
                 );
-                out.push(decision(&rec, Verdict::Rejected, "bounds", reason, decided_ms, dry));
+                out.push(decision(
+                    &rec,
+                    Verdict::Rejected,
+                    "bounds",
+                    reason,
+                    decided_ms,
+                    dry,
+                ));
                 continue;
             }
             candidates.push((rec, bounded));
         }
-        let has_out = candidates.iter().any(|(r, _)| r.kind == ActionKind::ScaleOut);
+        let has_out = candidates
+            .iter()
+            .any(|(r, _)| r.kind == ActionKind::ScaleOut);
         if has_out {
-            let (losers, kept): (Vec<_>, Vec<_>) =
-                candidates.into_iter().partition(|(r, _)| r.kind == ActionKind::ScaleIn);
+            let (losers, kept): (Vec<_>, Vec<_>) = candidates
+                .into_iter()
+                .partition(|(r, _)| r.kind == ActionKind::ScaleIn);
             for (rec, _) in losers {
-                let reason = format!("a scale-out of {target} in the same window wins over this scale-in");
-                out.push(decision(&rec, Verdict::Rejected, "conflict", reason, decided_ms, dry));
+                let reason =
+                    format!("a scale-out of {target} in the same window wins over this scale-in");
+                out.push(decision(
+                    &rec,
+                    Verdict::Rejected,
+                    "conflict",
+                    reason,
+                    decided_ms,
+                    dry,
+                ));
             }
             candidates = kept;
         }
@@ -272,7 +328,10 @@ fn decide_window(pool: &mut PoolState, policies: &Policies, cfg: &CoordinatorCon
         let clamped = if final_replicas == winner.proposed_replicas {
             String::new()
         } else {
-            format!(" (proposed {}, bounded by {}..={})", winner.proposed_replicas, policy.min_replicas, policy.max_replicas)
+            format!(
+                " (proposed {}, bounded by {}..={})",
+                winner.proposed_replicas, policy.min_replicas, policy.max_replicas
+            )
         };
         let mut d = decision(
             &winner,
@@ -351,7 +410,14 @@ impl Stage for Coordinator {
 mod tests {
     use super::*;
 
-    fn rec(id: &str, target: &str, kind: ActionKind, current: i32, proposed: i32, at: i64) -> Recommendation {
+    fn rec(
+        id: &str,
+        target: &str,
+        kind: ActionKind,
+        current: i32,
+        proposed: i32,
+        at: i64,
+    ) -> Recommendation {
         Recommendation {
             id: id.into(),
             target: target.into(),
@@ -380,7 +446,10 @@ mod tests {
     }
 
     fn verdicts(ds: &[Decision]) -> Vec<(String, Verdict, String)> {
-        let mut v: Vec<_> = ds.iter().map(|d| (d.recommendation_id.clone(), d.verdict, d.rule.clone())).collect();
+        let mut v: Vec<_> = ds
+            .iter()
+            .map(|d| (d.recommendation_id.clone(), d.verdict, d.rule.clone()))
+            .collect();
         v.sort();
         v
     }
@@ -391,16 +460,27 @@ mod tests {
     #[test]
     fn arbitration_table() {
         let s = |a: &str, v: Verdict, r: &str| (a.to_string(), v, r.to_string());
-        let cases: Vec<(&str, Vec<Recommendation>, Vec<(String, Verdict, String)>)> = vec![
-            ("single scale-out approved", vec![rec("a", "t", ScaleOut, 2, 4, 0)], vec![s("a", Approved, "approve")]),
+        type Expected = Vec<(String, Verdict, String)>;
+        let cases: Vec<(&str, Vec<Recommendation>, Expected)> = vec![
+            (
+                "single scale-out approved",
+                vec![rec("a", "t", ScaleOut, 2, 4, 0)],
+                vec![s("a", Approved, "approve")],
+            ),
             (
                 "scale-out beats scale-in",
-                vec![rec("a", "t", ScaleIn, 4, 2, 0), rec("b", "t", ScaleOut, 4, 6, 1_000)],
+                vec![
+                    rec("a", "t", ScaleIn, 4, 2, 0),
+                    rec("b", "t", ScaleOut, 4, 6, 1_000),
+                ],
                 vec![s("a", Rejected, "conflict"), s("b", Approved, "approve")],
             ),
             (
                 "same direction merges to the larger step",
-                vec![rec("a", "t", ScaleOut, 2, 3, 0), rec("b", "t", ScaleOut, 2, 5, 1_000)],
+                vec![
+                    rec("a", "t", ScaleOut, 2, 3, 0),
+                    rec("b", "t", ScaleOut, 2, 5, 1_000),
+                ],
                 vec![s("a", Merged, "merge"), s("b", Approved, "approve")],
             ),
             (
@@ -415,25 +495,37 @@ mod tests {
             ),
             (
                 "cooldown after a change in an earlier window",
-                vec![rec("a", "t", ScaleOut, 2, 4, 0), rec("b", "t", ScaleOut, 4, 6, 120_000)],
+                vec![
+                    rec("a", "t", ScaleOut, 2, 4, 0),
+                    rec("b", "t", ScaleOut, 4, 6, 120_000),
+                ],
                 vec![s("a", Approved, "approve"), s("b", Rejected, "cooldown")],
             ),
             (
                 "after the cooldown a change is allowed again",
-                vec![rec("a", "t", ScaleOut, 2, 4, 0), rec("b", "t", ScaleOut, 4, 6, 400_000)],
+                vec![
+                    rec("a", "t", ScaleOut, 2, 4, 0),
+                    rec("b", "t", ScaleOut, 4, 6, 400_000),
+                ],
                 vec![s("a", Approved, "approve"), s("b", Approved, "approve")],
             ),
             (
                 "expired before the window closed",
                 vec![
-                    Recommendation { expires_ms: 10, ..rec("a", "t", ScaleOut, 2, 4, 0) },
+                    Recommendation {
+                        expires_ms: 10,
+                        ..rec("a", "t", ScaleOut, 2, 4, 0)
+                    },
                     rec("b", "u", ScaleOut, 2, 4, 50_000),
                 ],
                 vec![s("a", Rejected, "expired"), s("b", Approved, "approve")],
             ),
             (
                 "different targets do not conflict",
-                vec![rec("a", "t", ScaleIn, 4, 2, 0), rec("b", "u", ScaleOut, 4, 6, 0)],
+                vec![
+                    rec("a", "t", ScaleIn, 4, 2, 0),
+                    rec("b", "u", ScaleOut, 4, 6, 0),
+                ],
                 vec![s("a", Approved, "approve"), s("b", Approved, "approve")],
             ),
         ];
@@ -447,7 +539,10 @@ mod tests {
         let ds = run(vec![rec("a", "t", ScaleOut, 4, 50, 0)]);
         assert_eq!(ds[0].final_replicas, Some(10));
         assert!(ds[0].reason.contains("bounded"), "{}", ds[0].reason);
-        let merged = run(vec![rec("a", "t", ScaleOut, 2, 3, 0), rec("b", "t", ScaleOut, 2, 5, 0)]);
+        let merged = run(vec![
+            rec("a", "t", ScaleOut, 2, 3, 0),
+            rec("b", "t", ScaleOut, 2, 5, 0),
+        ]);
         let m = merged.iter().find(|d| d.verdict == Merged).unwrap();
         assert_eq!(m.merged_into.as_deref(), Some("b"));
         assert_eq!(m.final_replicas, None);
@@ -469,7 +564,11 @@ mod tests {
         assert_eq!(c.held_offset(3), None);
         c.offer(rec("a", "t", ScaleOut, 2, 4, 0), 3, 17, 6_000, &mut out);
         c.tick(60_000, &mut out);
-        assert_eq!(out.len(), 2, "a redelivered recommendation is not decided twice");
+        assert_eq!(
+            out.len(),
+            2,
+            "a redelivered recommendation is not decided twice"
+        );
         assert_eq!(c.duplicates(), 1);
     }
 

@@ -12,8 +12,8 @@ use super::{series_key, RecordMeta, Stage};
 use crate::analytics::holt::{Holt, HoltParams};
 use crate::analytics::robust::{Admit, EventTimeWindow};
 use crate::analytics::stats::stable_hash;
-use crate::event::{Anomaly, Direction, MetricEvent, Severity};
 use crate::config::ConfigError;
+use crate::event::{Anomaly, Direction, MetricEvent, Severity};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -70,10 +70,14 @@ impl DetectorConfig {
             )));
         }
         if !(self.alpha > 0.0 && self.alpha < 1.0 && self.beta > 0.0 && self.beta < 1.0) {
-            return Err(ConfigError::Invalid("detector: alpha and beta must lie in (0, 1)".into()));
+            return Err(ConfigError::Invalid(
+                "detector: alpha and beta must lie in (0, 1)".into(),
+            ));
         }
-        if !(self.threshold > 0.0) {
-            return Err(ConfigError::Invalid("detector: threshold must be > 0".into()));
+        if self.threshold.is_nan() || self.threshold <= 0.0 {
+            return Err(ConfigError::Invalid(
+                "detector: threshold must be > 0".into(),
+            ));
         }
         Ok(())
     }
@@ -145,7 +149,7 @@ impl Detector {
             scratch,
             counters,
         } = self;
-        if cfg.ignore_metrics.iter().any(|m| *m == e.metric) {
+        if cfg.ignore_metrics.contains(&e.metric) {
             counters.ignored += 1;
             return None;
         }
@@ -166,7 +170,11 @@ impl Detector {
         };
         let in_order = state.newest_ts.is_none_or(|n| e.timestamp_ms > n);
         // Before the first point there is nothing to predict from.
-        let expected = if state.model.count() == 0 { e.value } else { state.model.predict_next(params) };
+        let expected = if state.model.count() == 0 {
+            e.value
+        } else {
+            state.model.predict_next(params)
+        };
         let baseline = if state.window.len() >= cfg.warmup_points {
             state.window.median_mad(scratch)
         } else {
@@ -227,10 +235,18 @@ impl Detector {
         } else {
             Severity::Info
         };
-        let direction = if z > 0.0 { Direction::Up } else { Direction::Down };
+        let direction = if z > 0.0 {
+            Direction::Up
+        } else {
+            Direction::Down
+        };
         let id = format!(
             "anom-{:016x}",
-            stable_hash(&[e.target.as_bytes(), e.metric.as_bytes(), &e.timestamp_ms.to_le_bytes()])
+            stable_hash(&[
+                e.target.as_bytes(),
+                e.metric.as_bytes(),
+                &e.timestamp_ms.to_le_bytes()
+            ])
         );
         Some(Anomaly {
             id,
@@ -276,7 +292,8 @@ impl Stage for Detector {
     }
 
     fn partitions_revoked(&mut self, partitions: &[i32]) {
-        self.series.retain(|_, s| !partitions.contains(&s.partition));
+        self.series
+            .retain(|_, s| !partitions.contains(&s.partition));
     }
 
     fn active_series(&self) -> usize {
@@ -325,12 +342,21 @@ mod tests {
             let v = if i == 5 { 1000.0 } else { 100.0 + noise(i) };
             found.extend(d.observe(&ev(i * 1000, v), 0));
         }
-        assert!(found.is_empty(), "no anomaly in warm-up or on noise: {found:?}");
-        let a = d.observe(&ev(200_000, 130.0), 0).expect("spike is detected");
+        assert!(
+            found.is_empty(),
+            "no anomaly in warm-up or on noise: {found:?}"
+        );
+        let a = d
+            .observe(&ev(200_000, 130.0), 0)
+            .expect("spike is detected");
         assert_eq!(a.direction, Direction::Up);
         assert!(a.score > 0.9 && a.score <= 1.0, "{}", a.score);
         assert!(a.lower < a.expected && a.expected < a.upper && a.upper < 130.0);
-        assert!((a.expected - 100.0).abs() < 1.0, "the early spike did not move the expectation: {}", a.expected);
+        assert!(
+            (a.expected - 100.0).abs() < 1.0,
+            "the early spike did not move the expectation: {}",
+            a.expected
+        );
     }
 
     #[test]
@@ -339,14 +365,19 @@ mod tests {
         for i in 0..50 {
             d.observe(&ev(i * 1000, 10.0 + noise(i)), 0);
         }
-        let hits: Vec<_> = (50..55).filter_map(|i| d.observe(&ev(i * 1000, 50.0), 0)).collect();
+        let hits: Vec<_> = (50..55)
+            .filter_map(|i| d.observe(&ev(i * 1000, 50.0), 0))
+            .collect();
         assert_eq!(hits.len(), 1);
         // The expectation recovers from the excursion within a few points; then the
         // episode ends and a new excursion is a new anomaly.
         for i in 55..75 {
             d.observe(&ev(i * 1000, 10.0 + noise(i)), 0);
         }
-        assert!(d.observe(&ev(75_000, 50.0), 0).is_some(), "a new episode is reported");
+        assert!(
+            d.observe(&ev(75_000, 50.0), 0).is_some(),
+            "a new episode is reported"
+        );
     }
 
     #[test]
@@ -363,7 +394,10 @@ mod tests {
 
     #[test]
     fn revoked_partitions_lose_their_state_and_series_are_bounded() {
-        let cfg = DetectorConfig { max_series: 2, ..DetectorConfig::default() };
+        let cfg = DetectorConfig {
+            max_series: 2,
+            ..DetectorConfig::default()
+        };
         let mut d = Detector::new(cfg).unwrap();
         for (i, t) in ["a", "b", "c"].iter().enumerate() {
             let mut e = ev(0, 1.0);
@@ -387,16 +421,23 @@ mod tests {
         }
         assert_eq!(hits, 0, "trend + seasonality + noise raised anomalies");
         let shifted = 100.0 + 0.5 * 400.0 + 60.0;
-        let a = d.observe(&ev(400 * 60_000, shifted), 0).expect("level shift");
+        let a = d
+            .observe(&ev(400 * 60_000, shifted), 0)
+            .expect("level shift");
         assert_eq!(a.direction, Direction::Up);
     }
 
     #[test]
     fn ignored_metrics_are_not_scored() {
-        let cfg = DetectorConfig { ignore_metrics: vec!["latency".into()], ..DetectorConfig::default() };
+        let cfg = DetectorConfig {
+            ignore_metrics: vec!["latency".into()],
+            ..DetectorConfig::default()
+        };
         let mut d = Detector::new(cfg).unwrap();
         for i in 0..100 {
-            assert!(d.observe(&ev(i * 1000, if i == 90 { 1e9 } else { 1.0 }), 0).is_none());
+            assert!(d
+                .observe(&ev(i * 1000, if i == 90 { 1e9 } else { 1.0 }), 0)
+                .is_none());
         }
         assert_eq!((d.active_series(), d.detector_counters().ignored), (0, 100));
     }

@@ -67,10 +67,15 @@ impl ForecasterConfig {
             )));
         }
         if !(self.phi > 0.0 && self.phi <= 1.0) {
-            return Err(ConfigError::Invalid(format!("forecaster: phi ({}) must lie in (0, 1]", self.phi)));
+            return Err(ConfigError::Invalid(format!(
+                "forecaster: phi ({}) must lie in (0, 1]",
+                self.phi
+            )));
         }
         if !unit(self.interval_level) {
-            return Err(ConfigError::Invalid("forecaster: interval_level must lie in (0, 1)".into()));
+            return Err(ConfigError::Invalid(
+                "forecaster: interval_level must lie in (0, 1)".into(),
+            ));
         }
         if self.horizon == 0 || self.horizon > 1000 || self.emit_every_events == 0 {
             return Err(ConfigError::Invalid(
@@ -134,7 +139,11 @@ impl Forecaster {
                 return None;
             }
             let dt = (e.timestamp_ms - last) as f64;
-            s.step_ms = if s.step_ms == 0.0 { dt } else { 0.9 * s.step_ms + 0.1 * dt };
+            s.step_ms = if s.step_ms == 0.0 {
+                dt
+            } else {
+                0.9 * s.step_ms + 0.1 * dt
+            };
         } else {
             s.last_emit_ts = e.timestamp_ms;
         }
@@ -164,7 +173,11 @@ impl Forecaster {
         Some(Forecast {
             id: format!(
                 "fc-{:016x}",
-                stable_hash(&[e.target.as_bytes(), e.metric.as_bytes(), &e.timestamp_ms.to_le_bytes()])
+                stable_hash(&[
+                    e.target.as_bytes(),
+                    e.metric.as_bytes(),
+                    &e.timestamp_ms.to_le_bytes()
+                ])
             ),
             target: e.target.clone(),
             pool: e.pool_or_target().to_string(),
@@ -195,7 +208,8 @@ impl Stage for Forecaster {
     }
 
     fn partitions_revoked(&mut self, partitions: &[i32]) {
-        self.series.retain(|_, s| !partitions.contains(&s.partition));
+        self.series
+            .retain(|_, s| !partitions.contains(&s.partition));
     }
 
     fn active_series(&self) -> usize {
@@ -203,7 +217,10 @@ impl Stage for Forecaster {
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
-        vec![("late_or_duplicate_dropped", self.late), ("series_refused", self.refused)]
+        vec![
+            ("late_or_duplicate_dropped", self.late),
+            ("series_refused", self.refused),
+        ]
     }
 }
 
@@ -230,7 +247,11 @@ mod tests {
         let out: Vec<Forecast> = (0..40)
             .filter_map(|i| f.observe(&ev(i * 10_000, 0.2 + 0.01 * i as f64), 0))
             .collect();
-        assert_eq!(out.len(), 4, "one every 10 events, the first when warm-up completes");
+        assert_eq!(
+            out.len(),
+            4,
+            "one every 10 events, the first when warm-up completes"
+        );
         let last = out.last().unwrap();
         assert_eq!(last.points.len(), 12);
         assert_eq!(last.step_ms, 10_000);
@@ -238,7 +259,10 @@ mod tests {
         let peak = last.peak().unwrap();
         // The trend is learnt from zero and damped: the peak lies above the last value,
         // below the undamped extrapolation 0.2 + 0.01 × 51.
-        assert!(peak.value > 0.2 + 0.01 * 39.0 && peak.value < 0.2 + 0.01 * 51.0 + 1e-9, "{peak:?}");
+        assert!(
+            peak.value > 0.2 + 0.01 * 39.0 && peak.value < 0.2 + 0.01 * 51.0 + 1e-9,
+            "{peak:?}"
+        );
         for w in last.points.windows(2) {
             assert!(w[0].timestamp_ms < w[1].timestamp_ms);
         }

@@ -56,7 +56,10 @@ impl Recommender {
         }?;
         let cooldown_ms = (policy.cooldown_secs * 1000) as i64;
         if let Some((kind, replicas, at)) = state.last {
-            if kind == rec.kind && replicas == rec.proposed_replicas && rec.created_ms - at < cooldown_ms {
+            if kind == rec.kind
+                && replicas == rec.proposed_replicas
+                && rec.created_ms - at < cooldown_ms
+            {
                 self.repeats_suppressed += 1;
                 return None;
             }
@@ -121,7 +124,11 @@ fn recommendation(
     }
 }
 
-fn on_forecast(state: &mut TargetState, policy: &TargetPolicy, f: &Forecast) -> Option<Recommendation> {
+fn on_forecast(
+    state: &mut TargetState,
+    policy: &TargetPolicy,
+    f: &Forecast,
+) -> Option<Recommendation> {
     if f.metric == policy.replicas_metric {
         if f.last_value.is_finite() && f.last_value >= 1.0 {
             state.observed_replicas = Some(f.last_value.round() as i32);
@@ -172,7 +179,11 @@ fn on_forecast(state: &mut TargetState, policy: &TargetPolicy, f: &Forecast) -> 
                 goal * 100.0,
                 (peak.timestamp_ms - f.generated_at_ms) / 1000
             ),
-            format!("peak utilization about {:.0}% on {} replicas", after * 100.0, desired),
+            format!(
+                "peak utilization about {:.0}% on {} replicas",
+                after * 100.0,
+                desired
+            ),
             evidence,
             f.generated_at_ms,
             policy,
@@ -208,14 +219,29 @@ fn on_forecast(state: &mut TargetState, policy: &TargetPolicy, f: &Forecast) -> 
     None
 }
 
-fn on_anomaly(state: &mut TargetState, policy: &TargetPolicy, a: &Anomaly) -> Option<Recommendation> {
-    if a.metric != policy.latency_metric || a.direction != Direction::Up || a.severity == Severity::Info {
+fn on_anomaly(
+    state: &mut TargetState,
+    policy: &TargetPolicy,
+    a: &Anomaly,
+) -> Option<Recommendation> {
+    if a.metric != policy.latency_metric
+        || a.direction != Direction::Up
+        || a.severity == Severity::Info
+    {
         return None;
     }
     let current = current_replicas(state, policy);
-    let ratio = if a.expected > 0.0 { (a.value / a.expected).min(2.0) } else { 2.0 };
+    let ratio = if a.expected > 0.0 {
+        (a.value / a.expected).min(2.0)
+    } else {
+        2.0
+    };
     let desired = hpa_desired(current, ratio, 1.0).max(current + 1);
-    let priority = if a.severity == Severity::Critical { 90 } else { 70 };
+    let priority = if a.severity == Severity::Critical {
+        90
+    } else {
+        70
+    };
     Some(recommendation(
         &a.target,
         pool_of(policy, &a.pool),
@@ -228,7 +254,10 @@ fn on_anomaly(state: &mut TargetState, policy: &TargetPolicy, a: &Anomaly) -> Op
             "{} {} rose to {:.1} where {:.1} was expected ({:?} anomaly)",
             a.target, a.metric, a.value, a.expected, a.severity
         ),
-        format!("latency back toward {:.1} with {} replicas", a.expected, desired),
+        format!(
+            "latency back toward {:.1} with {} replicas",
+            a.expected, desired
+        ),
         Evidence {
             kind: "anomaly".into(),
             ref_id: a.id.clone(),
@@ -256,7 +285,8 @@ impl Stage for Recommender {
     }
 
     fn partitions_revoked(&mut self, partitions: &[i32]) {
-        self.targets.retain(|_, s| !partitions.contains(&s.partition));
+        self.targets
+            .retain(|_, s| !partitions.contains(&s.partition));
     }
 
     fn active_series(&self) -> usize {
@@ -326,41 +356,81 @@ mod tests {
     #[test]
     fn forecast_above_goal_scales_out_with_evidence() {
         let mut r = Recommender::new(Policies::default());
-        let rec = r.observe(&Insight::Forecast(forecast("cpu_utilization", 0.9, 0)), 0).unwrap();
-        assert_eq!((rec.kind, rec.current_replicas, rec.proposed_replicas), (ActionKind::ScaleOut, 2, 3));
+        let rec = r
+            .observe(&Insight::Forecast(forecast("cpu_utilization", 0.9, 0)), 0)
+            .unwrap();
+        assert_eq!(
+            (rec.kind, rec.current_replicas, rec.proposed_replicas),
+            (ActionKind::ScaleOut, 2, 3)
+        );
         assert_eq!(rec.pool, "web");
         assert_eq!(rec.evidence[0].ref_id, "fc-0");
-        assert!(rec.confidence > 0.99, "peak far above goal: {}", rec.confidence);
+        assert!(
+            rec.confidence > 0.99,
+            "peak far above goal: {}",
+            rec.confidence
+        );
         assert!(rec.expires_ms > rec.created_ms);
         // The same proposal is not repeated within the cooldown...
-        assert!(r.observe(&Insight::Forecast(forecast("cpu_utilization", 0.9, 60_000)), 0).is_none());
+        assert!(r
+            .observe(
+                &Insight::Forecast(forecast("cpu_utilization", 0.9, 60_000)),
+                0
+            )
+            .is_none());
         // ...but is after it.
-        assert!(r.observe(&Insight::Forecast(forecast("cpu_utilization", 0.9, 400_000)), 0).is_some());
+        assert!(r
+            .observe(
+                &Insight::Forecast(forecast("cpu_utilization", 0.9, 400_000)),
+                0
+            )
+            .is_some());
     }
 
     #[test]
     fn within_tolerance_no_action_and_scale_in_needs_a_sustained_low() {
         let mut r = Recommender::new(Policies::default());
-        assert!(r.observe(&Insight::Forecast(forecast("cpu_utilization", 0.64, 0)), 0).is_none());
+        assert!(r
+            .observe(&Insight::Forecast(forecast("cpu_utilization", 0.64, 0)), 0)
+            .is_none());
         let low: Vec<_> = (0..3)
-            .filter_map(|i| r.observe(&Insight::Forecast(forecast("cpu_utilization", 0.2, i * 60_000)), 0))
+            .filter_map(|i| {
+                r.observe(
+                    &Insight::Forecast(forecast("cpu_utilization", 0.2, i * 60_000)),
+                    0,
+                )
+            })
             .collect();
-        assert_eq!(low.len(), 1, "only the third low forecast in a row proposes");
-        assert_eq!((low[0].kind, low[0].proposed_replicas), (ActionKind::ScaleIn, 1));
+        assert_eq!(
+            low.len(),
+            1,
+            "only the third low forecast in a row proposes"
+        );
+        assert_eq!(
+            (low[0].kind, low[0].proposed_replicas),
+            (ActionKind::ScaleIn, 1)
+        );
     }
 
     #[test]
     fn reported_replicas_are_used_as_current() {
         let mut r = Recommender::new(Policies::default());
         r.observe(&Insight::Forecast(forecast("replicas", 5.0, 0)), 0);
-        let rec = r.observe(&Insight::Forecast(forecast("cpu_utilization", 0.9, 0)), 0).unwrap();
+        let rec = r
+            .observe(&Insight::Forecast(forecast("cpu_utilization", 0.9, 0)), 0)
+            .unwrap();
         assert_eq!((rec.current_replicas, rec.proposed_replicas), (5, 8));
     }
 
     #[test]
     fn latency_anomalies_table() {
         let cases = [
-            ("latency_p99_ms", Severity::Critical, Direction::Up, Some(90)),
+            (
+                "latency_p99_ms",
+                Severity::Critical,
+                Direction::Up,
+                Some(90),
+            ),
             ("latency_p99_ms", Severity::Warning, Direction::Up, Some(70)),
             ("latency_p99_ms", Severity::Info, Direction::Up, None),
             ("latency_p99_ms", Severity::Critical, Direction::Down, None),
@@ -369,7 +439,11 @@ mod tests {
         for (metric, sev, dir, want) in cases {
             let mut r = Recommender::new(Policies::default());
             let got = r.observe(&Insight::Anomaly(anomaly(metric, sev, dir)), 0);
-            assert_eq!(got.as_ref().map(|g| g.priority), want, "{metric} {sev:?} {dir:?}");
+            assert_eq!(
+                got.as_ref().map(|g| g.priority),
+                want,
+                "{metric} {sev:?} {dir:?}"
+            );
             if let Some(g) = got {
                 assert_eq!(g.proposed_replicas, 4, "value/expected capped at 2×");
             }

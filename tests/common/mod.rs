@@ -25,7 +25,12 @@ pub struct TestCluster {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 fn unique_prefix(test: &str) -> String {
-    format!("t-{test}-{}-{}-{}.", std::process::id(), now_ms(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t-{test}-{}-{}-{}.",
+        std::process::id(),
+        now_ms(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl TestCluster {
@@ -33,7 +38,9 @@ impl TestCluster {
     pub fn embedded(test: &str, partitions: i32) -> Self {
         let broker = EmbeddedBroker::start(1).expect("mock cluster starts");
         let topics = Topics::with_prefix(unique_prefix(test));
-        broker.create_topics(&topics, partitions).expect("topics created");
+        broker
+            .create_topics(&topics, partitions)
+            .expect("topics created");
         let kafka = embedded_client_options(&broker.bootstrap_servers());
         TestCluster {
             _embedded: Some(broker),
@@ -71,7 +78,11 @@ impl TestCluster {
 
 /// Everything on `topic` from the beginning, as (key, partition, offset, raw bytes),
 /// until nothing new arrived for `idle`.
-pub async fn read_all_raw(kafka: &KafkaOptions, topic: &str, idle: Duration) -> Vec<(Option<Vec<u8>>, i32, i64, Vec<u8>)> {
+pub async fn read_all_raw(
+    kafka: &KafkaOptions,
+    topic: &str,
+    idle: Duration,
+) -> Vec<(Option<Vec<u8>>, i32, i64, Vec<u8>)> {
     let group = format!("reader-{}", unique_prefix("r"));
     let consumer: StreamConsumer = kafka.consumer_config(&group).create().expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
@@ -80,7 +91,12 @@ pub async fn read_all_raw(kafka: &KafkaOptions, topic: &str, idle: Duration) -> 
     let mut wait = idle + Duration::from_secs(8);
     while let Ok(m) = tokio::time::timeout(wait, consumer.recv()).await {
         let m = m.expect("recv");
-        out.push((m.key().map(<[u8]>::to_vec), m.partition(), m.offset(), m.payload().unwrap_or(&[]).to_vec()));
+        out.push((
+            m.key().map(<[u8]>::to_vec),
+            m.partition(),
+            m.offset(),
+            m.payload().unwrap_or(&[]).to_vec(),
+        ));
         wait = idle;
     }
     out
@@ -91,7 +107,10 @@ pub async fn read_all(kafka: &KafkaOptions, topic: &str, idle: Duration) -> Vec<
     read_all_raw(kafka, topic, idle)
         .await
         .into_iter()
-        .map(|(_, p, o, bytes)| AnyRecord::decode(&bytes).unwrap_or_else(|e| panic!("{topic}/{p}@{o} does not decode: {e}")))
+        .map(|(_, p, o, bytes)| {
+            AnyRecord::decode(&bytes)
+                .unwrap_or_else(|e| panic!("{topic}/{p}@{o} does not decode: {e}"))
+        })
         .collect()
 }
 
