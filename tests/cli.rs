@@ -159,22 +159,44 @@ async fn produce_reports_bad_lines_and_tail_prints_the_good_ones() {
 async fn sigterm_stops_a_stage_cleanly_within_its_deadline() {
     let c = TestCluster::embedded("sigterm", 2);
     let child = perfpilot()
-        .args(["run", "detector", "--bootstrap-servers", &c.kafka.bootstrap_servers, "--topic-prefix", &c.topics.prefix])
+        .args([
+            "run",
+            "detector",
+            "--bootstrap-servers",
+            &c.kafka.bootstrap_servers,
+            "--topic-prefix",
+            &c.topics.prefix,
+        ])
         .args(["--metrics-addr", "127.0.0.1:0", "--shutdown-timeout", "5s"])
-        .args(["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"])
+        .args([
+            "-X",
+            "session.timeout.ms=6000",
+            "-X",
+            "heartbeat.interval.ms=500",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Let it join the group (the mock assigns after about 3 s).
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let started = std::time::Instant::now();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(err.contains("SIGTERM received"), "{err}");
     assert!(err.contains("detector: consumed 0"), "{err}");
 }
