@@ -3,4 +3,5 @@
 
 pub mod holt;
 pub mod robust;
+pub mod seasonal;
 pub mod stats;
