@@ -1,6 +1,7 @@
 //! Streaming analytics with no I/O: windows, robust statistics and forecasting models.
 //! Everything here is updated per event and cheap; the stage cores compose these parts.
 
+pub mod detect;
 pub mod holt;
 pub mod robust;
 pub mod seasonal;

@@ -94,7 +94,12 @@ impl Profile {
     /// Standard deviation of the bins: how much the season moves the series.
     pub fn amplitude(&self) -> f64 {
         let mean = self.bins.iter().map(|&b| f64::from(b)).sum::<f64>() / BINS as f64;
-        let var = self.bins.iter().map(|&b| (f64::from(b) - mean).powi(2)).sum::<f64>() / BINS as f64;
+        let var = self
+            .bins
+            .iter()
+            .map(|&b| (f64::from(b) - mean).powi(2))
+            .sum::<f64>()
+            / BINS as f64;
         var.sqrt()
     }
 }
@@ -250,7 +255,11 @@ impl SeasonalModel {
             return value;
         }
         let dt = (ts - self.last_ts).max(1) as f64;
-        self.step_ms = if self.step_ms == 0.0 { dt } else { 0.95 * self.step_ms + 0.05 * dt };
+        self.step_ms = if self.step_ms == 0.0 {
+            dt
+        } else {
+            0.95 * self.step_ms + 0.05 * dt
+        };
         let predicted = self.predict(ts, 1, p);
         let err = value - predicted;
         self.error_var = if self.count == 1 {
@@ -262,8 +271,16 @@ impl SeasonalModel {
         // deviation from a slow baseline — an exponential mean over about one period —
         // not from the fast level, which would otherwise absorb the season. A trend
         // makes the baseline lag by a constant, which the centring of the bins removes.
-        let day = if self.usable(&self.day) { self.day.value(ts) } else { 0.0 };
-        let week = if self.usable(&self.week) { self.week.value(ts) } else { 0.0 };
+        let day = if self.usable(&self.day) {
+            self.day.value(ts)
+        } else {
+            0.0
+        };
+        let week = if self.usable(&self.week) {
+            self.week.value(ts)
+        } else {
+            0.0
+        };
         let base = self.level + p.phi * self.trend;
         let previous = self.level;
         self.level = p.alpha * (value - day - week) + (1.0 - p.alpha) * base;
@@ -281,7 +298,8 @@ impl SeasonalModel {
         }
         if self.step_ms * 8.0 <= WEEK_MS as f64 && self.day.complete() {
             let target = value - self.day.value(ts) - self.baseline_week;
-            self.week.update(ts, target - week, p.gamma_week, self.step_ms);
+            self.week
+                .update(ts, target - week, p.gamma_week, self.step_ms);
         }
         self.last_ts = ts;
         self.count = self.count.saturating_add(1);
@@ -345,7 +363,9 @@ mod tests {
         let step = 10 * 60_000;
         let mut x = 1u64;
         for i in 0..(9 * DAY_MS / step) {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let noise = ((x >> 33) as f64 / (1u64 << 31) as f64) - 0.5;
             m.update(i * step, 50.0 + 4.0 * noise, SeasonalParams::default());
         }
@@ -359,6 +379,10 @@ mod tests {
         for i in 0..100 {
             m.update(i * 6 * HOUR, daily(i * 6 * HOUR), SeasonalParams::default());
         }
-        assert_eq!(m.season(0), 0.0, "4 samples a day cannot carry a daily profile");
+        assert_eq!(
+            m.season(0),
+            0.0,
+            "4 samples a day cannot carry a daily profile"
+        );
     }
 }

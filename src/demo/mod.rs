@@ -37,7 +37,6 @@ recommendation_ttl_secs = 900
 min_replicas = 2
 
 [detector]
-window_secs = 7200
 warmup_points = 30
 ignore_metrics = ["replicas"]   # changed by the pipeline itself
 

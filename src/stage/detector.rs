@@ -1,16 +1,10 @@
-//! Detector core: per-series sliding window on event time, robust z-score
-//! (median/MAD) with warm-up, one anomaly per incident episode.
-//!
-//! The z-score is taken on residuals: each point is compared with the value a
-//! per-series Holt model predicted for it, and scaled by the MAD of the recent
-//! residuals in the event-time window. Residuals, unlike raw values, stay centred on
-//! trending and slowly seasonal series, so the window's spread measures noise rather
-//! than the series' own movement. Anomalous points update the model only up to the
-//! edge of the normal range, so a spike does not drag the expectation with it.
+//! Detector core: one [`SeriesDetector`] per series (target + metric + labels), several
+//! complementary detectors combined into one score, one anomaly per incident episode.
+//! See `analytics::detect` for the detectors and the meaning of the score.
 
 use super::{series_key, RecordMeta, Stage};
-use crate::analytics::holt::{Holt, HoltParams};
-use crate::analytics::robust::{Admit, EventTimeWindow};
+use crate::analytics::detect::{DetectParams, PointScore, SeriesDetector};
+use crate::analytics::seasonal::SeasonalParams;
 use crate::analytics::stats::stable_hash;
 use crate::config::ConfigError;
 use crate::event::{Anomaly, Direction, MetricEvent, Severity};
@@ -21,41 +15,47 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectorConfig {
-    /// Event-time span of the window. Default 1 h.
-    pub window_secs: u64,
-    /// Most points kept per series. Default 120.
-    pub max_points: usize,
-    /// Points needed before any anomaly is reported. Default 30.
-    pub warmup_points: usize,
-    /// Robust z-score at which a point is anomalous (score 0.5). Default 4.5.
+    /// Points of a series before any anomaly is reported. Default 30.
+    pub warmup_points: u32,
+    /// Residual z-score at which the residual detector's score is 0.5. Default 4.5.
     pub threshold: f64,
-    /// Out-of-order points older than this behind the newest are dropped. Default 60 s.
+    /// How unusual the recent mean residual must be, against its own usual size, to
+    /// count as a persistent shift (score 0.5). Default 4.5.
+    pub shift_threshold: f64,
+    /// Short/long residual scale ratio that counts as a variance change. Default 3.
+    pub variance_ratio: f64,
+    /// Shortest run of identical values that can be a stuck sensor. Default 12.
+    pub flat_points: u16,
+    /// Points older than the newest by at most this much are scored but do not move
+    /// the model; older ones are dropped and counted. Default 60 s.
     pub allowed_lateness_secs: u64,
     /// Normal points that end an episode (until then no new anomaly is emitted). Default 3.
     pub quiet_points: u32,
     /// Most series tracked per instance; further series are refused and counted. Default 100 000.
     pub max_series: usize,
-    /// Level smoothing of the expectation model. Default 0.3.
+    /// Level smoothing of the expectation model. Default 0.2.
     pub alpha: f64,
-    /// Trend smoothing of the expectation model. Default 0.05.
+    /// Trend smoothing of the expectation model. Default 0.02.
     pub beta: f64,
-    /// Metrics not scored at all (for example counters the pipeline itself changes,
-    /// like `replicas`). Default none.
+    /// Metrics not scored at all (for example `replicas`, which perfpilot's own
+    /// decisions change). Default none.
     pub ignore_metrics: Vec<String>,
 }
 
 impl Default for DetectorConfig {
     fn default() -> Self {
+        let p = DetectParams::default();
         DetectorConfig {
-            window_secs: 3600,
-            max_points: 120,
-            warmup_points: 30,
-            threshold: 4.5,
+            warmup_points: p.warmup,
+            threshold: p.threshold,
+            shift_threshold: p.shift_threshold,
+            variance_ratio: p.variance_ratio,
+            flat_points: p.flat_points,
             allowed_lateness_secs: 60,
             quiet_points: 3,
             max_series: 100_000,
-            alpha: 0.3,
-            beta: 0.05,
+            alpha: p.model.alpha,
+            beta: p.model.beta,
             ignore_metrics: Vec::new(),
         }
     }
@@ -63,10 +63,10 @@ impl Default for DetectorConfig {
 
 impl DetectorConfig {
     pub(crate) fn check(&self) -> Result<(), ConfigError> {
-        if self.max_points < 5 || self.warmup_points < 5 || self.warmup_points > self.max_points {
+        if self.warmup_points < 5 {
             return Err(ConfigError::Invalid(format!(
-                "detector: need 5 ≤ warmup_points ({}) ≤ max_points ({})",
-                self.warmup_points, self.max_points
+                "detector: warmup_points ({}) must be ≥ 5",
+                self.warmup_points
             )));
         }
         if !(self.alpha > 0.0 && self.alpha < 1.0 && self.beta > 0.0 && self.beta < 1.0) {
@@ -74,28 +74,42 @@ impl DetectorConfig {
                 "detector: alpha and beta must lie in (0, 1)".into(),
             ));
         }
-        if self.threshold.is_nan() || self.threshold <= 0.0 {
-            return Err(ConfigError::Invalid(
-                "detector: threshold must be > 0".into(),
-            ));
+        for (name, v) in [
+            ("threshold", self.threshold),
+            ("shift_threshold", self.shift_threshold),
+            ("variance_ratio", self.variance_ratio),
+        ] {
+            if v.is_nan() || v <= 0.0 {
+                return Err(ConfigError::Invalid(format!(
+                    "detector: {name} must be > 0"
+                )));
+            }
         }
         Ok(())
     }
-}
 
-/// Maps a robust z-score to [0,1]: 0.5 at the threshold, about 0.95 at twice it.
-fn score_for(z: f64, threshold: f64) -> f64 {
-    let k = 3.0 / threshold;
-    1.0 / (1.0 + (-(z.abs() - threshold) * k).exp())
+    /// The per-series parameters.
+    pub fn params(&self) -> DetectParams {
+        let d = DetectParams::default();
+        DetectParams {
+            model: SeasonalParams {
+                alpha: self.alpha,
+                beta: self.beta,
+                ..d.model
+            },
+            threshold: self.threshold,
+            warmup: self.warmup_points,
+            shift_threshold: self.shift_threshold,
+            variance_ratio: self.variance_ratio,
+            flat_points: self.flat_points,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
 struct SeriesState {
     partition: i32,
-    model: Holt,
-    newest_ts: Option<i64>,
-    /// Recent residuals (value − prediction) by event time.
-    window: EventTimeWindow,
+    detector: SeriesDetector,
     in_episode: bool,
     quiet_run: u32,
 }
@@ -105,7 +119,9 @@ struct SeriesState {
 pub struct DetectorCounters {
     /// Points dropped for arriving later than the allowed lateness.
     pub late: u64,
-    /// Points dropped as duplicates of a timestamp already seen.
+    /// Points scored out of order (within the lateness) without moving the model.
+    pub late_scored: u64,
+    /// Points dropped as duplicates of the newest timestamp.
     pub duplicates: u64,
     /// Points of new series refused because `max_series` was reached.
     pub series_refused: u64,
@@ -115,12 +131,21 @@ pub struct DetectorCounters {
     pub ignored: u64,
 }
 
+/// What the detector made of one event.
+#[derive(Debug, Clone, Default)]
+pub struct Scored {
+    /// The point's score (None during warm-up, or when the point was dropped).
+    pub point: Option<PointScore>,
+    /// The anomaly, when the point opened an episode.
+    pub anomaly: Option<Anomaly>,
+}
+
 /// The detector stage core.
 #[derive(Debug)]
 pub struct Detector {
     cfg: DetectorConfig,
+    params: DetectParams,
     series: HashMap<String, SeriesState>,
-    scratch: Vec<f64>,
     counters: DetectorCounters,
 }
 
@@ -129,9 +154,9 @@ impl Detector {
     pub fn new(cfg: DetectorConfig) -> Result<Self, ConfigError> {
         cfg.check()?;
         Ok(Detector {
+            params: cfg.params(),
             cfg,
             series: HashMap::new(),
-            scratch: Vec::new(),
             counters: DetectorCounters::default(),
         })
     }
@@ -141,139 +166,130 @@ impl Detector {
         self.counters
     }
 
-    /// Scores one event against its series; returns the anomaly if it starts an episode.
+    /// Returns the anomaly if the event opens an episode.
     pub fn observe(&mut self, e: &MetricEvent, partition: i32) -> Option<Anomaly> {
+        self.score(e, partition).anomaly
+    }
+
+    /// Scores one event against its series and learns from it.
+    pub fn score(&mut self, e: &MetricEvent, partition: i32) -> Scored {
         let Detector {
             cfg,
+            params,
             series,
-            scratch,
             counters,
         } = self;
         if cfg.ignore_metrics.contains(&e.metric) {
             counters.ignored += 1;
-            return None;
+            return Scored::default();
         }
         let key = series_key(&e.target, &e.metric, &e.labels);
         if !series.contains_key(&key) && series.len() >= cfg.max_series {
             counters.series_refused += 1;
-            return None;
+            return Scored::default();
         }
-        let state = series.entry(key).or_insert_with(|| SeriesState {
-            partition,
-            ..SeriesState::default()
-        });
+        let state = series.entry(key).or_default();
         state.partition = partition;
-        let params = HoltParams {
-            alpha: cfg.alpha,
-            beta: cfg.beta,
-            phi: 1.0,
-        };
-        let in_order = state.newest_ts.is_none_or(|n| e.timestamp_ms > n);
-        // Before the first point there is nothing to predict from.
-        let expected = if state.model.count() == 0 {
-            e.value
+        let d = &mut state.detector;
+        let point = if d.count() == 0 || e.timestamp_ms > d.last_ts() {
+            d.observe(e.timestamp_ms, e.value, params)
+        } else if e.timestamp_ms == d.last_ts() {
+            counters.duplicates += 1;
+            return Scored::default();
+        } else if d.last_ts() - e.timestamp_ms <= (cfg.allowed_lateness_secs * 1000) as i64 {
+            counters.late_scored += 1;
+            d.score_late(e.timestamp_ms, e.value, params)
         } else {
-            state.model.predict_next(params)
+            counters.late += 1;
+            return Scored::default();
         };
-        let baseline = if state.window.len() >= cfg.warmup_points {
-            state.window.median_mad(scratch)
-        } else {
-            None
+        let Some(p) = point else {
+            return Scored::default();
         };
-        let residual = e.value - expected;
-        match state.window.admit(
-            e.timestamp_ms,
-            residual,
-            (cfg.window_secs * 1000) as i64,
-            cfg.max_points,
-            (cfg.allowed_lateness_secs * 1000) as i64,
-        ) {
-            Admit::Accepted => {}
-            Admit::Duplicate => {
-                counters.duplicates += 1;
-                return None;
-            }
-            Admit::TooLate => {
-                counters.late += 1;
-                return None;
-            }
-        }
-        // The residual scale: MAD of recent residuals around their median. A flat
-        // series has MAD 0; a small floor relative to the level keeps exact repeats from
-        // making every tiny change infinitely unusual.
-        let sigma = baseline.map(|(_, mad)| (1.4826 * mad).max(1e-3 * expected.abs()).max(1e-9));
-        let band = sigma.map_or(f64::INFINITY, |s| cfg.threshold * s);
-        if in_order {
-            // Points late but within the allowed lateness are scored, but the model
-            // only moves forward in time.
-            let clipped = e.value.clamp(expected - band, expected + band);
-            state.model.update(clipped, params);
-            state.newest_ts = Some(e.timestamp_ms);
-        }
-        let sigma = sigma?;
-        let z = residual / sigma;
-        if z.abs() < cfg.threshold {
+        if !p.anomalous() {
             if state.in_episode {
                 state.quiet_run += 1;
                 if state.quiet_run >= cfg.quiet_points {
                     state.in_episode = false;
                 }
             }
-            return None;
+            return Scored {
+                point: Some(p),
+                anomaly: None,
+            };
         }
         state.quiet_run = 0;
         if state.in_episode {
             counters.suppressed += 1;
-            return None;
+            return Scored {
+                point: Some(p),
+                anomaly: None,
+            };
         }
         state.in_episode = true;
-        let score = score_for(z, cfg.threshold);
-        let severity = if score >= 0.95 {
-            Severity::Critical
-        } else if score >= 0.75 {
-            Severity::Warning
-        } else {
-            Severity::Info
-        };
-        let direction = if z > 0.0 {
-            Direction::Up
-        } else {
-            Direction::Down
-        };
-        let id = format!(
+        Scored {
+            point: Some(p),
+            anomaly: Some(anomaly(e, &p, state.detector.model().seasonal_strength())),
+        }
+    }
+}
+
+fn anomaly(e: &MetricEvent, p: &PointScore, (day, week): (f64, f64)) -> Anomaly {
+    let severity = if p.score >= 0.95 {
+        Severity::Critical
+    } else if p.score >= 0.75 {
+        Severity::Warning
+    } else {
+        Severity::Info
+    };
+    let direction = if e.value >= p.expected {
+        Direction::Up
+    } else {
+        Direction::Down
+    };
+    let detectors: Vec<String> = p.fired().map(String::from).collect();
+    let mut seasonal = String::new();
+    if day >= 0.3 || week >= 0.3 {
+        seasonal = format!(
+            "; expectation includes a seasonal pattern (daily {:.0}%, weekly {:.0}% of variance)",
+            day * 100.0,
+            week * 100.0
+        );
+    }
+    Anomaly {
+        id: format!(
             "anom-{:016x}",
             stable_hash(&[
                 e.target.as_bytes(),
                 e.metric.as_bytes(),
                 &e.timestamp_ms.to_le_bytes()
             ])
-        );
-        Some(Anomaly {
-            id,
-            target: e.target.clone(),
-            pool: e.pool_or_target().to_string(),
-            metric: e.metric.clone(),
-            labels: e.labels.clone(),
-            timestamp_ms: e.timestamp_ms,
-            value: e.value,
-            expected,
-            lower: expected - band,
-            upper: expected + band,
-            score,
-            severity,
-            direction,
-            detectors: vec!["robust_zscore".into()],
-            reason: format!(
-                "{} {} is {:.4} where {:.4} was expected (normal range {:.4}..{:.4}); robust z-score {:.1}",
-                e.target,
-                e.metric,
-                e.value,
-                expected,
-                expected - band,
-                expected + band,
-                z
-            ),
-        })
+        ),
+        target: e.target.clone(),
+        pool: e.pool_or_target().to_string(),
+        metric: e.metric.clone(),
+        labels: e.labels.clone(),
+        timestamp_ms: e.timestamp_ms,
+        value: e.value,
+        expected: p.expected,
+        lower: p.expected - p.band,
+        upper: p.expected + p.band,
+        score: p.score,
+        severity,
+        direction,
+        reason: format!(
+            "{} {} is {:.4} where {:.4} was expected (normal range {:.4}..{:.4}, z {:.1}); detectors: {}{}",
+            e.target,
+            e.metric,
+            e.value,
+            p.expected,
+            p.expected - p.band,
+            p.expected + p.band,
+            p.z,
+            detectors.join(", "),
+            seasonal
+        ),
+        detectors,
     }
 }
 
@@ -304,6 +320,7 @@ impl Stage for Detector {
         let c = self.counters;
         vec![
             ("late_dropped", c.late),
+            ("late_scored", c.late_scored),
             ("duplicates_dropped", c.duplicates),
             ("series_refused", c.series_refused),
             ("suppressed_in_episode", c.suppressed),
@@ -352,10 +369,11 @@ mod tests {
         assert_eq!(a.direction, Direction::Up);
         assert!(a.score > 0.9 && a.score <= 1.0, "{}", a.score);
         assert!(a.lower < a.expected && a.expected < a.upper && a.upper < 130.0);
+        assert!((a.expected - 100.0).abs() < 2.0, "expected {}", a.expected);
         assert!(
-            (a.expected - 100.0).abs() < 1.0,
-            "the early spike did not move the expectation: {}",
-            a.expected
+            a.detectors.contains(&"residual".to_string()),
+            "{:?}",
+            a.detectors
         );
     }
 
@@ -369,27 +387,30 @@ mod tests {
             .filter_map(|i| d.observe(&ev(i * 1000, 50.0), 0))
             .collect();
         assert_eq!(hits.len(), 1);
-        // The expectation recovers from the excursion within a few points; then the
-        // episode ends and a new excursion is a new anomaly.
-        for i in 55..75 {
+        for i in 55..120 {
             d.observe(&ev(i * 1000, 10.0 + noise(i)), 0);
         }
         assert!(
-            d.observe(&ev(75_000, 50.0), 0).is_some(),
+            d.observe(&ev(120_000, 50.0), 0).is_some(),
             "a new episode is reported"
         );
     }
 
     #[test]
-    fn duplicates_and_late_points_are_counted_not_scored() {
+    fn duplicates_and_late_points_are_counted() {
         let mut d = Detector::new(DetectorConfig::default()).unwrap();
         for i in 0..50 {
             d.observe(&ev(i * 10_000, 10.0 + noise(i)), 0);
         }
         assert!(d.observe(&ev(490_000, 1e6), 0).is_none());
         assert!(d.observe(&ev(0, 1e6), 0).is_none());
+        let late = d.score(&ev(470_000, 1e6), 0);
+        assert!(
+            late.point.is_some_and(|p| p.anomalous()),
+            "a late point within the lateness is scored"
+        );
         let c = d.detector_counters();
-        assert_eq!((c.duplicates, c.late), (1, 1));
+        assert_eq!((c.duplicates, c.late, c.late_scored), (1, 1, 1));
     }
 
     #[test]

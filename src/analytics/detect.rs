@@ -1,0 +1,351 @@
+//! Per-series anomaly detection: several complementary detectors on one compact state,
+//! combined into one score in [0,1].
+//!
+//! Every point is compared with the one-step prediction of a [`SeasonalModel`] (level,
+//! damped trend, daily and weekly profiles). From the residual:
+//! - `residual`: robust z-score against a running scale of the residuals (spikes, dips,
+//!   the start of a level shift);
+//! - `shift`: the recent mean residual (an exponential mean over about 10 points)
+//!   against its own usual size — small persistent shifts. Normalising by the usual size
+//!   of the smoothed residual, not by the point scale, keeps series whose residuals are
+//!   naturally autocorrelated (an unmodelled cycle, a wandering level) from alarming;
+//! - `variance`: short- over long-run residual scale (the noise changed);
+//! - `flatline`: the value repeats far longer than the series ever repeated before
+//!   (a stuck sensor).
+//!
+//! Each detector maps its statistic to a score that is 0.5 exactly at its threshold;
+//! the point's score is the largest. The residual threshold adapts to the series' own
+//! tail: it is the larger of the configured threshold and 1.5 × a running estimate of
+//! the 99.5th percentile of |z|, so a heavy-tailed series does not cry wolf on what is
+//! ordinary for it. Anomalous points move the model only up to the edge of the normal
+//! range, so a spike does not drag the expectation along.
+
+use super::seasonal::{SeasonalModel, SeasonalParams};
+use serde::{Deserialize, Serialize};
+
+/// Settings shared by every series of a detector.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DetectParams {
+    /// The seasonal model's smoothing.
+    pub model: SeasonalParams,
+    /// Residual z at which the residual detector scores 0.5.
+    pub threshold: f64,
+    /// Points before any score is given.
+    pub warmup: u32,
+    /// Smoothed residual against its usual size at which the shift detector scores 0.5.
+    pub shift_threshold: f64,
+    /// Short/long residual scale ratio at which the variance detector scores 0.5.
+    pub variance_ratio: f64,
+    /// Shortest run of identical values that can be a flatline.
+    pub flat_points: u16,
+}
+
+impl Default for DetectParams {
+    fn default() -> Self {
+        DetectParams {
+            model: SeasonalParams {
+                alpha: 0.2,
+                beta: 0.02,
+                phi: 0.98,
+                gamma_day: 0.3,
+                gamma_week: 0.3,
+            },
+            threshold: 4.5,
+            warmup: 30,
+            shift_threshold: 4.5,
+            variance_ratio: 3.0,
+            flat_points: 12,
+        }
+    }
+}
+
+/// Names of the detectors, in the order of [`PointScore::scores`].
+pub const DETECTORS: [&str; 4] = ["residual", "shift", "variance", "flatline"];
+
+/// How one point was judged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PointScore {
+    /// The prediction the point was compared with.
+    pub expected: f64,
+    /// Half-width of the normal range around `expected`.
+    pub band: f64,
+    /// Residual in units of the series' residual scale.
+    pub z: f64,
+    /// Score of each detector in [0,1], in [`DETECTORS`] order.
+    pub scores: [f64; 4],
+    /// The largest of `scores` (0 during warm-up).
+    pub score: f64,
+}
+
+impl PointScore {
+    /// Whether any detector reached its threshold.
+    pub fn anomalous(&self) -> bool {
+        self.score >= 0.5
+    }
+
+    /// Names of the detectors at or above their threshold.
+    pub fn fired(&self) -> impl Iterator<Item = &'static str> + '_ {
+        DETECTORS
+            .iter()
+            .zip(self.scores)
+            .filter(|(_, s)| *s >= 0.5)
+            .map(|(n, _)| *n)
+    }
+}
+
+/// Logistic map with 0.5 at `threshold` and about 0.95 at twice it.
+fn squash(stat: f64, threshold: f64) -> f64 {
+    let k = 3.0 / threshold;
+    1.0 / (1.0 + (-(stat - threshold) * k).exp())
+}
+
+/// Per-series detector state (compact: `f32` where precision allows).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SeriesDetector {
+    model: SeasonalModel,
+    /// Running mean |residual| over about 100 points, and over about 10.
+    long_abs: f32,
+    short_abs: f32,
+    /// Running 99.5th percentile of |z| (stochastic approximation).
+    tail_q: f32,
+    /// Exponential mean of recent residuals, and the running mean of its size.
+    recent_mean: f32,
+    recent_mean_abs: f32,
+    last_value: f64,
+    flat_run: u16,
+    longest_natural_run: u16,
+}
+
+impl SeriesDetector {
+    /// Points seen.
+    pub fn count(&self) -> u32 {
+        self.model.count()
+    }
+
+    /// Newest timestamp seen.
+    pub fn last_ts(&self) -> i64 {
+        self.model.last_ts()
+    }
+
+    /// The underlying model (for explanations: seasonal strength).
+    pub fn model(&self) -> &SeasonalModel {
+        &self.model
+    }
+
+    /// Scores a point that arrived out of order (older than the newest, within the
+    /// allowed lateness): compared with the model, which is not updated.
+    pub fn score_late(&self, ts: i64, value: f64, p: &DetectParams) -> Option<PointScore> {
+        if self.model.count() < p.warmup {
+            return None;
+        }
+        let expected = self.model.predict(ts, 1, p.model);
+        let sigma = self.sigma(expected);
+        let thr = self.threshold(p);
+        let z = (value - expected) / sigma;
+        let s = squash(z.abs(), thr);
+        Some(PointScore {
+            expected,
+            band: thr * sigma,
+            z,
+            scores: [s, 0.0, 0.0, 0.0],
+            score: s,
+        })
+    }
+
+    fn sigma(&self, expected: f64) -> f64 {
+        // Mean |residual| × √(π/2) estimates σ for Gaussian residuals; the floor keeps a
+        // perfectly flat series from making every tiny change infinitely unusual.
+        (1.2533 * f64::from(self.long_abs))
+            .max(1e-3 * expected.abs())
+            .max(1e-9)
+    }
+
+    fn threshold(&self, p: &DetectParams) -> f64 {
+        p.threshold.max(1.5 * f64::from(self.tail_q))
+    }
+
+    /// Scores and learns one in-order point. `None` during warm-up.
+    pub fn observe(&mut self, ts: i64, value: f64, p: &DetectParams) -> Option<PointScore> {
+        let n = self.model.count();
+        // Flatline bookkeeping, before the model moves.
+        let repeated = n > 0 && (value - self.last_value).abs() <= 1e-12 * value.abs().max(1.0);
+        if repeated {
+            self.flat_run = self.flat_run.saturating_add(1);
+        } else {
+            if n < p.warmup * 4 {
+                self.longest_natural_run = self.longest_natural_run.max(self.flat_run);
+            }
+            self.flat_run = 0;
+        }
+        self.last_value = value;
+
+        if n == 0 {
+            self.model.update(ts, value, p.model);
+            return None;
+        }
+        let expected = self.model.predict(ts, 1, p.model);
+        let residual = value - expected;
+        let warm = n >= p.warmup;
+        let sigma = self.sigma(expected);
+        let thr = self.threshold(p);
+        let band = thr * sigma;
+        let z = residual / sigma;
+
+        // Learn: from the fifth point on, the model sees the point clipped to the normal
+        // range, so an early spike cannot poison the warm-up either.
+        let learn = if n >= 5 {
+            value.clamp(expected - band, expected + band)
+        } else {
+            value
+        };
+        self.model.update(ts, learn, p.model);
+        let abs = residual.abs() as f32;
+        if n == 1 {
+            self.long_abs = abs;
+            self.short_abs = abs;
+        } else {
+            let clip = if n >= 3 {
+                abs.min(4.0 * self.long_abs.max(f32::MIN_POSITIVE))
+            } else {
+                abs
+            };
+            let young = 1.0 / n as f32;
+            self.long_abs += young.max(0.01) * (clip - self.long_abs);
+            self.short_abs += young.max(0.1)
+                * (abs.min(8.0 * self.long_abs.max(f32::MIN_POSITIVE)) - self.short_abs);
+        }
+        let az = z.abs() as f32;
+        let q_rate = 0.05f32;
+        self.tail_q += q_rate * if az > self.tail_q { 0.995 } else { -0.005 };
+        self.tail_q = self.tail_q.max(0.0);
+        // The mean of recent residuals (each clipped to the normal range, so one spike is
+        // not a shift), against its own usual size.
+        let r = residual.clamp(-band, band) as f32;
+        self.recent_mean += 0.1 * (r - self.recent_mean);
+        let m = self.recent_mean.abs();
+        let usual = self.recent_mean_abs;
+        let shift = if usual > 0.0 {
+            f64::from(m / (1.2533 * usual))
+        } else {
+            0.0
+        };
+        let young = 1.0 / n as f32;
+        let m_clipped = if usual > 0.0 { m.min(4.0 * usual) } else { m };
+        self.recent_mean_abs += young.max(0.01) * (m_clipped - self.recent_mean_abs);
+        if !warm {
+            return None;
+        }
+
+        let ratio = f64::from(self.short_abs) / f64::from(self.long_abs).max(1e-12);
+        let flat_needed = p
+            .flat_points
+            .max(self.longest_natural_run.saturating_mul(3));
+        let flat = if self.long_abs > 0.0 {
+            f64::from(self.flat_run) / f64::from(flat_needed.max(1))
+        } else {
+            0.0
+        };
+
+        let scores = [
+            squash(z.abs(), thr),
+            squash(shift, p.shift_threshold),
+            squash(ratio, p.variance_ratio),
+            squash(flat, 1.0),
+        ];
+        let score = scores.iter().copied().fold(0.0, f64::max);
+        Some(PointScore {
+            expected,
+            band,
+            z,
+            scores,
+            score,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(i: i64) -> f64 {
+        // A deterministic, roughly uniform sequence in [-1, 1].
+        let x = (i as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(17)
+            .wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    }
+
+    fn run(values: impl Iterator<Item = f64>) -> Vec<Option<PointScore>> {
+        let p = DetectParams::default();
+        let mut d = SeriesDetector::default();
+        values
+            .enumerate()
+            .map(|(i, v)| d.observe(i as i64 * 300_000, v, &p))
+            .collect()
+    }
+
+    #[test]
+    fn warm_up_is_silent_and_noise_is_quiet() {
+        let out = run((0..2000).map(|i| 50.0 + noise(i)));
+        assert!(out[..30].iter().all(Option::is_none));
+        let alarms = out.iter().flatten().filter(|s| s.anomalous()).count();
+        assert!(alarms <= 2, "{alarms} alarms on noise");
+    }
+
+    #[test]
+    fn each_detector_fires_on_its_case() {
+        let base = |i: i64| 50.0 + noise(i);
+        let cases: [(&str, Box<dyn Fn(i64) -> f64>); 4] = [
+            (
+                "residual",
+                Box::new(move |i| if i == 1500 { base(i) + 12.0 } else { base(i) }),
+            ),
+            (
+                "shift",
+                Box::new(move |i| if i >= 1500 { base(i) + 2.0 } else { base(i) }),
+            ),
+            (
+                "variance",
+                Box::new(move |i| {
+                    if i >= 1500 {
+                        50.0 + 5.0 * noise(i)
+                    } else {
+                        base(i)
+                    }
+                }),
+            ),
+            (
+                "flatline",
+                Box::new(move |i| {
+                    if (1500..1560).contains(&i) {
+                        base(1500)
+                    } else {
+                        base(i)
+                    }
+                }),
+            ),
+        ];
+        for (name, f) in cases {
+            let out = run((0..1600).map(&f));
+            let alarms: Vec<(usize, PointScore)> = out
+                .iter()
+                .enumerate()
+                .flat_map(|(i, s)| s.map(|s| (i, s)))
+                .filter(|(_, s)| s.anomalous())
+                .collect();
+            assert!(
+                alarms.iter().all(|(i, _)| *i >= 1500),
+                "{name}: alarm before the change"
+            );
+            assert!(
+                alarms.iter().any(|(_, s)| s.fired().any(|d| d == name)),
+                "{name} never fired; fired: {:?}",
+                alarms
+                    .iter()
+                    .flat_map(|(_, s)| s.fired())
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+}
