@@ -296,7 +296,8 @@ mod tests {
     #[test]
     fn each_detector_fires_on_its_case() {
         let base = |i: i64| 50.0 + noise(i);
-        let cases: [(&str, Box<dyn Fn(i64) -> f64>); 4] = [
+        type Series = Box<dyn Fn(i64) -> f64>;
+        let cases: [(&str, Series); 4] = [
             (
                 "residual",
                 Box::new(move |i| if i == 1500 { base(i) + 12.0 } else { base(i) }),
