@@ -35,6 +35,7 @@ pub mod analytics;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod eval;
 pub mod event;
 pub mod pipeline;
 pub mod runtime;

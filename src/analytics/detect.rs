@@ -16,7 +16,7 @@
 //! Each detector maps its statistic to a score that is 0.5 exactly at its threshold;
 //! the point's score is the largest. The residual threshold adapts to the series' own
 //! tail: it is the larger of the configured threshold and 1.5 × a running estimate of
-//! the 99.5th percentile of |z|, so a heavy-tailed series does not cry wolf on what is
+//! the 99.9th percentile of |z|, so a heavy-tailed series does not cry wolf on what is
 //! ordinary for it. Anomalous points move the model only up to the edge of the normal
 //! range, so a spike does not drag the expectation along.
 
@@ -47,12 +47,12 @@ impl Default for DetectParams {
                 alpha: 0.2,
                 beta: 0.02,
                 phi: 0.98,
-                gamma_day: 0.3,
+                gamma_day: 0.1,
                 gamma_week: 0.3,
             },
             threshold: 4.5,
             warmup: 30,
-            shift_threshold: 4.5,
+            shift_threshold: 5.5,
             variance_ratio: 3.0,
             flat_points: 12,
         }
@@ -100,13 +100,13 @@ fn squash(stat: f64, threshold: f64) -> f64 {
 }
 
 /// Per-series detector state (compact: `f32` where precision allows).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeriesDetector {
     model: SeasonalModel,
     /// Running mean |residual| over about 100 points, and over about 10.
     long_abs: f32,
     short_abs: f32,
-    /// Running 99.5th percentile of |z| (stochastic approximation).
+    /// Running 99.9th percentile of |z| (stochastic approximation).
     tail_q: f32,
     /// Exponential mean of recent residuals, and the running mean of its size.
     recent_mean: f32,
@@ -114,6 +114,26 @@ pub struct SeriesDetector {
     last_value: f64,
     flat_run: u16,
     longest_natural_run: u16,
+}
+
+/// Where the running 99.9th percentile of |z| starts: a new series is assumed
+/// heavy-tailed (threshold 1.5 × 3.5 = 5.25) until its own tail says otherwise.
+const TAIL_PRIOR: f32 = 3.5;
+
+impl Default for SeriesDetector {
+    fn default() -> Self {
+        SeriesDetector {
+            model: SeasonalModel::default(),
+            long_abs: 0.0,
+            short_abs: 0.0,
+            tail_q: TAIL_PRIOR,
+            recent_mean: 0.0,
+            recent_mean_abs: 0.0,
+            last_value: 0.0,
+            flat_run: 0,
+            longest_natural_run: 0,
+        }
+    }
 }
 
 impl SeriesDetector {
@@ -215,8 +235,8 @@ impl SeriesDetector {
                 * (abs.min(8.0 * self.long_abs.max(f32::MIN_POSITIVE)) - self.short_abs);
         }
         let az = z.abs() as f32;
-        let q_rate = 0.05f32;
-        self.tail_q += q_rate * if az > self.tail_q { 0.995 } else { -0.005 };
+        let q_rate = 0.2f32;
+        self.tail_q += q_rate * if az > self.tail_q { 0.999 } else { -0.001 };
         self.tail_q = self.tail_q.max(0.0);
         // The mean of recent residuals (each clipped to the normal range, so one spike is
         // not a shift), against its own usual size.

@@ -20,7 +20,7 @@ pub struct DetectorConfig {
     /// Residual z-score at which the residual detector's score is 0.5. Default 4.5.
     pub threshold: f64,
     /// How unusual the recent mean residual must be, against its own usual size, to
-    /// count as a persistent shift (score 0.5). Default 4.5.
+    /// count as a persistent shift (score 0.5). Default 5.5.
     pub shift_threshold: f64,
     /// Short/long residual scale ratio that counts as a variance change. Default 3.
     pub variance_ratio: f64,
