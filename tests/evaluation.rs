@@ -65,3 +65,40 @@ fn detection_floors_per_anomaly_type() {
         clean.false_rate()
     );
 }
+
+#[test]
+fn forecasts_beat_seasonal_naive_on_seasonal_data_and_intervals_cover() {
+    use perfpilot::eval::generator::Shape;
+    use perfpilot::eval::scoring::forecast;
+    eprintln!(
+        "{:<10} {:>8} {:>10} {:>9}",
+        "shape", "MAE", "naive MAE", "coverage"
+    );
+    let mut seasonal = Vec::new();
+    for shape in SHAPES {
+        let (mut mae, mut naive, mut cov) = (0.0, 0.0, 0.0);
+        for seed in 0..3 {
+            let s = generate(shape, None, 14, seed);
+            // Two hours ahead (24 points), from an origin every hour of the last 4 days.
+            let r = forecast(&s, 24, 12, 4, 0.9);
+            mae += r.mae / 3.0;
+            naive += r.naive_mae / 3.0;
+            cov += r.coverage / 3.0;
+        }
+        eprintln!("{:<10} {mae:>8.3} {naive:>10.3} {cov:>9.3}", shape.as_str());
+        if shape == Shape::Seasonal {
+            seasonal = vec![mae, naive, cov];
+        }
+        assert!(
+            (0.8..=0.99).contains(&cov),
+            "{}: 90% intervals cover {cov:.3}",
+            shape.as_str()
+        );
+    }
+    assert!(
+        seasonal[0] < seasonal[1],
+        "seasonal data: MAE {:.3} is not below seasonal naive {:.3}",
+        seasonal[0],
+        seasonal[1]
+    );
+}

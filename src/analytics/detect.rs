@@ -44,7 +44,7 @@ impl Default for DetectParams {
     fn default() -> Self {
         DetectParams {
             model: SeasonalParams {
-                alpha: 0.2,
+                alpha: 0.3,
                 beta: 0.02,
                 phi: 0.98,
                 gamma_day: 0.1,
@@ -118,7 +118,7 @@ pub struct SeriesDetector {
 
 /// Where the running 99.9th percentile of |z| starts: a new series is assumed
 /// heavy-tailed (threshold 1.5 × 3.5 = 5.25) until its own tail says otherwise.
-const TAIL_PRIOR: f32 = 3.5;
+const TAIL_PRIOR: f32 = 3.0;
 
 impl Default for SeriesDetector {
     fn default() -> Self {

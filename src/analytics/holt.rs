@@ -18,7 +18,7 @@ pub struct HoltParams {
 }
 
 /// Per-series Holt state.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Holt {
     level: f64,
     trend: f64,

@@ -2,6 +2,7 @@
 //! Everything here is updated per event and cheap; the stage cores compose these parts.
 
 pub mod detect;
+pub mod forecast;
 pub mod holt;
 pub mod robust;
 pub mod seasonal;

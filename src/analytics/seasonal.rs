@@ -112,6 +112,13 @@ impl<const N: usize> Profile<N> {
         self.bins[b] += r * (target as f32 - self.bins[b]);
     }
 
+    /// The bins around `ts` as learnt, without centring (the absolute level the
+    /// profile was fed).
+    pub fn raw_value(&self, ts: i64) -> f64 {
+        let (i, j, w) = self.locate(ts);
+        f64::from(self.bins[i] * (1.0 - w) + self.bins[j] * w)
+    }
+
     fn bin_of(&self, ts: i64) -> usize {
         let width = self.period_ms as f64 / N as f64;
         ((ts.rem_euclid(self.period_ms) as f64 / width).floor() as usize) % N

@@ -112,3 +112,60 @@ pub fn detect_all<'a>(
     }
     out
 }
+
+/// Forecast accuracy over many origins of one series.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ForecastScore {
+    /// Mean absolute error of the forecaster.
+    pub mae: f64,
+    /// Mean absolute error of seasonal naive (the value one day earlier).
+    pub naive_mae: f64,
+    /// Share of actual values inside the prediction interval.
+    pub coverage: f64,
+    /// Forecast points scored.
+    pub points: u64,
+}
+
+/// Runs the forecaster core's model over a series and, from every `every` points in the
+/// last `days_scored` days, forecasts `horizon` points ahead and scores them against
+/// what came, next to seasonal naive. Intervals at the nominal `level`.
+pub fn forecast(
+    series: &Labelled,
+    horizon: usize,
+    every: usize,
+    days_scored: usize,
+    level: f64,
+) -> ForecastScore {
+    use crate::analytics::forecast::SeriesForecaster;
+    use crate::analytics::seasonal::DAY_MS;
+    use crate::stage::forecaster::ForecasterConfig;
+    let params = ForecasterConfig::default().params();
+    let z = crate::analytics::stats::z_for_level(level);
+    let per_day = (DAY_MS / series.step_ms) as usize;
+    let n = series.points.len();
+    let first_origin = n.saturating_sub(days_scored * per_day + horizon);
+    let mut f = SeriesForecaster::default();
+    let (mut abs, mut naive_abs, mut inside, mut count) = (0.0, 0.0, 0u64, 0u64);
+    for (i, &(ts, v)) in series.points.iter().enumerate() {
+        f.observe(ts, v, &params);
+        if i < first_origin || i + horizon >= n || (i - first_origin) % every != 0 || i < per_day {
+            continue;
+        }
+        let (_, predicted) = f.forecast(horizon as u32, &params);
+        for (h, p) in predicted.iter().enumerate() {
+            let j = i + h + 1;
+            let actual = series.points[j].1;
+            abs += (p.value - actual).abs();
+            naive_abs += (series.points[j - per_day].1 - actual).abs();
+            inside += u64::from((actual - p.value).abs() <= z * p.sd);
+            count += 1;
+        }
+    }
+    let c = count.max(1) as f64;
+    ForecastScore {
+        mae: abs / c,
+        naive_mae: naive_abs / c,
+        coverage: inside as f64 / c,
+        points: count,
+    }
+}

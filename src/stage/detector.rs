@@ -33,7 +33,7 @@ pub struct DetectorConfig {
     pub quiet_points: u32,
     /// Most series tracked per instance; further series are refused and counted. Default 100 000.
     pub max_series: usize,
-    /// Level smoothing of the expectation model. Default 0.2.
+    /// Level smoothing of the expectation model. Default 0.3.
     pub alpha: f64,
     /// Trend smoothing of the expectation model. Default 0.02.
     pub beta: f64,

@@ -1,8 +1,11 @@
-//! Forecaster core: per-series Holt (level + trend) updated per event; every N events
-//! or T of event time it emits a forecast with prediction intervals over a horizon.
+//! Forecaster core: per series, several models updated per event and selected by
+//! rolling out-of-sample error (see `analytics::forecast`); every N events or T of event
+//! time it emits a Forecast with prediction intervals over a horizon.
 
 use super::{series_key, RecordMeta, Stage};
-use crate::analytics::holt::{Holt, HoltParams};
+use crate::analytics::forecast::{ForecastParams, SeriesForecaster, MODELS};
+use crate::analytics::holt::HoltParams;
+use crate::analytics::seasonal::SeasonalParams;
 use crate::analytics::stats::{stable_hash, z_for_level};
 use crate::config::ConfigError;
 use crate::event::{Forecast, ForecastPoint, MetricEvent};
@@ -26,7 +29,7 @@ pub struct ForecasterConfig {
     /// ...or after this much event time since the last forecast. Default 300 s.
     pub emit_every_secs: u64,
     /// Points needed before the first forecast. Default 10.
-    pub warmup_points: u64,
+    pub warmup_points: u32,
     /// Nominal coverage of the prediction intervals. Default 0.9.
     pub interval_level: f64,
     /// Most series tracked per instance. Default 100 000.
@@ -50,11 +53,20 @@ impl Default for ForecasterConfig {
 }
 
 impl ForecasterConfig {
-    fn params(&self) -> HoltParams {
-        HoltParams {
-            alpha: self.alpha,
-            beta: self.beta,
-            phi: self.phi,
+    /// The models' parameters.
+    pub fn params(&self) -> ForecastParams {
+        ForecastParams {
+            seasonal: SeasonalParams {
+                alpha: self.alpha,
+                beta: self.beta,
+                phi: self.phi,
+                ..SeasonalParams::default()
+            },
+            holt: HoltParams {
+                alpha: self.alpha,
+                beta: self.beta,
+                phi: self.phi,
+            },
         }
     }
 
@@ -89,19 +101,16 @@ impl ForecasterConfig {
 #[derive(Debug, Clone, Default)]
 struct SeriesState {
     partition: i32,
-    model: Holt,
-    last_ts: Option<i64>,
-    /// Exponentially weighted mean spacing of the series, in ms.
-    step_ms: f64,
+    model: SeriesForecaster,
     since_emit: u32,
     last_emit_ts: i64,
-    last_value: f64,
 }
 
 /// The forecaster stage core.
 #[derive(Debug)]
 pub struct Forecaster {
     cfg: ForecasterConfig,
+    params: ForecastParams,
     z: f64,
     series: HashMap<String, SeriesState>,
     late: u64,
@@ -114,6 +123,7 @@ impl Forecaster {
         cfg.check()?;
         Ok(Forecaster {
             z: z_for_level(cfg.interval_level),
+            params: cfg.params(),
             cfg,
             series: HashMap::new(),
             late: 0,
@@ -128,46 +138,35 @@ impl Forecaster {
             self.refused += 1;
             return None;
         }
-        let cfg = &self.cfg;
-        let params = cfg.params();
         let s = self.series.entry(key).or_default();
         s.partition = partition;
-        if let Some(last) = s.last_ts {
-            // Holt needs points in order; older points and duplicates are dropped.
-            if e.timestamp_ms <= last {
-                self.late += 1;
-                return None;
-            }
-            let dt = (e.timestamp_ms - last) as f64;
-            s.step_ms = if s.step_ms == 0.0 {
-                dt
-            } else {
-                0.9 * s.step_ms + 0.1 * dt
-            };
-        } else {
+        if s.model.count() > 0 && e.timestamp_ms <= s.model.last_ts() {
+            // The models need points in order; older points and duplicates are dropped.
+            self.late += 1;
+            return None;
+        }
+        if s.model.count() == 0 {
             s.last_emit_ts = e.timestamp_ms;
         }
-        s.last_ts = Some(e.timestamp_ms);
-        s.last_value = e.value;
-        s.model.update(e.value, params);
+        s.model.observe(e.timestamp_ms, e.value, &self.params);
         s.since_emit += 1;
+        let cfg = &self.cfg;
         let due = s.since_emit >= cfg.emit_every_events
             || e.timestamp_ms - s.last_emit_ts >= (cfg.emit_every_secs * 1000) as i64;
-        if s.model.count() < cfg.warmup_points || !due || s.step_ms <= 0.0 {
+        if s.model.count() < cfg.warmup_points || !due || s.model.step_ms() <= 0.0 {
             return None;
         }
         s.since_emit = 0;
         s.last_emit_ts = e.timestamp_ms;
-        let step = s.step_ms.round().max(1.0) as i64;
-        let points = (1..=cfg.horizon)
-            .map(|h| {
-                let (value, sd) = s.model.forecast(h, params);
-                ForecastPoint {
-                    timestamp_ms: e.timestamp_ms + i64::from(h) * step,
-                    value,
-                    lower: value - self.z * sd,
-                    upper: value + self.z * sd,
-                }
+        let (model, predicted) = s.model.forecast(cfg.horizon, &self.params);
+        let z = self.z;
+        let points = predicted
+            .iter()
+            .map(|p| ForecastPoint {
+                timestamp_ms: p.ts,
+                value: p.value,
+                lower: p.value - z * p.sd,
+                upper: p.value + z * p.sd,
             })
             .collect();
         Some(Forecast {
@@ -184,9 +183,9 @@ impl Forecaster {
             metric: e.metric.clone(),
             labels: e.labels.clone(),
             generated_at_ms: e.timestamp_ms,
-            last_value: s.last_value,
-            model: "holt".into(),
-            step_ms: step,
+            last_value: e.value,
+            model: MODELS[model].to_string(),
+            step_ms: s.model.step_ms().round().max(1.0) as i64,
             interval_level: cfg.interval_level,
             points,
         })
@@ -257,8 +256,8 @@ mod tests {
         assert_eq!(last.step_ms, 10_000);
         assert_eq!(last.pool, "p");
         let peak = last.peak().unwrap();
-        // The trend is learnt from zero and damped: the peak lies above the last value,
-        // below the undamped extrapolation 0.2 + 0.01 × 51.
+        // The trend is learnt and damped: the peak lies above the last value, at most
+        // at the undamped extrapolation 0.2 + 0.01 × 51.
         assert!(
             peak.value > 0.2 + 0.01 * 39.0 && peak.value < 0.2 + 0.01 * 51.0 + 1e-9,
             "{peak:?}"
