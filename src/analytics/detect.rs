@@ -5,8 +5,8 @@
 //! damped trend, daily and weekly profiles). From the residual:
 //! - `residual`: robust z-score against a running scale of the residuals (spikes, dips,
 //!   the start of a level shift);
-//! - `shift`: the recent mean residual (an exponential mean over about 10 points)
-//!   against its own usual size — small persistent shifts. Normalising by the usual size
+//! - `shift`: the recent mean deviation from a slow reference level (an exponential
+//!   mean over about 10 points) against its own usual size — small persistent shifts. Normalising by the usual size
 //!   of the smoothed residual, not by the point scale, keeps series whose residuals are
 //!   naturally autocorrelated (an unmodelled cycle, a wandering level) from alarming;
 //! - `variance`: short- over long-run residual scale (the noise changed);
@@ -111,6 +111,7 @@ pub struct SeriesDetector {
     /// Exponential mean of recent residuals, and the running mean of its size.
     recent_mean: f32,
     recent_mean_abs: f32,
+    slow_level: f64,
     last_value: f64,
     flat_run: u16,
     longest_natural_run: u16,
@@ -129,6 +130,7 @@ impl Default for SeriesDetector {
             tail_q: TAIL_PRIOR,
             recent_mean: 0.0,
             recent_mean_abs: 0.0,
+            slow_level: 0.0,
             last_value: 0.0,
             flat_run: 0,
             longest_natural_run: 0,
@@ -238,9 +240,16 @@ impl SeriesDetector {
         let q_rate = 0.2f32;
         self.tail_q += q_rate * if az > self.tail_q { 0.999 } else { -0.001 };
         self.tail_q = self.tail_q.max(0.0);
-        // The mean of recent residuals (each clipped to the normal range, so one spike is
-        // not a shift), against its own usual size.
-        let r = residual.clamp(-band, band) as f32;
+        // The mean of recent deviations from a slow reference level (each clipped to the
+        // normal range, so one spike is not a shift), against its own usual size. The
+        // reference moves at 0.05 per point, slower than the model, so a small shift
+        // stays visible for tens of points instead of being absorbed in a few.
+        let deseasonalised = value.clamp(expected - band, expected + band) - self.model.season(ts);
+        if n == 1 {
+            self.slow_level = deseasonalised;
+        }
+        let r = (deseasonalised - self.slow_level) as f32;
+        self.slow_level += 0.05 * (deseasonalised - self.slow_level);
         self.recent_mean += 0.1 * (r - self.recent_mean);
         let m = self.recent_mean.abs();
         let usual = self.recent_mean_abs;
