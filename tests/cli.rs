@@ -13,7 +13,7 @@ fn perfpilot() -> Command {
 
 #[test]
 fn every_verb_explains_itself() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--help"], "performance autopilot"),
         (&["run", "--help"], "same group id to scale out"),
         (
@@ -24,6 +24,7 @@ fn every_verb_explains_itself() {
         (&["topics", "--help"], "create"),
         (&["topics", "create", "--help"], "--partitions"),
         (&["demo", "--help"], "embedded broker"),
+        (&["replay", "--help"], "--horizon"),
     ];
     for (args, needle) in cases {
         let out = perfpilot().args(args).output().unwrap();
@@ -199,4 +200,48 @@ async fn sigterm_stops_a_stage_cleanly_within_its_deadline() {
     );
     assert!(err.contains("SIGTERM received"), "{err}");
     assert!(err.contains("detector: consumed 0"), "{err}");
+}
+
+#[test]
+fn replay_scores_every_row_and_reports_bad_ones() {
+    let dir = std::env::temp_dir().join(format!("perfpilot-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.csv");
+    let mut text = String::from("timestamp,series,value\n");
+    for i in 0..120 {
+        let ts = format!("2024-05-01 {:02}:{:02}:00", i / 60, i % 60);
+        let spike = if i == 100 { 400.0 } else { 0.0 };
+        text.push_str(&format!("{ts},api,{}\n", 100.0 + (i % 7) as f64 + spike));
+        text.push_str(&format!("{ts},db,{}\n", 20.0 + (i % 3) as f64));
+    }
+    text.push_str("2024-05-01 03:00:00,api,oops\n");
+    std::fs::write(&input, text).unwrap();
+    let out = perfpilot().arg("replay").arg(&input).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("line 242:") && err.contains("oops"), "{err}");
+    assert!(
+        err.contains("Read 241 rows of 2 series (long format)"),
+        "{err}"
+    );
+    let csv = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "timestamp,series,value,anomaly_score,expected,lower,upper"
+    );
+    assert_eq!(lines.len(), 241);
+    let spike: Vec<&str> = lines[201].split(',').collect();
+    assert_eq!((spike[0], spike[1]), ("2024-05-01 01:40:00", "api"));
+    assert!(spike[3].parse::<f64>().unwrap() > 0.9, "{}", lines[201]);
+
+    let out = perfpilot()
+        .arg("replay")
+        .arg(&input)
+        .args(["--horizon", "10"])
+        .output()
+        .unwrap();
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(csv.lines().count(), 21, "{csv}");
+    assert!(csv.starts_with("series,timestamp,forecast,lower,upper,actual"));
 }

@@ -3,6 +3,7 @@
 
 mod agent;
 mod produce;
+mod replay;
 mod stage;
 mod tail;
 
@@ -66,6 +67,13 @@ pub enum Command {
     /// With a live clock by default (one sample per --step); approved decisions on the
     /// decisions topic change the services' replicas, closing the loop.
     Agent(agent::AgentArgs),
+    /// Run the detector and forecaster cores over historical CSV data (backtesting).
+    ///
+    /// Default: one output row per input row, in input order, with the anomaly score in
+    /// [0,1] and the expected value and bounds. With --horizon H: each series' last H
+    /// points are forecast from the rest. Bad rows are reported with their line numbers
+    /// and skipped; the exit status is 1 when there were any.
+    Replay(replay::ReplayArgs),
     /// Manage perfpilot's topics.
     #[command(subcommand)]
     Topics(TopicsCommand),
@@ -174,6 +182,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => stage::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Agent(args) => agent::run(args).await,
+        Command::Replay(args) => replay::run(args),
         Command::Tail(args) => tail::run(args).await,
         Command::Topics(TopicsCommand::Create(args)) => {
             let created = crate::runtime::topics::create_all(

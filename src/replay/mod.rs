@@ -1,0 +1,8 @@
+//! `perfpilot replay`: the detector and forecaster cores over historical CSV data, with
+//! no Kafka. Reading and timestamp parsing live in [`input`]; the runs in [`run`].
+
+pub mod input;
+pub mod run;
+
+pub use input::{parse_timestamp, Layout, Row, RowError};
+pub use run::{replay_horizon, replay_scores, Summary};

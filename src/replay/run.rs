@@ -1,0 +1,424 @@
+//! The two replay runs: a score per input row, or a forecast of each series' last H points.
+
+use super::input::{Layout, Row, RowError};
+use crate::analytics::forecast::{SeriesForecaster, MODELS};
+use crate::analytics::stats::z_for_level;
+use crate::event::MetricEvent;
+use crate::stage::detector::{Detector, DetectorConfig};
+use crate::stage::forecaster::ForecasterConfig;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{Read, Write};
+
+/// What a replay did, for the closing paragraph.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Data rows read (good and bad).
+    pub rows: u64,
+    /// Rows skipped, with their line and reason (the first 20), and how many in all.
+    pub bad: Vec<RowError>,
+    /// Bad rows in all.
+    pub bad_count: u64,
+    /// Series seen.
+    pub series: usize,
+    /// Anomalies (new episodes) per series.
+    pub anomalies: BTreeMap<String, u64>,
+    /// Rows dropped by the detector as duplicates or too late.
+    pub dropped: u64,
+    /// Horizon mode: forecast points written, their mean absolute error, the share of
+    /// actuals inside the interval, and the models chosen per series.
+    pub forecast_points: u64,
+    /// Mean absolute error of the forecasts.
+    pub forecast_mae: f64,
+    /// Share of actual values inside the intervals.
+    pub coverage: f64,
+    /// Series per chosen model.
+    pub models: BTreeMap<&'static str, u64>,
+    /// Whether the input had many series.
+    pub long: bool,
+}
+
+/// Errors that stop a replay (bad rows do not).
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// Reading or writing CSV failed.
+    #[error(transparent)]
+    Csv(#[from] csv::Error),
+    /// Writing the output failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The input holds no data row.
+    #[error("the input holds no usable row")]
+    Empty,
+}
+
+/// Reads rows, calling `each` with every good one and `progress` with the byte offset.
+fn read_rows(
+    input: impl Read,
+    summary: &mut Summary,
+    progress: &mut dyn FnMut(u64),
+    mut each: impl FnMut(Row, Layout) -> Result<(), ReplayError>,
+) -> Result<Layout, ReplayError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .comment(Some(b'#'))
+        .from_reader(input);
+    let mut layout = None;
+    let mut record = csv::StringRecord::new();
+    while reader.read_record(&mut record)? {
+        let line = record.position().map_or(0, |p| p.line());
+        progress(record.position().map_or(0, |p| p.byte()));
+        let fields: Vec<&str> = record.iter().collect();
+        if fields.iter().all(|f| f.is_empty()) {
+            continue;
+        }
+        let l = match layout {
+            Some(l) => l,
+            None => {
+                if let Some(l) = Layout::from_header(&fields) {
+                    layout = Some(l);
+                    summary.long = l.is_long();
+                    continue;
+                }
+                let l = Layout::from_width(fields.len());
+                layout = Some(l);
+                summary.long = l.is_long();
+                l
+            }
+        };
+        summary.rows += 1;
+        match l.row(line, &fields) {
+            Ok(row) => each(row, l)?,
+            Err(e) => {
+                summary.bad_count += 1;
+                if summary.bad.len() < 20 {
+                    summary.bad.push(e);
+                }
+            }
+        }
+    }
+    layout.ok_or(ReplayError::Empty)
+}
+
+fn event(row: &Row) -> MetricEvent {
+    MetricEvent {
+        source: "replay".into(),
+        target: if row.series.is_empty() {
+            "series".into()
+        } else {
+            row.series.clone()
+        },
+        pool: None,
+        metric: "value".into(),
+        labels: Default::default(),
+        timestamp_ms: row.ts_ms,
+        value: row.value,
+        unit: String::new(),
+    }
+}
+
+/// Scores every row, in input order: `timestamp,[series,]value,anomaly_score,expected,lower,upper`.
+/// The score is 0 (and the bounds empty) while a series warms up.
+pub fn replay_scores(
+    input: impl Read,
+    output: impl Write,
+    cfg: &DetectorConfig,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Summary, ReplayError> {
+    let mut detector = Detector::new(cfg.clone())?;
+    let mut out = csv::Writer::from_writer(output);
+    let mut summary = Summary::default();
+    let mut header_written = false;
+    let mut series = std::collections::HashSet::new();
+    let mut anomalies: BTreeMap<String, u64> = BTreeMap::new();
+    read_rows(input, &mut summary, progress, |row, layout| {
+        if !header_written {
+            if layout.is_long() {
+                out.write_record([
+                    "timestamp",
+                    "series",
+                    "value",
+                    "anomaly_score",
+                    "expected",
+                    "lower",
+                    "upper",
+                ])?;
+            } else {
+                out.write_record([
+                    "timestamp",
+                    "value",
+                    "anomaly_score",
+                    "expected",
+                    "lower",
+                    "upper",
+                ])?;
+            }
+            header_written = true;
+        }
+        let scored = detector.score(&event(&row), 0);
+        if scored.anomaly.is_some() {
+            *anomalies.entry(row.series.clone()).or_default() += 1;
+        }
+        series.insert(row.series.clone());
+        let (score, expected, lower, upper) = match scored.point {
+            Some(p) => (
+                format!("{:.4}", p.score),
+                format!("{}", p.expected),
+                format!("{}", p.expected - p.band),
+                format!("{}", p.expected + p.band),
+            ),
+            None => ("0".into(), String::new(), String::new(), String::new()),
+        };
+        let value = format!("{}", row.value);
+        if layout.is_long() {
+            out.write_record([
+                &row.ts_text,
+                &row.series,
+                &value,
+                &score,
+                &expected,
+                &lower,
+                &upper,
+            ])?;
+        } else {
+            out.write_record([&row.ts_text, &value, &score, &expected, &lower, &upper])?;
+        }
+        Ok(())
+    })?;
+    out.flush()?;
+    summary.anomalies = anomalies;
+    let c = detector.detector_counters();
+    summary.dropped = c.duplicates + c.late;
+    summary.series = series.len();
+    Ok(summary)
+}
+
+/// For each series, learns from all but its last `horizon` points and forecasts those:
+/// `series,timestamp,forecast,lower,upper,actual`. The last points are held back in a
+/// per-series buffer, so they never reach the model.
+pub fn replay_horizon(
+    input: impl Read,
+    output: impl Write,
+    cfg: &ForecasterConfig,
+    horizon: usize,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Summary, ReplayError> {
+    let params = cfg.params();
+    let z = z_for_level(cfg.interval_level);
+    let mut models: HashMap<String, (SeriesForecaster, VecDeque<Row>)> = HashMap::new();
+    let mut summary = Summary::default();
+    let mut order: Vec<String> = Vec::new();
+    let horizon = horizon.max(1);
+    let mut dropped = 0;
+    read_rows(input, &mut summary, progress, |row, _| {
+        let entry = models.entry(row.series.clone()).or_insert_with(|| {
+            order.push(row.series.clone());
+            (
+                SeriesForecaster::default(),
+                VecDeque::with_capacity(horizon + 1),
+            )
+        });
+        entry.1.push_back(row);
+        if entry.1.len() > horizon {
+            if let Some(old) = entry.1.pop_front() {
+                if entry.0.count() == 0 || old.ts_ms > entry.0.last_ts() {
+                    entry.0.observe(old.ts_ms, old.value, &params);
+                } else {
+                    dropped += 1;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    summary.dropped = dropped;
+    let mut out = csv::Writer::from_writer(output);
+    out.write_record([
+        "series",
+        "timestamp",
+        "forecast",
+        "lower",
+        "upper",
+        "actual",
+    ])?;
+    let (mut abs, mut inside) = (0.0, 0u64);
+    for name in &order {
+        let Some((model, held)) = models.get(name) else {
+            continue;
+        };
+        if model.count() < 2 {
+            continue;
+        }
+        let (chosen, predicted) = model.forecast(held.len() as u32, &params);
+        *summary.models.entry(MODELS[chosen]).or_default() += 1;
+        for (p, actual) in predicted.iter().zip(held) {
+            let (lower, upper) = (p.value - z * p.sd, p.value + z * p.sd);
+            out.write_record([
+                name.as_str(),
+                &actual.ts_text,
+                &format!("{}", p.value),
+                &format!("{lower}"),
+                &format!("{upper}"),
+                &format!("{}", actual.value),
+            ])?;
+            abs += (p.value - actual.value).abs();
+            inside += u64::from((lower..=upper).contains(&actual.value));
+            summary.forecast_points += 1;
+        }
+    }
+    out.flush()?;
+    let n = summary.forecast_points.max(1) as f64;
+    summary.forecast_mae = abs / n;
+    summary.coverage = inside as f64 / n;
+    summary.series = order.len();
+    Ok(summary)
+}
+
+impl Summary {
+    /// The closing paragraph.
+    pub fn paragraph(&self) -> String {
+        let mut s = format!(
+            "Read {} rows of {} series{}; {} bad rows skipped",
+            self.rows,
+            self.series,
+            if self.long { " (long format)" } else { "" },
+            self.bad_count
+        );
+        if self.dropped > 0 {
+            s.push_str(&format!(
+                ", {} out-of-order or duplicate rows not used",
+                self.dropped
+            ));
+        }
+        if self.forecast_points > 0 {
+            let models: Vec<String> = self
+                .models
+                .iter()
+                .map(|(m, n)| format!("{m} {n}"))
+                .collect();
+            s.push_str(&format!(
+                ". Forecast {} points: mean absolute error {:.4}, {:.1}% of actuals inside the intervals; models chosen: {}.",
+                self.forecast_points,
+                self.forecast_mae,
+                self.coverage * 100.0,
+                models.join(", ")
+            ));
+        } else {
+            let total: u64 = self.anomalies.values().sum();
+            let mut top: Vec<(&String, &u64)> = self.anomalies.iter().collect();
+            top.sort_by(|a, b| b.1.cmp(a.1));
+            let top: Vec<String> = top
+                .iter()
+                .take(3)
+                .map(|(k, v)| format!("{} ({v})", if k.is_empty() { "series" } else { k.as_str() }))
+                .collect();
+            s.push_str(&format!(". {total} anomalies"));
+            if !top.is_empty() {
+                s.push_str(&format!(", most in {}", top.join(", ")));
+            }
+            s.push('.');
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csv_single(n: usize, spike_at: usize) -> String {
+        let mut s = String::from("timestamp,value\n");
+        for i in 0..n {
+            let v = if i == spike_at {
+                500.0
+            } else {
+                100.0 + ((i * 7919 % 101) as f64 / 50.0 - 1.0)
+            };
+            s.push_str(&format!("{},{v}\n", 1_700_000_000 + i * 60));
+        }
+        s
+    }
+
+    #[test]
+    fn one_output_row_per_input_row_in_order_with_bad_rows_reported() {
+        let mut input = csv_single(200, 150);
+        input.push_str("not-a-time,3\n1700099999,abc\n");
+        let mut out = Vec::new();
+        let s = replay_scores(
+            input.as_bytes(),
+            &mut out,
+            &DetectorConfig::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "timestamp,value,anomaly_score,expected,lower,upper"
+        );
+        assert_eq!(lines.len(), 201);
+        assert_eq!((s.rows, s.bad_count), (202, 2));
+        assert_eq!(s.bad[0].line, 202);
+        assert!(lines[1].starts_with("1700000000,"));
+        let score = |l: &str| l.split(',').nth(2).unwrap().parse::<f64>().unwrap();
+        assert_eq!(score(lines[1]), 0.0, "warm-up scores 0");
+        assert!(score(lines[151]) > 0.9, "{}", lines[151]);
+        assert!(lines[100..150].iter().all(|l| score(l) < 0.5));
+        assert_eq!(s.anomalies.values().sum::<u64>(), 1);
+    }
+
+    #[test]
+    fn long_format_and_horizon_never_sees_the_held_back_points() {
+        let mut input = String::from("time,series,value\n");
+        for i in 0..300 {
+            input.push_str(&format!(
+                "{},a,{}\n",
+                1_700_000_000 + i * 60,
+                10.0 + i as f64 * 0.1
+            ));
+            input.push_str(&format!("{},b,{}\n", 1_700_000_000 + i * 60, 50.0));
+        }
+        // The last 10 points of a jump to 1000: a forecast that saw them would say so.
+        for i in 300..310 {
+            input.push_str(&format!("{},a,1000\n", 1_700_000_000 + i * 60));
+        }
+        let mut out = Vec::new();
+        let s = replay_horizon(
+            input.as_bytes(),
+            &mut out,
+            &ForecasterConfig::default(),
+            10,
+            &mut |_| {},
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').collect())
+            .collect();
+        assert_eq!(rows.len(), 20);
+        let a: Vec<f64> = rows
+            .iter()
+            .filter(|r| r[0] == "a")
+            .map(|r| r[2].parse().unwrap())
+            .collect();
+        assert!(
+            a.iter().all(|f| (*f - 40.0).abs() < 5.0),
+            "forecasts of a: {a:?}"
+        );
+        assert_eq!(
+            rows.iter()
+                .filter(|r| r[0] == "a")
+                .map(|r| r[5])
+                .collect::<Vec<_>>(),
+            vec!["1000"; 10]
+        );
+        assert_eq!(s.series, 2);
+        assert!(s.paragraph().contains("Forecast 20 points"));
+    }
+}
