@@ -119,7 +119,7 @@ pub struct SeriesDetector {
 
 /// Where the running 99.9th percentile of |z| starts: a new series is assumed
 /// heavy-tailed (threshold 1.5 × 3.5 = 5.25) until its own tail says otherwise.
-const TAIL_PRIOR: f32 = 3.0;
+const TAIL_PRIOR: f32 = 3.5;
 
 impl Default for SeriesDetector {
     fn default() -> Self {
@@ -275,10 +275,21 @@ impl SeriesDetector {
             0.0
         };
 
+        // The shift and variance detectors compare running means over ~100 points; they
+        // speak only once those have seen three warm-ups' worth of data.
+        let settled = n >= 3 * p.warmup;
         let scores = [
             squash(z.abs(), thr),
-            squash(shift, p.shift_threshold),
-            squash(ratio, p.variance_ratio),
+            if settled {
+                squash(shift, p.shift_threshold)
+            } else {
+                0.0
+            },
+            if settled {
+                squash(ratio, p.variance_ratio)
+            } else {
+                0.0
+            },
             squash(flat, 1.0),
         ];
         let score = scores.iter().copied().fold(0.0, f64::max);
