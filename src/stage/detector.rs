@@ -106,8 +106,9 @@ impl DetectorConfig {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SeriesState {
+    #[serde(skip)]
     partition: i32,
     detector: SeriesDetector,
     in_episode: bool,
@@ -316,6 +317,26 @@ impl Stage for Detector {
         self.series.len()
     }
 
+    fn snapshot(&self, partition: i32) -> Vec<(String, Vec<u8>)> {
+        self.series
+            .iter()
+            .filter(|(_, s)| s.partition == partition)
+            .filter_map(|(k, s)| super::snapshot::encode(s).map(|b| (k.clone(), b)))
+            .collect()
+    }
+
+    fn restore(
+        &mut self,
+        partition: i32,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<(), super::snapshot::RestoreError> {
+        let mut state: SeriesState = super::snapshot::decode(bytes)?;
+        state.partition = partition;
+        self.series.insert(key.to_string(), state);
+        Ok(())
+    }
+
     fn counters(&self) -> Vec<(&'static str, u64)> {
         let c = self.counters;
         vec![
@@ -461,5 +482,67 @@ mod tests {
                 .is_none());
         }
         assert_eq!((d.active_series(), d.detector_counters().ignored), (0, 100));
+    }
+}
+
+#[cfg(test)]
+mod snapshot_tests {
+    use super::*;
+    use crate::stage::snapshot::{RestoreError, SNAPSHOT_VERSION};
+
+    fn ev(ts: i64, value: f64) -> MetricEvent {
+        MetricEvent {
+            source: "a".into(),
+            target: "svc".into(),
+            pool: None,
+            metric: "m".into(),
+            labels: Default::default(),
+            timestamp_ms: ts,
+            value,
+            unit: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_restored_detector_continues_exactly_where_the_original_was() {
+        let mut a = Detector::new(DetectorConfig::default()).unwrap();
+        let series = |i: i64| 50.0 + ((i * 37 % 11) as f64) + if i == 170 { 80.0 } else { 0.0 };
+        for i in 0..120 {
+            a.observe(&ev(i * 60_000, series(i)), 3);
+        }
+        let snap = a.snapshot(3);
+        assert_eq!(snap.len(), 1);
+        assert!(a.snapshot(2).is_empty(), "only the asked partition");
+        let mut b = Detector::new(DetectorConfig::default()).unwrap();
+        for (k, bytes) in &snap {
+            b.restore(3, k, bytes).unwrap();
+        }
+        for i in 120..200 {
+            let (x, y) = (
+                a.score(&ev(i * 60_000, series(i)), 3),
+                b.score(&ev(i * 60_000, series(i)), 3),
+            );
+            assert_eq!(x.point, y.point, "point {i}");
+            assert_eq!(x.anomaly.is_some(), y.anomaly.is_some());
+        }
+        b.partitions_revoked(&[3]);
+        assert_eq!(b.active_series(), 0);
+    }
+
+    #[test]
+    fn unreadable_snapshots_are_errors_not_crashes() {
+        let mut d = Detector::new(DetectorConfig::default()).unwrap();
+        assert_eq!(d.restore(0, "k", &[]), Err(RestoreError::Empty));
+        assert_eq!(
+            d.restore(0, "k", &[SNAPSHOT_VERSION + 1, b'{']),
+            Err(RestoreError::Version {
+                found: SNAPSHOT_VERSION + 1
+            })
+        );
+        assert!(matches!(
+            d.restore(0, "k", &[SNAPSHOT_VERSION, b'{']),
+            Err(RestoreError::Decode(_))
+        ));
+        assert_eq!(d.active_series(), 0);
     }
 }

@@ -8,6 +8,7 @@ pub mod coordinator;
 pub mod detector;
 pub mod forecaster;
 pub mod recommender;
+pub mod snapshot;
 
 use crate::event::{
     decode, validate_metric, Anomaly, AnyRecord, AvroRecord, Decision, Forecast, MetricEvent,
@@ -199,6 +200,23 @@ pub trait Stage: Send + 'static {
     /// Series (or keys) with state in memory.
     fn active_series(&self) -> usize {
         0
+    }
+
+    /// The per-key state of `partition` as versioned snapshots (key, bytes), for a
+    /// state changelog. Stages without per-key state return nothing.
+    fn snapshot(&self, _partition: i32) -> Vec<(String, Vec<u8>)> {
+        Vec::new()
+    }
+
+    /// Restores one key of `partition` from a snapshot. An error leaves the key cold;
+    /// the caller counts it and goes on.
+    fn restore(
+        &mut self,
+        _partition: i32,
+        _key: &str,
+        _bytes: &[u8],
+    ) -> Result<(), snapshot::RestoreError> {
+        Ok(())
     }
 
     /// Named counters of the core (late points dropped, duplicates, ...), cumulative.

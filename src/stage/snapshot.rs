@@ -1,0 +1,49 @@
+//! Versioned per-key state snapshots: what a stage's state changelog will store, and
+//! what a new owner of a partition restores from.
+//!
+//! A snapshot is one version byte followed by the state as JSON. JSON keeps snapshots
+//! readable with standard tools and tolerant of added fields; the version byte lets a
+//! later build refuse (and count) what it cannot read instead of misreading it.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// The snapshot format this build writes and reads.
+pub const SNAPSHOT_VERSION: u8 = 1;
+
+/// Why a snapshot could not be used. The key then starts cold; nothing crashes.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RestoreError {
+    /// No bytes at all.
+    #[error("empty snapshot")]
+    Empty,
+    /// Written by a build with another format.
+    #[error(
+        "snapshot version {found} is not supported (this build reads version {SNAPSHOT_VERSION})"
+    )]
+    Version {
+        /// The version byte found.
+        found: u8,
+    },
+    /// The bytes do not decode as this stage's state.
+    #[error("snapshot does not decode: {0}")]
+    Decode(String),
+}
+
+/// Encodes a state. `None` if it cannot be represented (a non-finite number would
+/// otherwise become `null` and fail later, so it is refused here).
+pub fn encode<T: Serialize>(state: &T) -> Option<Vec<u8>> {
+    let mut out = vec![SNAPSHOT_VERSION];
+    serde_json::to_writer(&mut out, state).ok()?;
+    Some(out)
+}
+
+/// Decodes a state written by [`encode`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RestoreError> {
+    match bytes.split_first() {
+        None => Err(RestoreError::Empty),
+        Some((&SNAPSHOT_VERSION, body)) => {
+            serde_json::from_slice(body).map_err(|e| RestoreError::Decode(e.to_string()))
+        }
+        Some((&found, _)) => Err(RestoreError::Version { found }),
+    }
+}
