@@ -229,6 +229,11 @@ fn samples() -> (
             lower: 0.5,
             upper: 1.5,
         }],
+        warning: Some(EarlyWarning {
+            threshold: 0.9,
+            eta_ms: 43,
+            probability: 0.7,
+        }),
     };
     let rec = Recommendation {
         id: "rec-1".into(),

@@ -43,6 +43,7 @@ ignore_metrics = ["replicas"]   # changed by the pipeline itself
 [forecaster]
 emit_every_events = 5
 horizon = 15
+thresholds = { cpu_utilization = 0.9 }   # early warning before saturation
 
 [coordinator]
 decision_window_secs = 300

@@ -57,14 +57,22 @@ impl Printer {
             AnyRecord::Forecast(f) => {
                 let policy = self.policies.get(&f.target);
                 let Some(peak) = f.peak() else { return };
-                let warn = peak.value > policy.utilization_goal * (1.0 + policy.tolerance);
+                let warn = peak.value > policy.utilization_goal * (1.0 + policy.tolerance) || f.warning.is_some();
                 let last = self.last_forecast_print.get(&f.target).copied().unwrap_or(i64::MIN / 2);
                 if f.metric != policy.utilization_metric || !warn || f.generated_at_ms - last < 15 * 60_000 {
                     return;
                 }
                 self.last_forecast_print.insert(f.target.clone(), f.generated_at_ms);
+                let early = f.warning.map_or(String::new(), |w| {
+                    format!(
+                        "; EARLY WARNING: crosses {:.0}% around {} (p {:.2})",
+                        w.threshold * 100.0,
+                        at(w.eta_ms),
+                        w.probability
+                    )
+                });
                 format!(
-                    "{}  FORECAST   {:<11} {} peaks at {:.0}% (90% interval {:.0}..{:.0}%) at {}, goal {:.0}%",
+                    "{}  FORECAST   {:<11} {} peaks at {:.0}% (90% interval {:.0}..{:.0}%) at {}, goal {:.0}% [{}]{early}",
                     at(f.generated_at_ms),
                     f.target,
                     f.metric,
@@ -72,7 +80,8 @@ impl Printer {
                     peak.lower * 100.0,
                     peak.upper * 100.0,
                     at(peak.timestamp_ms),
-                    policy.utilization_goal * 100.0
+                    policy.utilization_goal * 100.0,
+                    f.model
                 )
             }
             AnyRecord::Recommendation(r) => format!(

@@ -148,6 +148,20 @@ pub struct Forecast {
     pub interval_level: f64,
     /// Points in time order.
     pub points: Vec<ForecastPoint>,
+    /// Set when the forecast crosses the metric's threshold within the horizon.
+    #[serde(default)]
+    pub warning: Option<EarlyWarning>,
+}
+
+/// A threshold a series is forecast to cross, with when and how likely.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EarlyWarning {
+    /// The configured threshold.
+    pub threshold: f64,
+    /// Event time of the first forecast point at or above it.
+    pub eta_ms: i64,
+    /// Probability of going above it within the horizon.
+    pub probability: f64,
 }
 
 impl Forecast {

@@ -3,12 +3,12 @@
 //! time it emits a Forecast with prediction intervals over a horizon.
 
 use super::{series_key, RecordMeta, Stage};
-use crate::analytics::forecast::{ForecastParams, SeriesForecaster, MODELS};
+use crate::analytics::forecast::{ForecastParams, Predicted, SeriesForecaster, MODELS};
 use crate::analytics::holt::HoltParams;
 use crate::analytics::seasonal::SeasonalParams;
-use crate::analytics::stats::{stable_hash, z_for_level};
+use crate::analytics::stats::{normal_cdf, stable_hash, z_for_level};
 use crate::config::ConfigError;
-use crate::event::{Forecast, ForecastPoint, MetricEvent};
+use crate::event::{EarlyWarning, Forecast, ForecastPoint, MetricEvent};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -34,6 +34,10 @@ pub struct ForecasterConfig {
     pub interval_level: f64,
     /// Most series tracked per instance. Default 100 000.
     pub max_series: usize,
+    /// Early-warning thresholds per metric name, e.g. `{ disk_used_ratio = 0.9 }`: a
+    /// forecast that goes above one within the horizon carries the ETA and the
+    /// probability. Default none.
+    pub thresholds: std::collections::BTreeMap<String, f64>,
 }
 
 impl Default for ForecasterConfig {
@@ -48,6 +52,7 @@ impl Default for ForecasterConfig {
             warmup_points: 10,
             interval_level: 0.9,
             max_series: 100_000,
+            thresholds: Default::default(),
         }
     }
 }
@@ -160,6 +165,10 @@ impl Forecaster {
         s.since_emit = 0;
         s.last_emit_ts = e.timestamp_ms;
         let (model, predicted) = s.model.forecast(cfg.horizon, &self.params);
+        let warning = cfg
+            .thresholds
+            .get(&e.metric)
+            .and_then(|&thr| early_warning(&predicted, thr));
         let z = self.z;
         let points = predicted
             .iter()
@@ -189,8 +198,31 @@ impl Forecaster {
             step_ms: s.model.step_ms().round().max(1.0) as i64,
             interval_level: cfg.interval_level,
             points,
+            warning,
         })
     }
+}
+
+/// The early warning for `threshold`: the first point at or above it is the ETA; the
+/// probability of going above it within the horizon is the largest of the points'
+/// P(value > threshold) under their normal error. Warns when that probability reaches 0.5.
+pub fn early_warning(points: &[Predicted], threshold: f64) -> Option<EarlyWarning> {
+    let probability = points
+        .iter()
+        .map(|p| normal_cdf((p.value - threshold) / p.sd.max(1e-12)))
+        .fold(0.0, f64::max);
+    if probability < 0.5 {
+        return None;
+    }
+    let eta = points
+        .iter()
+        .find(|p| p.value >= threshold)
+        .or_else(|| points.last())?;
+    Some(EarlyWarning {
+        threshold,
+        eta_ms: eta.ts,
+        probability,
+    })
 }
 
 impl Stage for Forecaster {
@@ -289,6 +321,42 @@ mod tests {
         for p in &last.points {
             assert!(p.lower <= p.value && p.value <= p.upper);
         }
+    }
+
+    #[test]
+    fn a_ramp_toward_a_threshold_carries_an_early_warning() {
+        let cfg = ForecasterConfig {
+            thresholds: [("cpu_utilization".to_string(), 0.9)].into(),
+            ..ForecasterConfig::default()
+        };
+        let mut f = Forecaster::new(cfg).unwrap();
+        let mut warned = None;
+        for i in 0..200 {
+            let v = 0.3 + 0.004 * i as f64 + 0.002 * ((i * 7 % 5) as f64 - 2.0);
+            if let Some(fc) = f.observe(&ev(i * 60_000, v), 0) {
+                if let (None, Some(w)) = (warned, fc.warning) {
+                    warned = Some((i, fc.generated_at_ms, w));
+                }
+            }
+        }
+        let (i, at, w) = warned.expect("a warning before the ramp reaches 0.9");
+        // The ramp reaches 0.9 at i = 150; the warning comes before, with an ETA ahead.
+        assert!(i < 150, "warned at {i}");
+        assert!(
+            w.eta_ms > at && w.probability >= 0.5 && w.probability <= 1.0,
+            "{w:?}"
+        );
+        let true_eta = 150 * 60_000;
+        assert!(
+            (w.eta_ms - true_eta).abs() <= 6 * 60_000,
+            "eta {} vs {true_eta}",
+            w.eta_ms
+        );
+        // No threshold for the metric, no warning.
+        let mut g = Forecaster::new(ForecasterConfig::default()).unwrap();
+        assert!((0..200)
+            .filter_map(|i| g.observe(&ev(i * 60_000, 0.3 + 0.004 * i as f64), 0))
+            .all(|fc| fc.warning.is_none()));
     }
 
     #[test]

@@ -323,6 +323,7 @@ mod tests {
                     upper: peak + 0.05,
                 })
                 .collect(),
+            warning: None,
         }
     }
 
