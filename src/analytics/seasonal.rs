@@ -31,6 +31,10 @@ pub struct Profile<const N: usize> {
     bins: [f32; N],
     #[serde(with = "serde_arrays")]
     seen: [u16; N],
+    /// Mean of the bins and whether every bin has been learnt, kept up to date by
+    /// `update` (which runs once per bin visit) so the per-point reads stay cheap.
+    mean: f32,
+    complete: bool,
 }
 
 /// Serde for fixed-size arrays of any length (serde derives only up to 32).
@@ -64,6 +68,8 @@ impl<const N: usize> Profile<N> {
             smooth,
             bins: [0.0; N],
             seen: [0; N],
+            mean: 0.0,
+            complete: false,
         }
     }
 
@@ -74,7 +80,7 @@ impl<const N: usize> Profile<N> {
 
     /// Every bin has been updated at least once.
     pub fn complete(&self) -> bool {
-        self.seen.iter().all(|&n| n > 0)
+        self.complete
     }
 
     /// The two bins around `ts` and the weight of the second.
@@ -92,7 +98,7 @@ impl<const N: usize> Profile<N> {
     }
 
     fn mean(&self) -> f32 {
-        self.bins.iter().sum::<f32>() / N as f32
+        self.mean
     }
 
     /// The seasonal offset at `ts`: the bins around it, less the mean of all bins, so a
@@ -110,6 +116,8 @@ impl<const N: usize> Profile<N> {
         self.seen[b] = n;
         let r = (1.0 / f64::from(n)).max(rate) as f32;
         self.bins[b] += r * (target as f32 - self.bins[b]);
+        self.mean = self.bins.iter().sum::<f32>() / N as f32;
+        self.complete = self.seen.iter().all(|&n| n > 0);
     }
 
     /// The bins around `ts` as learnt, without centring (the absolute level the
