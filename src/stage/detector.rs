@@ -2,6 +2,9 @@
 //! complementary detectors combined into one score, one anomaly per incident episode.
 //! See `analytics::detect` for the detectors and the meaning of the score.
 
+use super::snapshot::{
+    drop_partitions, restore_into, snapshot_partition, Partitioned, RestoreError,
+};
 use super::{series_key, RecordMeta, Stage};
 use crate::analytics::detect::{DetectParams, PointScore, SeriesDetector};
 use crate::analytics::seasonal::SeasonalParams;
@@ -113,6 +116,15 @@ struct SeriesState {
     detector: SeriesDetector,
     in_episode: bool,
     quiet_run: u32,
+}
+
+impl Partitioned for SeriesState {
+    fn partition(&self) -> i32 {
+        self.partition
+    }
+    fn set_partition(&mut self, partition: i32) {
+        self.partition = partition;
+    }
 }
 
 /// Counters the detector keeps (exported by the runner).
@@ -309,8 +321,7 @@ impl Stage for Detector {
     }
 
     fn partitions_revoked(&mut self, partitions: &[i32]) {
-        self.series
-            .retain(|_, s| !partitions.contains(&s.partition));
+        drop_partitions(&mut self.series, partitions);
     }
 
     fn active_series(&self) -> usize {
@@ -318,23 +329,11 @@ impl Stage for Detector {
     }
 
     fn snapshot(&self, partition: i32) -> Vec<(String, Vec<u8>)> {
-        self.series
-            .iter()
-            .filter(|(_, s)| s.partition == partition)
-            .filter_map(|(k, s)| super::snapshot::encode(s).map(|b| (k.clone(), b)))
-            .collect()
+        snapshot_partition(&self.series, partition)
     }
 
-    fn restore(
-        &mut self,
-        partition: i32,
-        key: &str,
-        bytes: &[u8],
-    ) -> Result<(), super::snapshot::RestoreError> {
-        let mut state: SeriesState = super::snapshot::decode(bytes)?;
-        state.partition = partition;
-        self.series.insert(key.to_string(), state);
-        Ok(())
+    fn restore(&mut self, partition: i32, key: &str, bytes: &[u8]) -> Result<(), RestoreError> {
+        restore_into(&mut self.series, partition, key, bytes)
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

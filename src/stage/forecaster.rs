@@ -2,6 +2,9 @@
 //! rolling out-of-sample error (see `analytics::forecast`); every N events or T of event
 //! time it emits a Forecast with prediction intervals over a horizon.
 
+use super::snapshot::{
+    drop_partitions, restore_into, snapshot_partition, Partitioned, RestoreError,
+};
 use super::{series_key, RecordMeta, Stage};
 use crate::analytics::forecast::{ForecastParams, Predicted, SeriesForecaster, MODELS};
 use crate::analytics::holt::HoltParams;
@@ -110,6 +113,15 @@ struct SeriesState {
     model: SeriesForecaster,
     since_emit: u32,
     last_emit_ts: i64,
+}
+
+impl Partitioned for SeriesState {
+    fn partition(&self) -> i32 {
+        self.partition
+    }
+    fn set_partition(&mut self, partition: i32) {
+        self.partition = partition;
+    }
 }
 
 /// The forecaster stage core.
@@ -240,8 +252,7 @@ impl Stage for Forecaster {
     }
 
     fn partitions_revoked(&mut self, partitions: &[i32]) {
-        self.series
-            .retain(|_, s| !partitions.contains(&s.partition));
+        drop_partitions(&mut self.series, partitions);
     }
 
     fn active_series(&self) -> usize {
@@ -249,23 +260,11 @@ impl Stage for Forecaster {
     }
 
     fn snapshot(&self, partition: i32) -> Vec<(String, Vec<u8>)> {
-        self.series
-            .iter()
-            .filter(|(_, s)| s.partition == partition)
-            .filter_map(|(k, s)| super::snapshot::encode(s).map(|b| (k.clone(), b)))
-            .collect()
+        snapshot_partition(&self.series, partition)
     }
 
-    fn restore(
-        &mut self,
-        partition: i32,
-        key: &str,
-        bytes: &[u8],
-    ) -> Result<(), super::snapshot::RestoreError> {
-        let mut state: SeriesState = super::snapshot::decode(bytes)?;
-        state.partition = partition;
-        self.series.insert(key.to_string(), state);
-        Ok(())
+    fn restore(&mut self, partition: i32, key: &str, bytes: &[u8]) -> Result<(), RestoreError> {
+        restore_into(&mut self.series, partition, key, bytes)
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

@@ -47,3 +47,44 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RestoreError> {
         Some((&found, _)) => Err(RestoreError::Version { found }),
     }
 }
+
+/// Per-key state that remembers the partition its key came from.
+pub trait Partitioned {
+    /// The partition of the key.
+    fn partition(&self) -> i32;
+    /// Sets it (after a restore, which does not store it).
+    fn set_partition(&mut self, partition: i32);
+}
+
+/// Snapshots of every key of `partition` in a stage's state map.
+pub fn snapshot_partition<S: Serialize + Partitioned>(
+    states: &std::collections::HashMap<String, S>,
+    partition: i32,
+) -> Vec<(String, Vec<u8>)> {
+    states
+        .iter()
+        .filter(|(_, s)| s.partition() == partition)
+        .filter_map(|(k, s)| encode(s).map(|b| (k.clone(), b)))
+        .collect()
+}
+
+/// Restores one key of `partition` into a stage's state map.
+pub fn restore_into<S: DeserializeOwned + Partitioned>(
+    states: &mut std::collections::HashMap<String, S>,
+    partition: i32,
+    key: &str,
+    bytes: &[u8],
+) -> Result<(), RestoreError> {
+    let mut state: S = decode(bytes)?;
+    state.set_partition(partition);
+    states.insert(key.to_string(), state);
+    Ok(())
+}
+
+/// Drops the state of every key of the revoked partitions.
+pub fn drop_partitions<S: Partitioned>(
+    states: &mut std::collections::HashMap<String, S>,
+    revoked: &[i32],
+) {
+    states.retain(|_, s| !revoked.contains(&s.partition()));
+}
