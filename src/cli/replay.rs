@@ -1,6 +1,7 @@
 //! `perfpilot replay`: the detector and forecaster cores over a CSV file, no Kafka.
 
 use crate::config::Config;
+use crate::replay::plot::{draw, PlotCollector};
 use crate::replay::{replay_horizon, replay_scores};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -24,6 +25,13 @@ pub struct ReplayArgs {
     /// `series,timestamp,forecast,lower,upper,actual` for those H points.
     #[arg(long, value_name = "H")]
     horizon: Option<usize>,
+    /// Draw an SVG of one series: values, expected band, anomalies, and in --horizon
+    /// mode the forecast with its interval.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// The series to plot (long format; default: the first series in the input).
+    #[arg(long, value_name = "NAME", requires = "plot")]
+    plot_series: Option<String>,
     /// Configuration file: its [detector] and [forecaster] sections apply.
     #[arg(long, env = "PERFPILOT_CONFIG")]
     config: Option<PathBuf>,
@@ -56,11 +64,46 @@ pub(super) fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         None => ProgressBar::hidden(),
     };
     let mut progress = |b: u64| bar.set_position(b);
+    let mut collector = args
+        .plot
+        .as_ref()
+        .map(|_| PlotCollector::new(args.plot_series.clone()));
     let summary = match args.horizon {
-        Some(h) => replay_horizon(input, output, &config.forecaster, h, &mut progress)?,
-        None => replay_scores(input, output, &config.detector, &mut progress)?,
+        Some(h) => replay_horizon(
+            input,
+            output,
+            &config.forecaster,
+            h,
+            &mut progress,
+            collector.as_mut(),
+        )?,
+        None => replay_scores(
+            input,
+            output,
+            &config.detector,
+            &mut progress,
+            collector.as_mut(),
+        )?,
     };
     bar.finish_and_clear();
+    if let (Some(path), Some(c)) = (&args.plot, &collector) {
+        let name = c
+            .series
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("series");
+        let title = match args.horizon {
+            Some(h) => format!("{name}: last {h} points forecast from the rest"),
+            None => format!("{name}: values, expected range and anomalies"),
+        };
+        draw(path, &title, &c.points)?;
+        let note = if c.left_out > 0 {
+            format!(" ({} later points left out)", c.left_out)
+        } else {
+            String::new()
+        };
+        eprintln!("plot of {name} written to {}{note}", path.display());
+    }
     for e in &summary.bad {
         eprintln!("{e}; skipped");
     }

@@ -2,6 +2,7 @@
 //! no Kafka. Reading and timestamp parsing live in [`input`]; the runs in [`run`].
 
 pub mod input;
+pub mod plot;
 pub mod run;
 
 pub use input::{parse_timestamp, Layout, Row, RowError};

@@ -1,6 +1,7 @@
 //! The two replay runs: a score per input row, or a forecast of each series' last H points.
 
 use super::input::{Layout, Row, RowError};
+use super::plot::{PlotCollector, PlotPoint};
 use crate::analytics::forecast::{SeriesForecaster, MODELS};
 use crate::analytics::stats::z_for_level;
 use crate::event::MetricEvent;
@@ -128,6 +129,7 @@ pub fn replay_scores(
     output: impl Write,
     cfg: &DetectorConfig,
     progress: &mut dyn FnMut(u64),
+    mut plot: Option<&mut PlotCollector>,
 ) -> Result<Summary, ReplayError> {
     let mut detector = Detector::new(cfg.clone())?;
     let mut out = csv::Writer::from_writer(output);
@@ -164,6 +166,30 @@ pub fn replay_scores(
             *anomalies.entry(row.series.clone()).or_default() += 1;
         }
         series.insert(row.series.clone());
+        if let Some(c) = plot.as_deref_mut() {
+            if c.wants(&row.series) {
+                let (expected, lower, upper, score) =
+                    scored
+                        .point
+                        .map_or((f64::NAN, f64::NAN, f64::NAN, 0.0), |p| {
+                            (
+                                p.expected,
+                                p.expected - p.band,
+                                p.expected + p.band,
+                                p.score,
+                            )
+                        });
+                c.push(PlotPoint {
+                    ts_ms: row.ts_ms,
+                    value: row.value,
+                    expected,
+                    lower,
+                    upper,
+                    score,
+                    forecast: false,
+                });
+            }
+        }
         let (score, expected, lower, upper) = match scored.point {
             Some(p) => (
                 format!("{:.4}", p.score),
@@ -206,6 +232,7 @@ pub fn replay_horizon(
     cfg: &ForecasterConfig,
     horizon: usize,
     progress: &mut dyn FnMut(u64),
+    mut plot: Option<&mut PlotCollector>,
 ) -> Result<Summary, ReplayError> {
     let params = cfg.params();
     let z = z_for_level(cfg.interval_level);
@@ -225,6 +252,19 @@ pub fn replay_horizon(
         entry.1.push_back(row);
         if entry.1.len() > horizon {
             if let Some(old) = entry.1.pop_front() {
+                if let Some(c) = plot.as_deref_mut() {
+                    if c.wants(&old.series) {
+                        c.push(PlotPoint {
+                            ts_ms: old.ts_ms,
+                            value: old.value,
+                            expected: f64::NAN,
+                            lower: f64::NAN,
+                            upper: f64::NAN,
+                            score: 0.0,
+                            forecast: false,
+                        });
+                    }
+                }
                 if entry.0.count() == 0 || old.ts_ms > entry.0.last_ts() {
                     entry.0.observe(old.ts_ms, old.value, &params);
                 } else {
@@ -264,6 +304,19 @@ pub fn replay_horizon(
                 &format!("{upper}"),
                 &format!("{}", actual.value),
             ])?;
+            if let Some(c) = plot.as_deref_mut() {
+                if c.wants(name) {
+                    c.push(PlotPoint {
+                        ts_ms: actual.ts_ms,
+                        value: actual.value,
+                        expected: p.value,
+                        lower,
+                        upper,
+                        score: 0.0,
+                        forecast: true,
+                    });
+                }
+            }
             abs += (p.value - actual.value).abs();
             inside += u64::from((lower..=upper).contains(&actual.value));
             summary.forecast_points += 1;
@@ -352,6 +405,7 @@ mod tests {
             &mut out,
             &DetectorConfig::default(),
             &mut |_| {},
+            None,
         )
         .unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -393,6 +447,7 @@ mod tests {
             &ForecasterConfig::default(),
             10,
             &mut |_| {},
+            None,
         )
         .unwrap();
         let text = String::from_utf8(out).unwrap();
