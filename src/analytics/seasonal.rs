@@ -186,7 +186,8 @@ pub struct SeasonalModel {
     /// Mean squared deviation from the baseline, without and with the profile.
     day_fit: [f32; 2],
     week_fit: [f32; 2],
-    /// Which profiles were in use at the previous point (bit 0 day, bit 1 week).
+    /// Which profiles are in use (bit 0 day, bit 1 week), as decided at the end of the
+    /// last update.
     was_active: u8,
     /// The daily bin being visited now, and the sum and count of its targets so far: a
     /// bin learns once per visit, from the visit's mean, so every sample in its span
@@ -268,11 +269,10 @@ impl SeasonalModel {
     }
 
     /// Whether the daily and the weekly profile are in use.
+    /// (The gate is evaluated once per update, at its end, and read from there: its
+    /// inputs change only in `update`.)
     pub fn active(&self) -> (bool, bool) {
-        (
-            self.usable(&self.day, &self.day_fit),
-            self.usable(&self.week, &self.week_fit),
-        )
+        (self.was_active & 1 != 0, self.was_active & 2 != 0)
     }
 
     /// The seasonal part at `ts` (0 where no profile is in use).
@@ -459,7 +459,8 @@ impl SeasonalModel {
         // A profile coming into use (or leaving it): until now the level carried the
         // season itself, so move it by the profile's value here, or the next
         // predictions would count the season twice.
-        let (day_now, week_now) = self.active();
+        let day_now = self.usable(&self.day, &self.day_fit);
+        let week_now = self.usable(&self.week, &self.week_fit);
         let now_active = u8::from(day_now) | u8::from(week_now) << 1;
         for (bit, value_now) in [(1u8, self.day.value(ts)), (2u8, self.week.value(ts))] {
             match (self.was_active & bit != 0, now_active & bit != 0) {
