@@ -77,16 +77,7 @@ pub fn detect(series: &Labelled, cfg: &DetectorConfig) -> Counts {
         ..Counts::default()
     };
     for (i, &(ts, value)) in series.points.iter().enumerate() {
-        let e = MetricEvent {
-            source: "eval".into(),
-            target: "series".into(),
-            pool: None,
-            metric: "m".into(),
-            labels: Default::default(),
-            timestamp_ms: ts,
-            value,
-            unit: String::new(),
-        };
+        let e = MetricEvent::sample("eval", "series", "m", ts, value);
         if d.observe(&e, 0).is_none() {
             continue;
         }

@@ -106,20 +106,12 @@ fn read_rows(
 }
 
 fn event(row: &Row) -> MetricEvent {
-    MetricEvent {
-        source: "replay".into(),
-        target: if row.series.is_empty() {
-            "series".into()
-        } else {
-            row.series.clone()
-        },
-        pool: None,
-        metric: "value".into(),
-        labels: Default::default(),
-        timestamp_ms: row.ts_ms,
-        value: row.value,
-        unit: String::new(),
-    }
+    let target = if row.series.is_empty() {
+        "series"
+    } else {
+        row.series.as_str()
+    };
+    MetricEvent::sample("replay", target, "value", row.ts_ms, row.value)
 }
 
 /// Scores every row, in input order: `timestamp,[series,]value,anomaly_score,expected,lower,upper`.

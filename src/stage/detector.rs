@@ -8,7 +8,6 @@ use super::snapshot::{
 use super::{series_key, RecordMeta, Stage};
 use crate::analytics::detect::{DetectParams, PointScore, SeriesDetector};
 use crate::analytics::seasonal::SeasonalParams;
-use crate::analytics::stats::stable_hash;
 use crate::config::ConfigError;
 use crate::event::{Anomaly, Direction, MetricEvent, Severity};
 use serde::{Deserialize, Serialize};
@@ -270,14 +269,7 @@ fn anomaly(e: &MetricEvent, p: &PointScore, (day, week): (f64, f64)) -> Anomaly 
         );
     }
     Anomaly {
-        id: format!(
-            "anom-{:016x}",
-            stable_hash(&[
-                e.target.as_bytes(),
-                e.metric.as_bytes(),
-                &e.timestamp_ms.to_le_bytes()
-            ])
-        ),
+        id: e.derived_id("anom"),
         target: e.target.clone(),
         pool: e.pool_or_target().to_string(),
         metric: e.metric.clone(),

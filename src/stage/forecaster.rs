@@ -9,7 +9,7 @@ use super::{series_key, RecordMeta, Stage};
 use crate::analytics::forecast::{ForecastParams, Predicted, SeriesForecaster, MODELS};
 use crate::analytics::holt::HoltParams;
 use crate::analytics::seasonal::SeasonalParams;
-use crate::analytics::stats::{normal_cdf, stable_hash, z_for_level};
+use crate::analytics::stats::{normal_cdf, z_for_level};
 use crate::config::ConfigError;
 use crate::event::{EarlyWarning, Forecast, ForecastPoint, MetricEvent};
 use serde::{Deserialize, Serialize};
@@ -192,14 +192,7 @@ impl Forecaster {
             })
             .collect();
         Some(Forecast {
-            id: format!(
-                "fc-{:016x}",
-                stable_hash(&[
-                    e.target.as_bytes(),
-                    e.metric.as_bytes(),
-                    &e.timestamp_ms.to_le_bytes()
-                ])
-            ),
+            id: e.derived_id("fc"),
             target: e.target.clone(),
             pool: e.pool_or_target().to_string(),
             metric: e.metric.clone(),
