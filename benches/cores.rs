@@ -1,8 +1,13 @@
 //! Criterion benches of the pure cores and the codec: ns per event.
 //!   cargo bench --bench cores
+//!
+//! `model/*` is the per-series analytics update alone (the series already found);
+//! `per_event/*` is the stage core: series lookup, the update, and building its outputs.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use perfpilot::agent::synthetic::SyntheticFleet;
+use perfpilot::analytics::detect::SeriesDetector;
+use perfpilot::analytics::forecast::SeriesForecaster;
 use perfpilot::config::Config;
 use perfpilot::event::{decode, encode, MetricEvent};
 use perfpilot::stage::coordinator::Coordinator;
@@ -15,6 +20,58 @@ use std::hint::black_box;
 fn events() -> Vec<MetricEvent> {
     let mut demo = SyntheticFleet::demo(0, 60_000, 200, 1000, 1);
     (0..200).flat_map(|_| demo.next_tick()).collect()
+}
+
+/// The same events as (series index, timestamp, value), series in first-seen order.
+fn indexed(evs: &[MetricEvent]) -> (usize, Vec<(usize, i64, f64)>) {
+    let mut ids = std::collections::HashMap::new();
+    let points = evs
+        .iter()
+        .map(|e| {
+            let key = perfpilot::stage::series_key(&e.target, &e.metric, &e.labels);
+            let n = ids.len();
+            (*ids.entry(key).or_insert(n), e.timestamp_ms, e.value)
+        })
+        .collect();
+    (ids.len(), points)
+}
+
+fn models(c: &mut Criterion) {
+    let evs = events();
+    let (series, points) = indexed(&evs);
+    let dp = DetectorConfig::default().params();
+    let fp = ForecasterConfig::default().params();
+    let mut g = c.benchmark_group("model");
+    g.throughput(Throughput::Elements(points.len() as u64));
+    g.bench_function("detector", |b| {
+        b.iter(|| {
+            let mut d = vec![SeriesDetector::default(); series];
+            for &(i, ts, v) in &points {
+                black_box(d[i].observe(ts, v, &dp));
+            }
+        })
+    });
+    g.bench_function("forecaster", |b| {
+        b.iter(|| {
+            let mut f = vec![SeriesForecaster::default(); series];
+            for &(i, ts, v) in &points {
+                f[i].observe(ts, v, &fp);
+            }
+            black_box(f.len())
+        })
+    });
+    g.bench_function("detector+forecaster", |b| {
+        b.iter(|| {
+            let mut d = vec![SeriesDetector::default(); series];
+            let mut f = vec![SeriesForecaster::default(); series];
+            for &(i, ts, v) in &points {
+                black_box(d[i].observe(ts, v, &dp));
+                f[i].observe(ts, v, &fp);
+            }
+            black_box(f.len())
+        })
+    });
+    g.finish();
 }
 
 fn cores(c: &mut Criterion) {
@@ -101,5 +158,5 @@ fn cores(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, cores);
+criterion_group!(benches, models, cores);
 criterion_main!(benches);

@@ -205,7 +205,8 @@ impl SeriesDetector {
             self.model.update(ts, value, p.model);
             return None;
         }
-        let expected = self.model.predict(ts, 1, p.model);
+        let prepared = self.model.prepare(ts, p.model);
+        let expected = prepared.predicted;
         let residual = value - expected;
         let warm = n >= p.warmup;
         let sigma = self.sigma(expected);
@@ -220,7 +221,7 @@ impl SeriesDetector {
         } else {
             value
         };
-        self.model.update(ts, learn, p.model);
+        self.model.update_prepared(ts, learn, prepared, p.model);
         let abs = residual.abs() as f32;
         if n == 1 {
             self.long_abs = abs;
@@ -244,7 +245,7 @@ impl SeriesDetector {
         // normal range, so one spike is not a shift), against its own usual size. The
         // reference moves at 0.05 per point, slower than the model, so a small shift
         // stays visible for tens of points instead of being absorbed in a few.
-        let deseasonalised = value.clamp(expected - band, expected + band) - self.model.season(ts);
+        let deseasonalised = value.clamp(expected - band, expected + band) - prepared.season;
         if n == 1 {
             self.slow_level = deseasonalised;
         }

@@ -126,7 +126,7 @@ impl SeriesForecaster {
     fn predict(&self, model: usize, ts: i64, h: u32, p: &ForecastParams) -> f64 {
         match model {
             0 => self.seasonal.predict(ts, h, p.seasonal),
-            1 => self.holt.forecast(h, p.holt).0,
+            1 => self.holt.point(h, p.holt),
             _ => self.naive(ts),
         }
     }

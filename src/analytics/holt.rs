@@ -68,6 +68,17 @@ impl Holt {
         self.count += 1;
     }
 
+    /// Point forecast `h` steps ahead (h ≥ 1), without the interval.
+    pub fn point(&self, h: u32, p: HoltParams) -> f64 {
+        let mut damp_sum = 0.0;
+        let mut phi_pow = 1.0;
+        for _ in 0..h {
+            phi_pow *= p.phi;
+            damp_sum += phi_pow;
+        }
+        self.level + damp_sum * self.trend
+    }
+
     /// Point forecast `h` steps ahead (h ≥ 1) and its standard deviation.
     ///
     /// The variance uses the additive-error Holt formula,

@@ -83,18 +83,21 @@ impl<const N: usize> Profile<N> {
         self.complete
     }
 
-    /// The two bins around `ts` and the weight of the second.
+    /// The two bins around `ts` and the weight of the second. Integer arithmetic on
+    /// the millisecond offset (no float remainder: this runs several times per event).
     fn locate(&self, ts: i64) -> (usize, usize, f32) {
-        let width = self.period_ms as f64 / N as f64;
-        let offset = ts.rem_euclid(self.period_ms) as f64 / width;
+        let period = self.period_ms.max(N as i64);
+        let width = period / N as i64;
+        let offset = ts.rem_euclid(period);
         if !self.smooth {
-            let i = (offset.floor() as usize) % N;
+            let i = ((offset / width) as usize).min(N - 1);
             return (i, i, 0.0);
         }
         // Bin centres sit at (i + 0.5) × width.
-        let pos = (offset - 0.5).rem_euclid(N as f64);
-        let i = (pos.floor() as usize) % N;
-        (i, (i + 1) % N, (pos - pos.floor()) as f32)
+        let from_centre = (offset - width / 2).rem_euclid(period);
+        let i = ((from_centre / width) as usize).min(N - 1);
+        let w = ((from_centre - i as i64 * width) as f32 / width as f32).min(1.0);
+        (i, (i + 1) % N, w)
     }
 
     fn mean(&self) -> f32 {
@@ -128,19 +131,19 @@ impl<const N: usize> Profile<N> {
     }
 
     fn bin_of(&self, ts: i64) -> usize {
-        let width = self.period_ms as f64 / N as f64;
-        ((ts.rem_euclid(self.period_ms) as f64 / width).floor() as usize) % N
+        let period = self.period_ms.max(N as i64);
+        ((ts.rem_euclid(period) / (period / N as i64)) as usize).min(N - 1)
     }
 
     /// Standard deviation of the bins: how much the season moves the series.
     pub fn amplitude(&self) -> f64 {
-        let mean = self.bins.iter().map(|&b| f64::from(b)).sum::<f64>() / BINS as f64;
+        let mean = self.bins.iter().map(|&b| f64::from(b)).sum::<f64>() / N as f64;
         let var = self
             .bins
             .iter()
             .map(|&b| (f64::from(b) - mean).powi(2))
             .sum::<f64>()
-            / BINS as f64;
+            / N as f64;
         var.sqrt()
     }
 }
@@ -235,6 +238,21 @@ impl Default for SeasonalModel {
     }
 }
 
+/// The model's reading at one timestamp, computed once and shared by the prediction
+/// and the update that follows it (each profile lookup is done once per event).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prepared {
+    /// Daily profile at the timestamp, whether or not it is in use (the update measures
+    /// how well it would have explained the point).
+    pub day: f64,
+    /// Weekly profile at the timestamp, whether or not it is in use.
+    pub week: f64,
+    /// The seasonal part in use (the sum of the active profiles).
+    pub season: f64,
+    /// The one-step prediction.
+    pub predicted: f64,
+}
+
 impl SeasonalModel {
     /// Points seen.
     pub fn count(&self) -> u32 {
@@ -286,6 +304,21 @@ impl SeasonalModel {
             s += self.week.value(ts);
         }
         s
+    }
+
+    /// Reads the model at `ts`, one step after the last point: what [`Self::update_prepared`]
+    /// needs, and the prediction.
+    pub fn prepare(&self, ts: i64, p: SeasonalParams) -> Prepared {
+        let (day_on, week_on) = self.active();
+        let day = self.day.value(ts);
+        let week = self.week.value(ts);
+        let season = if day_on { day } else { 0.0 } + if week_on { week } else { 0.0 };
+        Prepared {
+            day,
+            week,
+            season,
+            predicted: self.level + p.phi * self.trend + season,
+        }
     }
 
     /// Prediction for a point at `ts`, `h` steps after the last one (h ≥ 1).
@@ -390,6 +423,19 @@ impl SeasonalModel {
     /// Updates with the observation `value` at `ts` (which must be newer than the last)
     /// and returns the one-step prediction it was compared with.
     pub fn update(&mut self, ts: i64, value: f64, p: SeasonalParams) -> f64 {
+        let prepared = self.prepare(ts, p);
+        self.update_prepared(ts, value, prepared, p)
+    }
+
+    /// [`Self::update`] with the reading [`Self::prepare`] gave for `ts` (the caller
+    /// already needed the prediction; the profiles are not read twice).
+    pub fn update_prepared(
+        &mut self,
+        ts: i64,
+        value: f64,
+        prepared: Prepared,
+        p: SeasonalParams,
+    ) -> f64 {
         if self.count == 0 {
             self.level = value;
             self.baseline_day = value;
@@ -404,8 +450,12 @@ impl SeasonalModel {
         } else {
             0.95 * self.step_ms + 0.05 * dt
         };
-        let (day_on, week_on) = self.active();
-        let predicted = self.predict(ts, 1, p);
+        let Prepared {
+            day: day_value,
+            week: week_value,
+            season,
+            predicted,
+        } = prepared;
         let err = value - predicted;
         self.error_var = if self.count == 1 {
             err * err
@@ -416,13 +466,12 @@ impl SeasonalModel {
         // deviation from a slow baseline — an exponential mean over about one period —
         // not from the fast level, which would otherwise absorb the season. A trend
         // makes the baseline lag by a constant, which the centring of the bins removes.
-        let day_value = self.day.value(ts);
-        let week_value = self.week.value(ts);
+        let (day_on, week_on) = self.active();
         let day = if day_on { day_value } else { 0.0 };
         let week = if week_on { week_value } else { 0.0 };
-        let base = self.level + p.phi * self.trend;
+        let base = predicted - season;
         let previous = self.level;
-        self.level = p.alpha * (value - day - week) + (1.0 - p.alpha) * base;
+        self.level = p.alpha * (value - season) + (1.0 - p.alpha) * base;
         self.trend = p.beta * (self.level - previous) + (1.0 - p.beta) * p.phi * self.trend;
         let slow = |period: i64| (self.step_ms / period as f64).min(1.0);
         // Three days: the baseline barely moves with the daily cycle itself (a one-day
@@ -462,11 +511,13 @@ impl SeasonalModel {
         let day_now = self.usable(&self.day, &self.day_fit);
         let week_now = self.usable(&self.week, &self.week_fit);
         let now_active = u8::from(day_now) | u8::from(week_now) << 1;
-        for (bit, value_now) in [(1u8, self.day.value(ts)), (2u8, self.week.value(ts))] {
-            match (self.was_active & bit != 0, now_active & bit != 0) {
-                (false, true) => self.level -= value_now,
-                (true, false) => self.level += value_now,
-                _ => {}
+        if now_active != self.was_active {
+            for (bit, value_now) in [(1u8, self.day.value(ts)), (2u8, self.week.value(ts))] {
+                match (self.was_active & bit != 0, now_active & bit != 0) {
+                    (false, true) => self.level -= value_now,
+                    (true, false) => self.level += value_now,
+                    _ => {}
+                }
             }
         }
         self.was_active = now_active;

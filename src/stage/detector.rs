@@ -2,16 +2,14 @@
 //! complementary detectors combined into one score, one anomaly per incident episode.
 //! See `analytics::detect` for the detectors and the meaning of the score.
 
-use super::snapshot::{
-    drop_partitions, restore_into, snapshot_partition, Partitioned, RestoreError,
-};
-use super::{series_key, RecordMeta, Stage};
+use super::series_table::SeriesTable;
+use super::snapshot::{Partitioned, RestoreError};
+use super::{RecordMeta, Stage};
 use crate::analytics::detect::{DetectParams, PointScore, SeriesDetector};
 use crate::analytics::seasonal::SeasonalParams;
 use crate::config::ConfigError;
 use crate::event::{Anomaly, Direction, MetricEvent, Severity};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 /// Detector settings (`[detector]` in the config file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,7 +155,7 @@ pub struct Scored {
 pub struct Detector {
     cfg: DetectorConfig,
     params: DetectParams,
-    series: HashMap<String, SeriesState>,
+    series: SeriesTable<SeriesState>,
     counters: DetectorCounters,
 }
 
@@ -167,8 +165,8 @@ impl Detector {
         cfg.check()?;
         Ok(Detector {
             params: cfg.params(),
+            series: SeriesTable::new(cfg.max_series),
             cfg,
-            series: HashMap::new(),
             counters: DetectorCounters::default(),
         })
     }
@@ -195,12 +193,10 @@ impl Detector {
             counters.ignored += 1;
             return Scored::default();
         }
-        let key = series_key(&e.target, &e.metric, &e.labels);
-        if !series.contains_key(&key) && series.len() >= cfg.max_series {
+        let Some(state) = series.get_or_create(&e.target, &e.metric, &e.labels) else {
             counters.series_refused += 1;
             return Scored::default();
-        }
-        let state = series.entry(key).or_default();
+        };
         state.partition = partition;
         let d = &mut state.detector;
         let point = if d.count() == 0 || e.timestamp_ms > d.last_ts() {
@@ -313,7 +309,7 @@ impl Stage for Detector {
     }
 
     fn partitions_revoked(&mut self, partitions: &[i32]) {
-        drop_partitions(&mut self.series, partitions);
+        self.series.drop_partitions(partitions);
     }
 
     fn active_series(&self) -> usize {
@@ -321,11 +317,11 @@ impl Stage for Detector {
     }
 
     fn snapshot(&self, partition: i32) -> Vec<(String, Vec<u8>)> {
-        snapshot_partition(&self.series, partition)
+        self.series.snapshot_partition(partition)
     }
 
     fn restore(&mut self, partition: i32, key: &str, bytes: &[u8]) -> Result<(), RestoreError> {
-        restore_into(&mut self.series, partition, key, bytes)
+        self.series.restore(partition, key, bytes)
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

@@ -2,10 +2,9 @@
 //! rolling out-of-sample error (see `analytics::forecast`); every N events or T of event
 //! time it emits a Forecast with prediction intervals over a horizon.
 
-use super::snapshot::{
-    drop_partitions, restore_into, snapshot_partition, Partitioned, RestoreError,
-};
-use super::{series_key, RecordMeta, Stage};
+use super::series_table::SeriesTable;
+use super::snapshot::{Partitioned, RestoreError};
+use super::{RecordMeta, Stage};
 use crate::analytics::forecast::{ForecastParams, Predicted, SeriesForecaster, MODELS};
 use crate::analytics::holt::HoltParams;
 use crate::analytics::seasonal::SeasonalParams;
@@ -13,7 +12,6 @@ use crate::analytics::stats::{normal_cdf, z_for_level};
 use crate::config::ConfigError;
 use crate::event::{EarlyWarning, Forecast, ForecastPoint, MetricEvent};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 /// Forecaster settings (`[forecaster]` in the config file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,7 +128,7 @@ pub struct Forecaster {
     cfg: ForecasterConfig,
     params: ForecastParams,
     z: f64,
-    series: HashMap<String, SeriesState>,
+    series: SeriesTable<SeriesState>,
     late: u64,
     refused: u64,
 }
@@ -142,8 +140,8 @@ impl Forecaster {
         Ok(Forecaster {
             z: z_for_level(cfg.interval_level),
             params: cfg.params(),
+            series: SeriesTable::new(cfg.max_series),
             cfg,
-            series: HashMap::new(),
             late: 0,
             refused: 0,
         })
@@ -151,12 +149,10 @@ impl Forecaster {
 
     /// Updates the series of `e`; returns a forecast when one is due.
     pub fn observe(&mut self, e: &MetricEvent, partition: i32) -> Option<Forecast> {
-        let key = series_key(&e.target, &e.metric, &e.labels);
-        if !self.series.contains_key(&key) && self.series.len() >= self.cfg.max_series {
+        let Some(s) = self.series.get_or_create(&e.target, &e.metric, &e.labels) else {
             self.refused += 1;
             return None;
-        }
-        let s = self.series.entry(key).or_default();
+        };
         s.partition = partition;
         if s.model.count() > 0 && e.timestamp_ms <= s.model.last_ts() {
             // The models need points in order; older points and duplicates are dropped.
@@ -245,7 +241,7 @@ impl Stage for Forecaster {
     }
 
     fn partitions_revoked(&mut self, partitions: &[i32]) {
-        drop_partitions(&mut self.series, partitions);
+        self.series.drop_partitions(partitions);
     }
 
     fn active_series(&self) -> usize {
@@ -253,11 +249,11 @@ impl Stage for Forecaster {
     }
 
     fn snapshot(&self, partition: i32) -> Vec<(String, Vec<u8>)> {
-        snapshot_partition(&self.series, partition)
+        self.series.snapshot_partition(partition)
     }
 
     fn restore(&mut self, partition: i32, key: &str, bytes: &[u8]) -> Result<(), RestoreError> {
-        restore_into(&mut self.series, partition, key, bytes)
+        self.series.restore(partition, key, bytes)
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

@@ -8,6 +8,7 @@ pub mod coordinator;
 pub mod detector;
 pub mod forecaster;
 pub mod recommender;
+pub mod series_table;
 pub mod snapshot;
 
 use crate::event::{
@@ -228,6 +229,18 @@ pub trait Stage: Send + 'static {
 /// The identity of a series: target, metric and sorted labels, in one string.
 pub fn series_key(target: &str, metric: &str, labels: &crate::event::Labels) -> String {
     let mut key = String::with_capacity(target.len() + metric.len() + 2 + labels.len() * 16);
+    write_series_key(&mut key, target, metric, labels);
+    key
+}
+
+/// Writes [`series_key`] into `key`, reusing its allocation.
+pub fn write_series_key(
+    key: &mut String,
+    target: &str,
+    metric: &str,
+    labels: &crate::event::Labels,
+) {
+    key.clear();
     key.push_str(target);
     key.push('\u{1f}');
     key.push_str(metric);
@@ -237,5 +250,4 @@ pub fn series_key(target: &str, metric: &str, labels: &crate::event::Labels) -> 
         key.push('=');
         key.push_str(v);
     }
-    key
 }

@@ -27,6 +27,12 @@ pub enum RestoreError {
     /// The bytes do not decode as this stage's state.
     #[error("snapshot does not decode: {0}")]
     Decode(String),
+    /// The stage already holds its maximum number of series.
+    #[error("the stage already holds its maximum of {max} series")]
+    Full {
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// Encodes a state. `None` if it cannot be represented (a non-finite number would
@@ -54,37 +60,4 @@ pub trait Partitioned {
     fn partition(&self) -> i32;
     /// Sets it (after a restore, which does not store it).
     fn set_partition(&mut self, partition: i32);
-}
-
-/// Snapshots of every key of `partition` in a stage's state map.
-pub fn snapshot_partition<S: Serialize + Partitioned>(
-    states: &std::collections::HashMap<String, S>,
-    partition: i32,
-) -> Vec<(String, Vec<u8>)> {
-    states
-        .iter()
-        .filter(|(_, s)| s.partition() == partition)
-        .filter_map(|(k, s)| encode(s).map(|b| (k.clone(), b)))
-        .collect()
-}
-
-/// Restores one key of `partition` into a stage's state map.
-pub fn restore_into<S: DeserializeOwned + Partitioned>(
-    states: &mut std::collections::HashMap<String, S>,
-    partition: i32,
-    key: &str,
-    bytes: &[u8],
-) -> Result<(), RestoreError> {
-    let mut state: S = decode(bytes)?;
-    state.set_partition(partition);
-    states.insert(key.to_string(), state);
-    Ok(())
-}
-
-/// Drops the state of every key of the revoked partitions.
-pub fn drop_partitions<S: Partitioned>(
-    states: &mut std::collections::HashMap<String, S>,
-    revoked: &[i32],
-) {
-    states.retain(|_, s| !revoked.contains(&s.partition()));
 }
