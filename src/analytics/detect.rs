@@ -112,10 +112,15 @@ pub struct SeriesDetector {
     recent_mean: f32,
     recent_mean_abs: f32,
     slow_level: f64,
+    /// Consecutive points the shift statistic has been above half its threshold.
+    shift_run: u16,
     last_value: f64,
     flat_run: u16,
     longest_natural_run: u16,
 }
+
+/// Points of an unusual shift during which its usual size is not learnt.
+const SHIFT_HOLD: u16 = 60;
 
 /// Where the running 99.9th percentile of |z| starts: a new series is assumed
 /// heavy-tailed (threshold 1.5 × 3.5 = 5.25) until its own tail says otherwise.
@@ -131,6 +136,7 @@ impl Default for SeriesDetector {
             recent_mean: 0.0,
             recent_mean_abs: 0.0,
             slow_level: 0.0,
+            shift_run: 0,
             last_value: 0.0,
             flat_run: 0,
             longest_natural_run: 0,
@@ -261,7 +267,22 @@ impl SeriesDetector {
         };
         let young = 1.0 / n as f32;
         let m_clipped = if usual > 0.0 { m.min(4.0 * usual) } else { m };
-        self.recent_mean_abs += young.max(0.01) * (m_clipped - self.recent_mean_abs);
+        // While the shift is unusual, its usual size stops learning, so a slow ramp
+        // cannot teach the detector that growing deviations are normal before it is
+        // reported. After SHIFT_HOLD such points the deviation is the new normal (a
+        // lasting new slope) and learning resumes: one alarm, not a stream of them.
+        let elevated = shift > 0.6 * p.shift_threshold && n >= 3 * p.warmup;
+        self.shift_run = if elevated {
+            self.shift_run.saturating_add(1)
+        } else {
+            0
+        };
+        let rate = if elevated && self.shift_run <= SHIFT_HOLD {
+            0.0
+        } else {
+            young.max(0.01)
+        };
+        self.recent_mean_abs += rate * (m_clipped - self.recent_mean_abs);
         if !warm {
             return None;
         }
