@@ -411,4 +411,40 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn gaps_and_irregular_sampling_do_not_corrupt_the_state() {
+        // A daily cycle sampled every ~5 min with ±2 min jitter, a fifth of the points
+        // missing, and a 7-hour outage on day 6; a spike on day 9 must still be found
+        // and nothing else may alarm.
+        let p = DetectParams::default();
+        let mut d = SeriesDetector::default();
+        let day = 86_400_000f64;
+        let mut ts = 0i64;
+        let (mut alarms_before, mut spike_found, mut i) = (0, false, 0i64);
+        while ts < 10 * 86_400_000 {
+            i += 1;
+            ts += 300_000 + (noise(3 * i) * 120_000.0) as i64;
+            if noise(5 * i) > 0.6 || (6 * 86_400_000..6 * 86_400_000 + 25_200_000).contains(&ts) {
+                continue;
+            }
+            let cycle = 20.0 * (2.0 * std::f64::consts::PI * ts as f64 / day).sin();
+            let spike_at = 9 * 86_400_000 + 43_200_000;
+            let is_spike = (spike_at..spike_at + 300_000).contains(&ts);
+            let v = 100.0 + cycle + noise(i) + if is_spike { 15.0 } else { 0.0 };
+            if let Some(s) = d.observe(ts, v, &p) {
+                assert!(s.expected.is_finite() && s.band.is_finite() && s.band > 0.0);
+                if s.anomalous() {
+                    if is_spike {
+                        spike_found = true;
+                    } else {
+                        alarms_before += 1;
+                    }
+                }
+            }
+        }
+        assert!(spike_found, "the spike after the outage was missed");
+        assert!(alarms_before <= 2, "{alarms_before} false alarms");
+        assert!(d.model().active().0, "the daily cycle was not learnt");
+    }
 }
