@@ -7,6 +7,7 @@ use super::snapshot::{Partitioned, RestoreError};
 use super::{RecordMeta, Stage};
 use crate::analytics::forecast::{ForecastParams, Predicted, SeriesForecaster, MODELS};
 use crate::analytics::holt::HoltParams;
+use crate::analytics::reorder::{Offered, ReorderBuffer};
 use crate::analytics::seasonal::SeasonalParams;
 use crate::analytics::stats::{normal_cdf, z_for_level};
 use crate::config::ConfigError;
@@ -35,6 +36,10 @@ pub struct ForecasterConfig {
     pub interval_level: f64,
     /// Most series tracked per instance. Default 100 000.
     pub max_series: usize,
+    /// Points are held back this long (event time) so that one arriving out of order
+    /// within it is learnt in its place; older ones are dropped and counted. 0 learns
+    /// each point on arrival. Default 60 s.
+    pub allowed_lateness_secs: u64,
     /// Early-warning thresholds per metric name, e.g. `{ disk_used_ratio = 0.9 }`: a
     /// forecast that goes above one within the horizon carries the ETA and the
     /// probability. Default none.
@@ -53,6 +58,7 @@ impl Default for ForecasterConfig {
             warmup_points: 10,
             interval_level: 0.9,
             max_series: 100_000,
+            allowed_lateness_secs: 60,
             thresholds: Default::default(),
         }
     }
@@ -109,6 +115,7 @@ struct SeriesState {
     #[serde(skip)]
     partition: i32,
     model: SeriesForecaster,
+    pending: ReorderBuffer,
     since_emit: u32,
     last_emit_ts: i64,
 }
@@ -155,53 +162,78 @@ impl Forecaster {
         };
         s.partition = partition;
         if s.model.count() > 0 && e.timestamp_ms <= s.model.last_ts() {
-            // The models need points in order; older points and duplicates are dropped.
+            // Older than what the models have already learnt: too late to place.
             self.late += 1;
             return None;
         }
-        if s.model.count() == 0 {
-            s.last_emit_ts = e.timestamp_ms;
-        }
-        s.model.observe(e.timestamp_ms, e.value, &self.params);
-        s.since_emit += 1;
-        let cfg = &self.cfg;
-        let due = s.since_emit >= cfg.emit_every_events
-            || e.timestamp_ms - s.last_emit_ts >= (cfg.emit_every_secs * 1000) as i64;
-        if s.model.count() < cfg.warmup_points || !due || s.model.step_ms() <= 0.0 {
+        if s.pending.offer(e.timestamp_ms, e.value) != Offered::Held {
+            self.late += 1;
             return None;
         }
-        s.since_emit = 0;
-        s.last_emit_ts = e.timestamp_ms;
-        let (model, predicted) = s.model.forecast(cfg.horizon, &self.params);
-        let warning = cfg
-            .thresholds
-            .get(&e.metric)
-            .and_then(|&thr| early_warning(&predicted, thr));
-        let z = self.z;
-        let points = predicted
-            .iter()
-            .map(|p| ForecastPoint {
-                timestamp_ms: p.ts,
-                value: p.value,
-                lower: p.value - z * p.sd,
-                upper: p.value + z * p.sd,
-            })
-            .collect();
-        Some(Forecast {
-            id: e.derived_id("fc"),
-            target: e.target.clone(),
-            pool: e.pool_or_target().to_string(),
-            metric: e.metric.clone(),
-            labels: e.labels.clone(),
-            generated_at_ms: e.timestamp_ms,
-            last_value: e.value,
-            model: MODELS[model].to_string(),
-            step_ms: s.model.step_ms().round().max(1.0) as i64,
-            interval_level: cfg.interval_level,
-            points,
-            warning,
-        })
+        let watermark = s.pending.newest().map_or(i64::MIN, |t| {
+            t - (self.cfg.allowed_lateness_secs * 1000) as i64
+        });
+        let mut forecast = None;
+        while let Some((ts, value)) = s.pending.release(watermark) {
+            if let Some(f) = learn(s, ts, value, e, &self.cfg, &self.params, self.z) {
+                forecast = Some(f);
+            }
+        }
+        forecast
     }
+}
+
+/// Feeds one point (in time order) to the series' models; a forecast when one is due.
+/// `e` is the event being processed, which names the series.
+fn learn(
+    s: &mut SeriesState,
+    ts: i64,
+    value: f64,
+    e: &MetricEvent,
+    cfg: &ForecasterConfig,
+    params: &ForecastParams,
+    z: f64,
+) -> Option<Forecast> {
+    if s.model.count() == 0 {
+        s.last_emit_ts = ts;
+    }
+    s.model.observe(ts, value, params);
+    s.since_emit += 1;
+    let due = s.since_emit >= cfg.emit_every_events
+        || ts - s.last_emit_ts >= (cfg.emit_every_secs * 1000) as i64;
+    if s.model.count() < cfg.warmup_points || !due || s.model.step_ms() <= 0.0 {
+        return None;
+    }
+    s.since_emit = 0;
+    s.last_emit_ts = ts;
+    let (model, predicted) = s.model.forecast(cfg.horizon, params);
+    let warning = cfg
+        .thresholds
+        .get(&e.metric)
+        .and_then(|&thr| early_warning(&predicted, thr));
+    let points = predicted
+        .iter()
+        .map(|p| ForecastPoint {
+            timestamp_ms: p.ts,
+            value: p.value,
+            lower: p.value - z * p.sd,
+            upper: p.value + z * p.sd,
+        })
+        .collect();
+    Some(Forecast {
+        id: e.derived_id("fc"),
+        target: e.target.clone(),
+        pool: e.pool_or_target().to_string(),
+        metric: e.metric.clone(),
+        labels: e.labels.clone(),
+        generated_at_ms: ts,
+        last_value: value,
+        model: MODELS[model].to_string(),
+        step_ms: s.model.step_ms().round().max(1.0) as i64,
+        interval_level: cfg.interval_level,
+        points,
+        warning,
+    })
 }
 
 /// The early warning for `threshold`: the first point at or above it is the ETA; the
@@ -283,7 +315,11 @@ mod tests {
 
     #[test]
     fn emits_every_n_events_with_a_rising_trend_and_ordered_points() {
-        let mut f = Forecaster::new(ForecasterConfig::default()).unwrap();
+        let mut f = Forecaster::new(ForecasterConfig {
+            allowed_lateness_secs: 0,
+            ..ForecasterConfig::default()
+        })
+        .unwrap();
         let out: Vec<Forecast> = (0..40)
             .filter_map(|i| f.observe(&ev(i * 10_000, 0.2 + 0.01 * i as f64), 0))
             .collect();
@@ -348,12 +384,49 @@ mod tests {
     }
 
     #[test]
-    fn out_of_order_points_are_dropped_and_counted() {
+    fn late_points_within_the_lateness_are_learnt_in_place_older_ones_dropped() {
+        // The same series in order, and with every pair of neighbours swapped (each
+        // point at most 10 s late, within the 60 s lateness): the same forecasts.
+        let points: Vec<(i64, f64)> = (0..300)
+            .map(|i| {
+                (
+                    i * 10_000,
+                    0.3 + 0.002 * i as f64 + 0.01 * ((i * 7 % 5) as f64),
+                )
+            })
+            .collect();
+        let mut swapped = points.clone();
+        for pair in swapped.chunks_mut(2) {
+            pair.reverse();
+        }
+        let run = |pts: &[(i64, f64)]| {
+            let mut f = Forecaster::new(ForecasterConfig::default()).unwrap();
+            let out: Vec<(i64, Vec<ForecastPoint>)> = pts
+                .iter()
+                .filter_map(|&(ts, v)| f.observe(&ev(ts, v), 0))
+                .map(|fc| (fc.generated_at_ms, fc.points))
+                .collect();
+            (out, f.counters()[0].1)
+        };
+        let (in_order, dropped) = run(&points);
+        assert_eq!(dropped, 0);
+        assert!(in_order.len() >= 25);
+        assert_eq!(run(&swapped), (in_order, 0));
+
+        // Beyond the lateness, and duplicates: dropped and counted.
         let mut f = Forecaster::new(ForecasterConfig::default()).unwrap();
-        f.observe(&ev(10_000, 1.0), 0);
-        f.observe(&ev(5_000, 1.0), 0);
-        f.observe(&ev(10_000, 1.0), 0);
+        for i in 0..20 {
+            f.observe(&ev(i * 10_000, 1.0), 0);
+        }
+        f.observe(&ev(50_000, 1.0), 0); // learnt already
+        f.observe(&ev(190_000, 1.0), 0); // held already
         assert_eq!(f.counters()[0], ("late_or_duplicate_dropped", 2));
+    }
+
+    #[test]
+    fn state_per_series_stays_under_a_kibibyte() {
+        let size = std::mem::size_of::<SeriesState>();
+        assert!(size <= 1024, "{size} bytes");
     }
 }
 
