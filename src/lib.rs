@@ -38,6 +38,7 @@ pub mod demo;
 pub mod eval;
 pub mod event;
 pub mod pipeline;
+pub mod policy;
 pub mod replay;
 pub mod runtime;
 pub mod stage;

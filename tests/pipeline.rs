@@ -327,9 +327,9 @@ async fn end_to_end(c: TestCluster) {
     for d in &decisions {
         let policy = config.policies.get(&d.target);
         assert!(!d.rule.is_empty() && !d.reason.is_empty());
-        if let Some(f) = d.final_replicas {
+        if let (Some(f), true) = (d.final_value, d.resource == "replicas") {
             assert!(
-                (policy.min_replicas..=policy.max_replicas).contains(&f),
+                (f64::from(policy.min_replicas)..=f64::from(policy.max_replicas)).contains(&f),
                 "{d:?}"
             );
         }

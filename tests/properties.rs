@@ -3,7 +3,7 @@
 //! target's bounds, and no target changes twice within its cooldown.
 
 use perfpilot::config::Config;
-use perfpilot::event::{ActionKind, Recommendation, Verdict};
+use perfpilot::event::{ActionKind, Recommendation, Verdict, REPLICAS};
 use perfpilot::stage::coordinator::Coordinator;
 use perfpilot::stage::{RecordMeta, Stage};
 use proptest::prelude::*;
@@ -60,12 +60,17 @@ proptest! {
                     target: targets[target].into(),
                     pool: "pool".into(),
                     kind: if out_dir { ActionKind::ScaleOut } else { ActionKind::ScaleIn },
-                    current_replicas: current,
-                    proposed_replicas: proposed,
+                    resource: REPLICAS.into(),
+                    unit: "replicas".into(),
+                    current: f64::from(current),
+                    proposed: f64::from(proposed),
+                    recommender: "test".into(),
                     confidence: 0.5,
                     priority,
                     reason: "r".into(),
                     expected_effect: "e".into(),
+                    expected_benefit: 1.0,
+                    cost_delta_per_hour: f64::from(proposed - current),
                     evidence: vec![],
                     created_ms: t,
                     expires_ms: t + 200_000,
@@ -94,14 +99,16 @@ proptest! {
         let mut last_change: HashMap<&str, i64> = HashMap::new();
         for d in out.iter().filter(|d| d.verdict == Verdict::Approved) {
             let p = cfg.policies.get(&d.target);
-            let f = d.final_replicas.unwrap();
-            prop_assert!(f >= p.min_replicas && f <= p.max_replicas, "{:?}", d);
+            let f = d.final_value.unwrap();
+            prop_assert!(f >= f64::from(p.min_replicas) && f <= f64::from(p.max_replicas), "{:?}", d);
+            prop_assert_eq!(f, f.round(), "replicas are whole");
             match d.kind {
-                ActionKind::ScaleOut => prop_assert!(f > d.current_replicas),
-                ActionKind::ScaleIn => prop_assert!(f < d.current_replicas),
+                ActionKind::ScaleOut => prop_assert!(f > d.current),
+                ActionKind::ScaleIn => prop_assert!(f < d.current),
+                _ => prop_assert!(false, "only scaling was recommended"),
             }
             if let Some(prev) = last_change.insert(d.target.as_str(), d.decided_ms) {
-                prop_assert!(d.decided_ms - prev >= (p.cooldown_secs * 1000) as i64, "flip within cooldown: {:?}", d);
+                prop_assert!(d.decided_ms - prev >= p.cooldown_ms(d.kind), "flip within cooldown: {:?}", d);
             }
         }
         // A merged decision points at an approved one.

@@ -150,14 +150,15 @@ fn decision_written_by_a_generic_writer_decodes() {
         ("target".into(), Value::String("checkout".into())),
         ("pool".into(), Value::String("shop".into())),
         ("kind".into(), Value::Enum(1, "SCALE_IN".into())),
-        ("verdict".into(), Value::Enum(0, "APPROVED".into())),
-        ("rule".into(), Value::String("approve".into())),
+        ("resource".into(), Value::String("replicas".into())),
+        ("verdict".into(), Value::Enum(2, "DEFERRED".into())),
+        ("rule".into(), Value::String("budget".into())),
         ("reason".into(), Value::String("because".into())),
-        ("current_replicas".into(), Value::Int(4)),
-        ("proposed_replicas".into(), Value::Int(3)),
+        ("current".into(), Value::Double(4.0)),
+        ("proposed".into(), Value::Double(3.0)),
         (
-            "final_replicas".into(),
-            Value::Union(1, Box::new(Value::Int(3))),
+            "final_value".into(),
+            Value::Union(1, Box::new(Value::Double(3.0))),
         ),
         ("merged_into".into(), Value::Union(0, Box::new(Value::Null))),
         ("decided_ms".into(), Value::Long(5)),
@@ -165,14 +166,14 @@ fn decision_written_by_a_generic_writer_decodes() {
     ]);
     let d: Decision = decode(&frame(&schema, value)).unwrap();
     assert_eq!(
+        (d.kind, d.verdict, d.final_value, d.merged_into, d.dry_run),
         (
-            d.kind,
-            d.verdict,
-            d.final_replicas,
-            d.merged_into,
-            d.dry_run
-        ),
-        (ActionKind::ScaleIn, Verdict::Approved, Some(3), None, true)
+            ActionKind::ScaleIn,
+            Verdict::Deferred,
+            Some(3.0),
+            None,
+            true
+        )
     );
 }
 
@@ -239,13 +240,18 @@ fn samples() -> (
         id: "rec-1".into(),
         target: "t".into(),
         pool: "p".into(),
-        kind: ActionKind::ScaleOut,
-        current_replicas: 2,
-        proposed_replicas: 3,
+        kind: ActionKind::Raise,
+        resource: "cpu_millicores".into(),
+        unit: "millicores".into(),
+        current: 500.0,
+        proposed: 750.0,
+        recommender: "usage_histogram".into(),
         confidence: 0.8,
         priority: 70,
         reason: "r".into(),
         expected_effect: "e".into(),
+        expected_benefit: 6.0,
+        cost_delta_per_hour: 0.25,
         evidence: vec![Evidence {
             kind: "forecast".into(),
             ref_id: "fc-1".into(),
@@ -261,13 +267,14 @@ fn samples() -> (
         recommendation_id: "rec-1".into(),
         target: "t".into(),
         pool: "p".into(),
-        kind: ActionKind::ScaleOut,
+        kind: ActionKind::Tune,
+        resource: "batch_size".into(),
         verdict: Verdict::Merged,
         rule: "merge".into(),
         reason: "r".into(),
-        current_replicas: 2,
-        proposed_replicas: 3,
-        final_replicas: None,
+        current: 2.0,
+        proposed: 3.0,
+        final_value: None,
         merged_into: Some("rec-0".into()),
         decided_ms: 50,
         dry_run: false,

@@ -3,7 +3,7 @@
 use super::{parse_duration, KafkaArgs};
 use crate::agent::publish::MetricPublisher;
 use crate::agent::synthetic::SyntheticFleet;
-use crate::event::{decode, Decision, Verdict};
+use crate::event::{decode, Decision, Verdict, REPLICAS};
 use crate::runtime::{now_ms, Shutdown};
 use clap::Args;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -62,10 +62,10 @@ pub(super) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 let m = tokio::select! { _ = stop.wait() => break, m = consumer.recv() => m };
                 let Ok(m) = m else { continue };
                 if let Ok(d) = decode::<Decision>(m.payload().unwrap_or(&[])) {
-                    if let (Verdict::Approved, false, Some(r)) =
-                        (d.verdict, d.dry_run, d.final_replicas)
+                    if let (Verdict::Approved, false, Some(r), true) =
+                        (d.verdict, d.dry_run, d.final_value, d.resource == REPLICAS)
                     {
-                        let _ = tx.try_send((d.target, r));
+                        let _ = tx.try_send((d.target, r.round() as i32));
                     }
                 }
             }

@@ -9,7 +9,7 @@ use crate::agent::publish::MetricPublisher;
 use crate::agent::synthetic::SyntheticFleet;
 use crate::cli::{maybe_serve_metrics, parse_duration, StageKind};
 use crate::config::Config;
-use crate::event::{encode, AnyRecord, MetricEvent, Verdict};
+use crate::event::{encode, AnyRecord, MetricEvent, Verdict, REPLICAS};
 use crate::pipeline::run_kind;
 use crate::runtime::embedded::EmbeddedBroker;
 use crate::runtime::{now_ms, KafkaOptions, Shutdown, Topics};
@@ -326,8 +326,8 @@ async fn watch(
             continue;
         };
         if let AnyRecord::Decision(d) = &record {
-            if d.verdict == Verdict::Approved && !d.dry_run {
-                if let Some(r) = d.final_replicas {
+            if d.verdict == Verdict::Approved && !d.dry_run && d.resource == REPLICAS {
+                if let Some(r) = d.final_value.map(|v| v.round() as i32) {
                     // The channel is bounded; if the agents fall behind, the decision is
                     // reported and the loop simply stays open for that one. Once the
                     // agents have finished, the channel is closed and nothing is applied.

@@ -3,7 +3,7 @@
 use crate::agent::synthetic::{Incident, IncidentKind};
 use crate::cli::StageKind;
 use crate::config::Policies;
-use crate::event::{ActionKind, AnyRecord, Verdict};
+use crate::event::{show, ActionKind, AnyRecord, Verdict};
 use crate::runtime::RunReport;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -85,12 +85,13 @@ impl Printer {
                 )
             }
             AnyRecord::Recommendation(r) => format!(
-                "{}  RECOMMEND  {:<11} {} {} → {} (confidence {:.2}, priority {}): {}",
+                "{}  RECOMMEND  {:<11} {} {} {} → {} (confidence {:.2}, priority {}): {}",
                 at(r.created_ms),
                 r.target,
                 r.kind.as_str(),
-                r.current_replicas,
-                r.proposed_replicas,
+                r.resource,
+                show(r.current, ""),
+                show(r.proposed, ""),
                 r.confidence,
                 r.priority,
                 r.reason

@@ -210,13 +210,23 @@ impl Forecast {
 }
 
 /// What kind of action a recommendation proposes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ActionKind {
     /// Add replicas.
     ScaleOut,
     /// Remove replicas.
     ScaleIn,
+    /// Raise a per-replica resource (request/limit).
+    Raise,
+    /// Lower a per-replica resource.
+    Lower,
+    /// A forecast crosses a capacity threshold within the horizon (advisory).
+    CapacityWarning,
+    /// Sustained over-provisioning that can be given back (advisory, ranked by savings).
+    Reclaim,
+    /// The next value of a tunable parameter.
+    Tune,
 }
 
 impl ActionKind {
@@ -225,7 +235,27 @@ impl ActionKind {
         match self {
             ActionKind::ScaleOut => "scale_out",
             ActionKind::ScaleIn => "scale_in",
+            ActionKind::Raise => "raise",
+            ActionKind::Lower => "lower",
+            ActionKind::CapacityWarning => "capacity_warning",
+            ActionKind::Reclaim => "reclaim",
+            ActionKind::Tune => "tune",
         }
+    }
+
+    /// Whether the action adds capacity (the safe side in a conflict).
+    pub fn adds_capacity(self) -> bool {
+        matches!(self, ActionKind::ScaleOut | ActionKind::Raise)
+    }
+
+    /// Whether the action takes capacity away.
+    pub fn removes_capacity(self) -> bool {
+        matches!(self, ActionKind::ScaleIn | ActionKind::Lower)
+    }
+
+    /// Advisory kinds are reported for people; nothing actuates them.
+    pub fn advisory(self) -> bool {
+        matches!(self, ActionKind::CapacityWarning | ActionKind::Reclaim)
     }
 }
 
@@ -255,10 +285,17 @@ pub struct Recommendation {
     pub pool: String,
     /// Kind of action.
     pub kind: ActionKind,
-    /// Replicas believed current.
-    pub current_replicas: i32,
-    /// Replicas proposed.
-    pub proposed_replicas: i32,
+    /// What changes: `replicas`, `cpu_millicores`, `memory_mib`, a capacity metric or a
+    /// tuned parameter.
+    pub resource: String,
+    /// Unit of `current` and `proposed`.
+    pub unit: String,
+    /// Value believed current.
+    pub current: f64,
+    /// Value proposed (for a capacity warning: the threshold).
+    pub proposed: f64,
+    /// The recommender that proposed it.
+    pub recommender: String,
     /// Confidence in [0,1].
     pub confidence: f64,
     /// Urgency 0..=100.
@@ -267,12 +304,33 @@ pub struct Recommendation {
     pub reason: String,
     /// What it should achieve.
     pub expected_effect: String,
+    /// Benefit per hour in cost units (breach cost avoided, or cost saved).
+    pub expected_benefit: f64,
+    /// Change of cost per hour if applied (negative: a saving).
+    pub cost_delta_per_hour: f64,
     /// The inputs behind it.
     pub evidence: Vec<Evidence>,
     /// Event time it was made.
     pub created_ms: i64,
     /// Event time after which it must not be acted on.
     pub expires_ms: i64,
+}
+
+/// Name of the replica count resource.
+pub const REPLICAS: &str = "replicas";
+
+/// A value for people: whole numbers without decimals, others with two; the unit after.
+pub fn show(value: f64, unit: &str) -> String {
+    let v = if (value - value.round()).abs() < 1e-9 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    };
+    if unit.is_empty() {
+        v
+    } else {
+        format!("{v} {unit}")
+    }
 }
 
 /// The coordinator's verdict.
@@ -283,8 +341,12 @@ pub enum Verdict {
     Approved,
     /// Folded into another approved recommendation.
     Merged,
+    /// Not now, for a reason that passes (freeze, budget, concurrency, stabilization).
+    Deferred,
     /// Do not act.
     Rejected,
+    /// It came too late.
+    Expired,
 }
 
 impl Verdict {
@@ -293,7 +355,9 @@ impl Verdict {
         match self {
             Verdict::Approved => "approved",
             Verdict::Merged => "merged",
+            Verdict::Deferred => "deferred",
             Verdict::Rejected => "rejected",
+            Verdict::Expired => "expired",
         }
     }
 }
@@ -311,18 +375,20 @@ pub struct Decision {
     pub pool: String,
     /// Kind of action recommended.
     pub kind: ActionKind,
+    /// What the action changes.
+    pub resource: String,
     /// Outcome.
     pub verdict: Verdict,
     /// Rule that decided.
     pub rule: String,
     /// Readable explanation.
     pub reason: String,
-    /// Replicas before.
-    pub current_replicas: i32,
-    /// Replicas proposed by the recommendation.
-    pub proposed_replicas: i32,
-    /// Replicas to set, for approved decisions.
-    pub final_replicas: Option<i32>,
+    /// Value before.
+    pub current: f64,
+    /// Value proposed by the recommendation.
+    pub proposed: f64,
+    /// Value to set, for approved decisions.
+    pub final_value: Option<f64>,
     /// The approved recommendation a merged one was folded into.
     pub merged_into: Option<String>,
     /// Event time of the decision.
