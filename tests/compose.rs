@@ -104,5 +104,16 @@ fn compose_commands_are_valid_for_the_binary() {
 #[test]
 fn the_shipped_config_file_loads() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/perfpilot.toml");
-    perfpilot::config::Config::load(Some(std::path::Path::new(path))).unwrap();
+    let cfg = perfpilot::config::Config::load(Some(std::path::Path::new(path))).unwrap();
+    // The examples in it are read, not just tolerated.
+    let shop = cfg.policies.pool("shop");
+    assert_eq!(shop.policy.max_replicas_total, Some(40));
+    assert_eq!(shop.freezes.len(), 2);
+    assert!(
+        shop.frozen_at(23 * 3_600_000).is_some(),
+        "22:00-06:00 covers 23:00"
+    );
+    let checkout = cfg.policies.get("checkout");
+    assert!(checkout.resources.contains_key("cpu_millicores"));
+    assert!(checkout.tunables.contains_key("batch_size"));
 }

@@ -59,7 +59,12 @@ impl Accuracy {
                 i += 1;
                 continue;
             }
-            let a = self.awaiting.remove(i);
+            let mut a = self.awaiting.remove(i);
+            if a.needed <= 0.0 {
+                // Nothing was observed inside the horizon: the first observation after
+                // it stands in.
+                a.needed = needed;
+            }
             if a.needed > 0.0 {
                 let rate = (1.0 / f64::from(self.scored + 1)).max(0.1);
                 for (e, p) in self.errors.iter_mut().zip(a.proposed) {

@@ -160,3 +160,179 @@ fn latency_anomalies_table() {
         }
     }
 }
+
+fn with_policy(policy: TargetPolicy) -> Recommender {
+    let mut p = Policies::default();
+    p.set_target("api", policy);
+    Recommender::new(p)
+}
+
+fn feed(r: &mut Recommender, f: Forecast) -> Vec<Recommendation> {
+    r.observe(&Insight::Forecast(f), 0)
+}
+
+#[test]
+fn usage_histogram_sizes_requests_and_raises_on_saturation() {
+    use crate::policy::ResourcePolicy;
+    let mut r = with_policy(TargetPolicy {
+        resources: [(
+            "cpu_millicores".to_string(),
+            ResourcePolicy {
+                usage_metric: "cpu_millicores_used".into(),
+                current: 1000.0,
+                min: 100.0,
+                max: 4000.0,
+                unit: "millicores".into(),
+                cost_per_unit_hour: 0.001,
+                ..ResourcePolicy::default()
+            },
+        )]
+        .into(),
+        ..TargetPolicy::default()
+    });
+    let mut lowered = Vec::new();
+    for i in 0..40 {
+        let usage = 250.0 + f64::from(i % 10) * 10.0;
+        lowered.extend(feed(
+            &mut r,
+            forecast("cpu_millicores_used", usage, i64::from(i) * 60_000),
+        ));
+    }
+    // Sized from the 20th sample on, repeated once per cooldown (300 s) while it stands.
+    assert_eq!(lowered.len(), 5, "{lowered:?}");
+    assert!(lowered.iter().all(|l| l.proposed == lowered[0].proposed));
+    let l = &lowered[0];
+    assert_eq!(
+        (l.kind, l.resource.as_str(), l.recommender.as_str()),
+        (ActionKind::Lower, "cpu_millicores", "usage_histogram")
+    );
+    // p90 of 250..340 is about 340; +15 % margin.
+    assert!((360.0..=420.0).contains(&l.proposed), "{}", l.proposed);
+    assert!(l.cost_delta_per_hour < 0.0 && l.expected_benefit > 0.0);
+
+    // Usage pressing against the request: raised above it, whatever the histogram says.
+    let raised = feed(&mut r, forecast("cpu_millicores_used", 990.0, 40 * 60_000));
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(
+        (raised[0].kind, raised[0].proposed),
+        (ActionKind::Raise, 1250.0)
+    );
+    assert!(raised[0].reason.contains("95%"), "{}", raised[0].reason);
+}
+
+#[test]
+fn a_forecast_warning_becomes_a_capacity_warning() {
+    let mut r = Recommender::new(Policies::default());
+    let mut f = forecast("disk_used_ratio", 0.8, 0);
+    f.warning = Some(crate::event::EarlyWarning {
+        threshold: 0.9,
+        eta_ms: 30 * 60_000,
+        probability: 0.8,
+    });
+    let recs = feed(&mut r, f);
+    assert_eq!(recs.len(), 1);
+    let w = &recs[0];
+    assert_eq!(
+        (w.kind, w.resource.as_str(), w.proposed, w.confidence),
+        (ActionKind::CapacityWarning, "disk_used_ratio", 0.9, 0.8)
+    );
+    assert_eq!(w.priority, 65, "the sooner, the higher");
+    assert!(w.reason.contains("30 min"), "{}", w.reason);
+}
+
+#[test]
+fn sustained_over_provisioning_is_reported_ranked_by_savings() {
+    let reclaim = |replicas: f64| {
+        let mut r = Recommender::new(Policies::default());
+        feed(&mut r, forecast("replicas", replicas, 0));
+        let mut out = Vec::new();
+        for i in 0..80 {
+            out.extend(
+                feed(&mut r, forecast("cpu_utilization", 0.1, i * 60_000))
+                    .into_iter()
+                    .filter(|x| x.kind == ActionKind::Reclaim),
+            );
+        }
+        out
+    };
+    let small = reclaim(4.0);
+    let large = reclaim(10.0);
+    assert_eq!(small.len(), 1, "once per sustain period: {small:?}");
+    assert_eq!(large.len(), 1);
+    assert!(
+        small[0].created_ms >= 3_600_000,
+        "only after an hour of low use"
+    );
+    assert_eq!(large[0].proposed, 3.0, "ceil(10 × 0.15 / 0.6)");
+    assert!(large[0].expected_benefit > small[0].expected_benefit);
+    assert!(large[0].priority > small[0].priority, "ranked by savings");
+}
+
+#[test]
+fn the_tuner_searches_a_parameter_from_its_objective() {
+    use crate::policy::Tunable;
+    let mut r = with_policy(TargetPolicy {
+        tunables: [(
+            "batch_size".to_string(),
+            Tunable {
+                metric: "batch_size".into(),
+                objective: "latency_p99_ms".into(),
+                min: 1.0,
+                max: 256.0,
+                settle_points: 3,
+                ..Tunable::default()
+            },
+        )]
+        .into(),
+        ..TargetPolicy::default()
+    });
+    let mut batch = 8.0;
+    let mut t = 0;
+    let mut proposals = Vec::new();
+    for _ in 0..400 {
+        t += 60_000;
+        feed(&mut r, forecast("batch_size", batch, t));
+        // Latency is lowest at a batch size of 100.
+        let latency = 20.0 + ((batch - 100.0) / 10.0).powi(2);
+        for rec in feed(&mut r, forecast("latency_p99_ms", latency, t)) {
+            assert_eq!(
+                (rec.kind, rec.recommender.as_str()),
+                (ActionKind::Tune, "tuner")
+            );
+            batch = rec.proposed;
+            proposals.push(rec);
+        }
+    }
+    assert!((batch - 100.0).abs() <= 8.0, "ended at {batch}");
+    assert!(proposals.iter().all(|p| p.evidence[0].kind == "outcome"));
+}
+
+#[test]
+fn adaptive_selection_follows_the_recommender_that_was_right() {
+    // The forecast keeps predicting a peak of 0.95 that never comes: utilization stays
+    // at 0.58. At first the forecast is followed (scale out); once its error is known,
+    // the reactive rule — which was right — is followed, and nothing is proposed.
+    let mut r = Recommender::new(Policies::default());
+    let mut first = Vec::new();
+    let mut later = Vec::new();
+    for i in 0..60 {
+        let mut f = forecast("cpu_utilization", 0.95, i * 400_000);
+        f.last_value = 0.58;
+        let recs = feed(&mut r, f);
+        if i < 2 {
+            first.extend(recs);
+        } else if i > 10 {
+            later.extend(recs);
+        }
+    }
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(first.iter().all(|f| f.recommender == "forecast_hpa"));
+    assert!(
+        later.is_empty(),
+        "{} proposals after the errors were known",
+        later.len()
+    );
+    let state = &r.targets["api"];
+    let errors = state.accuracy.errors().unwrap();
+    assert!(errors[0] > errors[1], "{errors:?}");
+}
