@@ -41,5 +41,6 @@ pub mod pipeline;
 pub mod policy;
 pub mod replay;
 pub mod runtime;
+pub mod simulate;
 pub mod stage;
 pub mod telemetry;

@@ -4,6 +4,7 @@
 mod agent;
 mod produce;
 mod replay;
+mod simulate;
 mod stage;
 mod tail;
 
@@ -74,6 +75,13 @@ pub enum Command {
     /// points are forecast from the rest. Bad rows are reported with their line numbers
     /// and skipped; the exit status is 1 when there were any.
     Replay(replay::ReplayArgs),
+    /// Compare perfpilot with an HPA-style reactive policy and static peak provisioning
+    /// on simulated services (closed loop, no Kafka).
+    ///
+    /// Services respond to load and replicas (new replicas start after a delay); a load
+    /// trace with daily cycles, weekends, bursts and slow growth drives them. Prints
+    /// SLO-violation minutes, average slack, cost, changes and flip-flops per policy.
+    Simulate(simulate::SimulateArgs),
     /// Manage perfpilot's topics.
     #[command(subcommand)]
     Topics(TopicsCommand),
@@ -183,6 +191,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Produce(args) => produce::run(args).await,
         Command::Agent(args) => agent::run(args).await,
         Command::Replay(args) => replay::run(args),
+        Command::Simulate(args) => simulate::run(args),
         Command::Tail(args) => tail::run(args).await,
         Command::Topics(TopicsCommand::Create(args)) => {
             let created = crate::runtime::topics::create_all(

@@ -48,6 +48,9 @@ pub struct TargetPolicy {
     pub max_resource_step: f64,
     /// How long a recommendation stays actionable (event time). Default 600 s.
     pub recommendation_ttl_secs: u64,
+    /// How far ahead a peak that recurs at the same time every day is prepared for
+    /// (cover the start-up time of a replica). Default 900 s.
+    pub prescale_lead_secs: u64,
     /// Report decisions for this target but do not act. Default false.
     pub dry_run: bool,
     /// Cost of one replica for one hour, in any unit used consistently. Default 1.
@@ -86,6 +89,7 @@ impl Default for TargetPolicy {
             max_scale_in_step: 2,
             max_resource_step: 0.5,
             recommendation_ttl_secs: 600,
+            prescale_lead_secs: 900,
             dry_run: false,
             cost_per_replica_hour: 1.0,
             slo_violation_cost_per_hour: 20.0,

@@ -5,6 +5,7 @@
 //! |-------------------|-------|----------|
 //! | `forecast_hpa`    | utilization forecast peak | SCALE_OUT / SCALE_IN to keep the peak at the goal (HPA's rule on the forecast) |
 //! | `reactive_hpa`    | utilization now | the same rule on the current value (what HPA does) |
+//! | `recurring_peak`  | demand by time of day | SCALE_OUT ahead of a peak that came at this time on earlier days |
 //! | `latency_anomaly` | upward latency anomalies | SCALE_OUT in proportion to value / expected |
 //! | `usage_histogram` | per-replica usage | RAISE / LOWER a request: percentile of a decaying histogram + margin (VPA's rule), raised on saturation |
 //! | `capacity`        | forecasts with an early warning | CAPACITY_WARNING with ETA and probability |
@@ -18,6 +19,7 @@
 
 mod accuracy;
 mod draft;
+mod recurring;
 mod replicas;
 mod sizing;
 mod tuner;
@@ -25,6 +27,7 @@ mod usage;
 
 pub use accuracy::Accuracy;
 pub use draft::Draft;
+pub use recurring::DailyDemand;
 pub use replicas::hpa_desired;
 pub use tuner::Tuner;
 pub use usage::UsageHistogram;
@@ -45,6 +48,8 @@ pub(crate) struct TargetState {
     /// Since when utilization has stayed low enough to reclaim (event time).
     low_since: Option<i64>,
     accuracy: Accuracy,
+    /// Demand by time of day (recurring peaks).
+    demand: DailyDemand,
     /// Per resource: usage histogram and the reported request.
     usage: BTreeMap<String, UsageHistogram>,
     requests: BTreeMap<String, f64>,

@@ -75,9 +75,22 @@ pub(super) fn on_forecast(
 
     reclaim(state, policy, f, &peak, current, out);
 
-    // Which signal to follow: both agree, or the more accurate one decides.
+    // A peak that recurs at this time of day, within the lead time: prepare for it.
+    state.demand.observe(now, f.last_value * current);
+    let lead_ms = (policy.prescale_lead_secs * 1000) as i64;
+    let recurring = state
+        .demand
+        .ahead(now, lead_ms)
+        .map(|(demand, at, days)| ((demand / goal).ceil().max(1.0), at, days));
+
+    // Which signal to follow: both agree, or the more accurate one decides. The present
+    // is not a forecast: when utilization is over the band now, never propose fewer
+    // replicas than the current load needs.
+    let overloaded_now = f.last_value > goal * (1.0 + policy.tolerance);
     let chosen = if (by_forecast - by_now).abs() < 0.5 {
         0
+    } else if overloaded_now && by_now > by_forecast {
+        1
     } else {
         state.accuracy.best()
     };
@@ -117,7 +130,33 @@ pub(super) fn on_forecast(
     }];
     let after = observed * current / desired.max(1.0);
     let cost = policy.cost_per_replica_hour;
-    if observed > goal * (1.0 + policy.tolerance) && desired > current {
+    let out_needed = observed > goal * (1.0 + policy.tolerance) && desired > current;
+    if let Some((needed, at, days)) = recurring {
+        if needed > current && (!out_needed || needed > desired) {
+            state.low_streak = 0;
+            let clock = format!("{:02}:{:02}", at / 3_600_000, at / 60_000 % 60);
+            out.push(Draft {
+                confidence: 0.8,
+                priority: 60,
+                reason: format!(
+                    "{} needed about {needed} replicas at {clock} UTC on each of the last {days} days; preparing {} min ahead",
+                    f.target,
+                    lead_ms / 60_000
+                ),
+                expected_effect: format!(
+                    "utilization near the goal of {:.0}% when the recurring peak comes",
+                    goal * 100.0
+                ),
+                expected_benefit: policy.slo_violation_cost_per_hour * 0.8,
+                cost_delta_per_hour: (needed - current) * cost,
+                evidence,
+                created_ms: now,
+                ..draft(ActionKind::ScaleOut, current, needed, "recurring_peak")
+            });
+            return;
+        }
+    }
+    if out_needed {
         state.low_streak = 0;
         let over = ((observed - goal) / goal).min(1.0);
         let confidence = if chosen == 0 {
@@ -156,6 +195,20 @@ pub(super) fn on_forecast(
         });
         return;
     }
+    // A removal is sized for the upper bound of the forecast peak (and never below what
+    // the present load needs): it must not bring the target straight back over the goal.
+    // Nor just before a recurring peak (within four lead times).
+    let desired = if desired < current {
+        let upcoming = state
+            .demand
+            .ahead(now, 4 * lead_ms)
+            .map_or(0.0, |(demand, _, _)| (demand / goal).ceil());
+        desired
+            .max(hpa(current, peak.upper.max(f.last_value), goal))
+            .max(upcoming)
+    } else {
+        desired
+    };
     if observed < goal * (1.0 - policy.tolerance) && desired < current {
         state.low_streak += 1;
         if state.low_streak < policy.scale_in_after {

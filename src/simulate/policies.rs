@@ -1,0 +1,206 @@
+//! The autoscaling policies compared by `perfpilot simulate`: perfpilot itself (its
+//! cores, without Kafka), an HPA-style reactive policy, and static peak provisioning.
+
+use super::world::{Sample, ServiceSpec, MINUTE_MS};
+use crate::config::Config;
+use crate::event::{MetricEvent, Verdict, REPLICAS};
+use crate::stage::coordinator::Coordinator;
+use crate::stage::detector::Detector;
+use crate::stage::forecaster::Forecaster;
+use crate::stage::recommender::Recommender;
+use crate::stage::Insight;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// Replicas never go below or above these in any policy.
+pub const MIN_REPLICAS: u32 = 1;
+/// See [`MIN_REPLICAS`].
+pub const MAX_REPLICAS: u32 = 40;
+
+/// An autoscaling policy: sees each minute of every service, returns replica changes.
+pub trait Autoscaler {
+    /// Its name in the table.
+    fn name(&self) -> &'static str;
+    /// The minute starting at `now_ms`; returns (service, replicas) to set now.
+    fn step(&mut self, now_ms: i64, samples: &[(&str, Sample)]) -> Vec<(String, u32)>;
+}
+
+/// Static provisioning for the peak: each service gets the replicas its highest load
+/// of the whole run needs at the utilization goal (an oracle no operator has).
+pub struct Static {
+    replicas: Vec<(String, u32)>,
+    done: bool,
+}
+
+impl Static {
+    /// Sized from the traces' true peaks over `minutes`.
+    pub fn new(specs: &[ServiceSpec], minutes: i64, goal: f64) -> Self {
+        let replicas = specs
+            .iter()
+            .map(|s| {
+                let peak = (0..minutes)
+                    .map(|m| s.trace.clean(m * MINUTE_MS) * (1.0 + 2.0 * s.trace.noise))
+                    .fold(0.0, f64::max);
+                let n = (peak / (s.capacity * goal)).ceil() as u32;
+                (s.name.clone(), n.clamp(MIN_REPLICAS, MAX_REPLICAS))
+            })
+            .collect();
+        Static {
+            replicas,
+            done: false,
+        }
+    }
+}
+
+impl Autoscaler for Static {
+    fn name(&self) -> &'static str {
+        "static peak"
+    }
+
+    fn step(&mut self, _now_ms: i64, _samples: &[(&str, Sample)]) -> Vec<(String, u32)> {
+        if std::mem::replace(&mut self.done, true) {
+            return Vec::new();
+        }
+        self.replicas.clone()
+    }
+}
+
+/// Kubernetes' HPA algorithm: desired = ceil(replicas × utilization / target), no
+/// change within the 10 % tolerance, scale-down to the highest desired count of the
+/// last 5 minutes (stabilization), utilization measured over the serving replicas.
+pub struct Hpa {
+    target: f64,
+    tolerance: f64,
+    stabilization_ms: i64,
+    recent: HashMap<String, VecDeque<(i64, u32)>>,
+}
+
+impl Hpa {
+    /// HPA with its defaults and the given utilization target.
+    pub fn new(target: f64) -> Self {
+        Hpa {
+            target,
+            tolerance: 0.1,
+            stabilization_ms: 5 * MINUTE_MS,
+            recent: HashMap::new(),
+        }
+    }
+}
+
+impl Autoscaler for Hpa {
+    fn name(&self) -> &'static str {
+        "HPA-style reactive"
+    }
+
+    fn step(&mut self, now_ms: i64, samples: &[(&str, Sample)]) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        for (name, s) in samples {
+            let ratio = s.utilization / self.target;
+            let current = s.replicas;
+            let desired = if (ratio - 1.0).abs() <= self.tolerance {
+                current
+            } else {
+                ((f64::from(current) * ratio).ceil() as u32).clamp(MIN_REPLICAS, MAX_REPLICAS)
+            };
+            let recent = self.recent.entry(name.to_string()).or_default();
+            recent.push_back((now_ms, desired));
+            while recent
+                .front()
+                .is_some_and(|(t, _)| *t < now_ms - self.stabilization_ms)
+            {
+                recent.pop_front();
+            }
+            let floor = recent.iter().map(|r| r.1).max().unwrap_or(desired);
+            let next = if desired < current {
+                floor.min(current)
+            } else {
+                desired
+            };
+            if next != current {
+                out.push((name.to_string(), next));
+            }
+        }
+        out
+    }
+}
+
+/// perfpilot: the detector, forecaster, recommender and coordinator cores wired as in
+/// the Kafka pipeline, fed the services' metrics every minute.
+pub struct Perfpilot {
+    detector: Detector,
+    forecaster: Forecaster,
+    recommender: Recommender,
+    coordinator: Coordinator,
+    offset: i64,
+    /// Decisions by verdict.
+    pub verdicts: BTreeMap<Verdict, u64>,
+    /// Recommendations by recommender.
+    pub recommenders: BTreeMap<String, u64>,
+}
+
+impl Perfpilot {
+    /// The cores with the given configuration.
+    pub fn new(config: &Config) -> Result<Self, crate::config::ConfigError> {
+        Ok(Perfpilot {
+            detector: Detector::new(config.detector.clone())?,
+            forecaster: Forecaster::new(config.forecaster.clone())?,
+            recommender: Recommender::new(config.policies.clone()),
+            coordinator: Coordinator::new(config.coordinator.clone(), config.policies.clone())?,
+            offset: 0,
+            verdicts: BTreeMap::new(),
+            recommenders: BTreeMap::new(),
+        })
+    }
+}
+
+impl Autoscaler for Perfpilot {
+    fn name(&self) -> &'static str {
+        "perfpilot"
+    }
+
+    fn step(&mut self, now_ms: i64, samples: &[(&str, Sample)]) -> Vec<(String, u32)> {
+        let mut insights = Vec::new();
+        for (name, s) in samples {
+            for (metric, value) in [
+                ("cpu_utilization", s.utilization),
+                ("latency_p99_ms", s.latency_ms),
+                ("replicas", f64::from(s.replicas)),
+            ] {
+                let e = MetricEvent::sample("simulate", name, metric, now_ms, value);
+                if let Some(a) = self.detector.observe(&e, 0) {
+                    insights.push(Insight::Anomaly(a));
+                }
+                if let Some(f) = self.forecaster.observe(&e, 0) {
+                    insights.push(Insight::Forecast(f));
+                }
+            }
+        }
+        let mut decisions = Vec::new();
+        for i in &insights {
+            for rec in self.recommender.observe(i, 0) {
+                *self
+                    .recommenders
+                    .entry(rec.recommender.clone())
+                    .or_default() += 1;
+                self.offset += 1;
+                self.coordinator
+                    .offer(rec, 0, self.offset, now_ms, &mut decisions);
+            }
+        }
+        // The simulation's clock is the coordinator's wall clock too; a second later the
+        // minute's windows are idle and decided (as the 2 s idle flush does live).
+        crate::stage::Stage::tick(&mut self.coordinator, now_ms + 1_000, &mut decisions);
+        let mut out = Vec::new();
+        for d in decisions {
+            *self.verdicts.entry(d.verdict).or_default() += 1;
+            if d.verdict == Verdict::Approved && !d.dry_run && d.resource == REPLICAS {
+                if let Some(v) = d.final_value {
+                    out.push((
+                        d.target,
+                        (v.round().max(0.0) as u32).clamp(MIN_REPLICAS, MAX_REPLICAS),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
