@@ -99,8 +99,10 @@ fn squash(stat: f64, threshold: f64) -> f64 {
     1.0 / (1.0 + (-(stat - threshold) * k).exp())
 }
 
-/// Per-series detector state (compact: `f32` where precision allows).
+/// Per-series detector state (compact: `f32` where precision allows). Fields missing
+/// from an older snapshot start at their defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SeriesDetector {
     model: SeasonalModel,
     /// Running mean |residual| over about 100 points, and over about 10.
@@ -114,6 +116,8 @@ pub struct SeriesDetector {
     slow_level: f64,
     /// Consecutive points the shift statistic has been above half its threshold.
     shift_run: u16,
+    /// Whether the last point's |z| exceeded the tail estimate.
+    exceeded_last: bool,
     last_value: f64,
     flat_run: u16,
     longest_natural_run: u16,
@@ -137,6 +141,7 @@ impl Default for SeriesDetector {
             recent_mean_abs: 0.0,
             slow_level: 0.0,
             shift_run: 0,
+            exceeded_last: false,
             last_value: 0.0,
             flat_run: 0,
             longest_natural_run: 0,
@@ -243,10 +248,17 @@ impl SeriesDetector {
             self.short_abs += young.max(0.1)
                 * (abs.min(8.0 * self.long_abs.max(f32::MIN_POSITIVE)) - self.short_abs);
         }
+        // The tail estimate learns from isolated exceedances only: a run of them is the
+        // model catching up with a level change (often one's own scaling action), not a
+        // heavy tail, and must not blunt the detector for hours.
         let az = z.abs() as f32;
         let q_rate = 0.2f32;
-        self.tail_q += q_rate * if az > self.tail_q { 0.999 } else { -0.001 };
-        self.tail_q = self.tail_q.max(0.0);
+        let exceeded = az > self.tail_q;
+        if !(exceeded && self.exceeded_last) {
+            self.tail_q += q_rate * if exceeded { 0.999 } else { -0.001 };
+            self.tail_q = self.tail_q.max(0.0);
+        }
+        self.exceeded_last = exceeded;
         // The mean of recent deviations from a slow reference level (each clipped to the
         // normal range, so one spike is not a shift), against its own usual size. The
         // reference moves at 0.05 per point, slower than the model, so a small shift

@@ -113,6 +113,9 @@ struct SeriesState {
     detector: SeriesDetector,
     in_episode: bool,
     quiet_run: u32,
+    /// Largest |z| of the open episode.
+    #[serde(default)]
+    episode_peak_z: f64,
 }
 
 impl Partitioned for SeriesState {
@@ -149,6 +152,10 @@ pub struct Scored {
     /// The anomaly, when the point opened an episode.
     pub anomaly: Option<Anomaly>,
 }
+
+/// Inside an episode, a point whose |z| exceeds this many times the episode's largest
+/// so far is reported as a new anomaly.
+const ESCALATION: f64 = 2.0;
 
 /// The detector stage core.
 #[derive(Debug)]
@@ -219,6 +226,7 @@ impl Detector {
                 state.quiet_run += 1;
                 if state.quiet_run >= cfg.quiet_points {
                     state.in_episode = false;
+                    state.episode_peak_z = 0.0;
                 }
             }
             return Scored {
@@ -227,7 +235,11 @@ impl Detector {
             };
         }
         state.quiet_run = 0;
-        if state.in_episode {
+        // Inside an episode, only an escalation is news: a deviation more than twice the
+        // largest of the episode so far (a spike on top of a shift, say).
+        let escalated = p.z.abs() > ESCALATION * state.episode_peak_z && p.scores[0] >= 0.5;
+        if state.in_episode && !escalated {
+            state.episode_peak_z = state.episode_peak_z.max(p.z.abs());
             counters.suppressed += 1;
             return Scored {
                 point: Some(p),
@@ -235,6 +247,7 @@ impl Detector {
             };
         }
         state.in_episode = true;
+        state.episode_peak_z = state.episode_peak_z.max(p.z.abs());
         Scored {
             point: Some(p),
             anomaly: Some(anomaly(e, &p, state.detector.model().seasonal_strength())),
