@@ -36,6 +36,10 @@ recommendation_ttl_secs = 900
 [targets.checkout]
 min_replicas = 2
 
+[targets.search]                # pinned: its proposals meet the bounds rule
+min_replicas = 3
+max_replicas = 3
+
 [detector]
 warmup_points = 30
 ignore_metrics = ["replicas"]   # changed by the pipeline itself

@@ -303,14 +303,21 @@ impl PoolState {
             if let Some((_, last, _)) = state.approved {
                 let cooldown = policy.cooldown_ms(rec.kind);
                 if rec.created_ms < last + cooldown {
+                    let since = if rec.created_ms >= last {
+                        format!(
+                            "changed {} s before it was made",
+                            (rec.created_ms - last) / 1000
+                        )
+                    } else {
+                        "changed after it was made".to_string()
+                    };
                     out.push(reject(
                         Verdict::Rejected,
                         "cooldown",
                         format!(
-                            "{} {} changed {} s ago; the {} cooldown of {} s has {} s to run",
+                            "{} {} {since}; the {} cooldown of {} s had {} s to run",
                             rec.target,
                             rec.resource,
-                            (rec.created_ms - last) / 1000,
                             rec.kind.as_str(),
                             cooldown / 1000,
                             (last + cooldown - rec.created_ms) / 1000
@@ -556,17 +563,22 @@ impl PoolState {
             } else {
                 format!(" ({})", c.notes.join("; "))
             };
+            // "scale out checkout from 2 to 4 replicas", "raise api cpu_millicores from
+            // 500 to 750 millicores".
+            let what = if key.1 == unit || key.1 == REPLICAS {
+                key.0.clone()
+            } else {
+                format!("{} {}", key.0, key.1)
+            };
             let mut d = decided(
                 &c,
                 Verdict::Approved,
                 rule,
                 format!(
-                    "{} {} {} from {} to {}{notes}: {}",
+                    "{} {what} from {} to {}{notes}: {}",
                     c.rec.kind.as_str().replace('_', " "),
-                    key.0,
-                    key.1,
-                    show(c.current, &unit),
-                    show(c.final_value, &unit),
+                    show(c.current, ""),
+                    show(c.final_value, if unit.is_empty() { &key.1 } else { &unit }),
                     c.rec.reason
                 ),
             );
