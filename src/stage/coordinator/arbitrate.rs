@@ -326,6 +326,20 @@ impl PoolState {
                     continue;
                 }
             }
+            if !useful(rec.kind, current, rec.proposed) {
+                out.push(reject(
+                    Verdict::Rejected,
+                    "noop",
+                    format!(
+                        "{} already has {} {} (proposed {}): nothing to do",
+                        rec.target,
+                        show(current, ""),
+                        rec.resource,
+                        show(rec.proposed, "")
+                    ),
+                ));
+                continue;
+            }
             let (final_value, notes) = limited(policy, &rec, current);
             if !useful(rec.kind, current, final_value) {
                 let (lo, hi) = policy.bounds(&rec.resource);

@@ -12,6 +12,7 @@
 //! | `deny`          | REJECTED | a deny rule matches, or allow rules exist and none matches |
 //! | `freeze`        | DEFERRED | the pool is in a freeze (maintenance) window |
 //! | `cooldown`      | REJECTED | the resource changed less than the kind's cooldown ago |
+//! | `noop`          | REJECTED | the resource is already at (or past) the proposal |
 //! | `bounds`        | REJECTED | step limits and min/max leave nothing to do in that direction |
 //! | `stabilization` | DEFERRED | a removal that a higher proposal of the stabilization window holds back |
 //! | `conflict`      | REJECTED | a removal while the window holds an addition for the same resource (safety first) |

@@ -140,6 +140,11 @@ fn arbitration_table_covers_every_rule() {
             vec![("a", Rejected, "bounds")],
         ),
         case(
+            "noop: already where the proposal wants it",
+            vec![rec("a", "t", ScaleIn, 2.0, 3.0, 0)],
+            vec![("a", Rejected, "noop")],
+        ),
+        case(
             "bounds: already at min",
             vec![rec("a", "t", ScaleIn, 1.0, 0.0, 0)],
             vec![("a", Rejected, "bounds")],
