@@ -125,7 +125,18 @@ pub struct Coordinator {
     seen: HashSet<String>,
     seen_order: VecDeque<String>,
     duplicates: u64,
+    /// Decisions made, by verdict (in `Verdict` order).
+    decided: [u64; 5],
 }
+
+/// Counter names of the decisions by verdict, in `Verdict` order.
+const DECIDED: [&str; 5] = [
+    "decided_approved",
+    "decided_merged",
+    "decided_deferred",
+    "decided_rejected",
+    "decided_expired",
+];
 
 impl Coordinator {
     /// A coordinator with validated settings.
@@ -144,7 +155,14 @@ impl Coordinator {
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             duplicates: 0,
+            decided: [0; 5],
         })
+    }
+
+    fn count(&mut self, decisions: &[Decision]) {
+        for d in decisions {
+            self.decided[d.verdict as usize] += 1;
+        }
     }
 
     /// Redelivered recommendations that were recognised and skipped.
@@ -171,6 +189,7 @@ impl Coordinator {
         now_ms: i64,
         out: &mut Vec<Decision>,
     ) {
+        let before = out.len();
         if self.seen.contains(&rec.id) {
             self.duplicates += 1;
             return;
@@ -190,6 +209,7 @@ impl Coordinator {
         if pool.pending.len() >= self.rules.cfg.max_pending {
             pool.decide(&self.rules, None, out);
         }
+        self.count(&out[before..]);
     }
 }
 
@@ -206,12 +226,14 @@ impl Stage for Coordinator {
     }
 
     fn tick(&mut self, now_ms: i64, out: &mut Vec<Decision>) {
+        let before = out.len();
         let idle = self.rules.cfg.idle_flush_ms as i64;
         for pool in self.pools.values_mut() {
             if !pool.pending.is_empty() && now_ms - pool.last_input_wall_ms >= idle {
                 pool.decide(&self.rules, None, out);
             }
         }
+        self.count(&out[before..]);
     }
 
     fn partitions_revoked(&mut self, partitions: &[i32]) {
@@ -242,7 +264,9 @@ impl Stage for Coordinator {
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
-        vec![("redelivered_skipped", self.duplicates)]
+        let mut c = vec![("redelivered_skipped", self.duplicates)];
+        c.extend(DECIDED.iter().copied().zip(self.decided));
+        c
     }
 }
 

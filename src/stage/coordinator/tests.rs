@@ -552,6 +552,12 @@ fn held_offsets_and_redelivery() {
         "a redelivered recommendation is not decided twice"
     );
     assert_eq!(c.duplicates(), 1);
+    let counters: std::collections::HashMap<_, _> = c.counters().into_iter().collect();
+    assert_eq!(
+        (counters["decided_approved"], counters["decided_merged"]),
+        (1, 1)
+    );
+    assert_eq!(counters["redelivered_skipped"], 1);
 }
 
 #[test]
