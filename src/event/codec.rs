@@ -55,11 +55,21 @@ pub trait AvroRecord: Serialize + DeserializeOwned + Sized {
     const SCHEMA_JSON: &'static str;
     /// The parsed schema and its header.
     fn schema_info() -> &'static SchemaInfo;
+    /// A hand-written reader of the binary body, for records on the hot path; `None`
+    /// means the generic apache-avro path.
+    fn read_body(_body: &[u8]) -> Option<Result<Self, String>> {
+        None
+    }
 }
 
 macro_rules! avro_record {
-    ($ty:ty, $name:literal) => {
+    ($ty:ty, $name:literal $(, read = $reader:path)?) => {
         impl AvroRecord for $ty {
+            $(
+                fn read_body(body: &[u8]) -> Option<Result<Self, String>> {
+                    Some($reader(body))
+                }
+            )?
             const NAME: &'static str = $name;
             const SCHEMA_JSON: &'static str = include_str!(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -80,7 +90,11 @@ macro_rules! avro_record {
     };
 }
 
-avro_record!(MetricEvent, "MetricEvent");
+avro_record!(
+    MetricEvent,
+    "MetricEvent",
+    read = super::binary::read_metric_event
+);
 avro_record!(Anomaly, "Anomaly");
 avro_record!(Forecast, "Forecast");
 avro_record!(Recommendation, "Recommendation");
@@ -189,6 +203,9 @@ fn decode_body<T: AvroRecord>(body: &[u8]) -> Result<T, DecodeError> {
         record: T::NAME,
         detail,
     };
+    if let Some(read) = T::read_body(body) {
+        return read.map_err(bad);
+    }
     let mut reader = body;
     let value = apache_avro::from_avro_datum(&info.schema, &mut reader, None)
         .map_err(|e| bad(e.to_string()))?;

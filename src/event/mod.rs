@@ -4,6 +4,7 @@
 //! from them); the types here follow them field by field, and `tests/schemas.rs` fails
 //! if the two drift apart.
 
+mod binary;
 mod codec;
 mod validate;
 
