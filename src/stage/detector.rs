@@ -33,6 +33,9 @@ pub struct DetectorConfig {
     pub quiet_points: u32,
     /// Most series tracked per instance; further series are refused and counted. Default 100 000.
     pub max_series: usize,
+    /// A series silent for this long (event time) is evicted. 0 keeps series for ever.
+    /// Default 21 600 s (6 h).
+    pub series_ttl_secs: u64,
     /// Level smoothing of the expectation model. Default 0.3.
     pub alpha: f64,
     /// Trend smoothing of the expectation model. Default 0.02.
@@ -54,6 +57,7 @@ impl Default for DetectorConfig {
             allowed_lateness_secs: 60,
             quiet_points: 3,
             max_series: 100_000,
+            series_ttl_secs: 21_600,
             alpha: p.model.alpha,
             beta: p.model.beta,
             ignore_metrics: Vec::new(),
@@ -172,7 +176,7 @@ impl Detector {
         cfg.check()?;
         Ok(Detector {
             params: cfg.params(),
-            series: SeriesTable::new(cfg.max_series),
+            series: SeriesTable::new(cfg.max_series, (cfg.series_ttl_secs * 1000) as i64),
             cfg,
             counters: DetectorCounters::default(),
         })
@@ -200,7 +204,8 @@ impl Detector {
             counters.ignored += 1;
             return Scored::default();
         }
-        let Some(state) = series.get_or_create(&e.target, &e.metric, &e.labels) else {
+        let Some(state) = series.get_or_create(&e.target, &e.metric, &e.labels, e.timestamp_ms)
+        else {
             counters.series_refused += 1;
             return Scored::default();
         };
@@ -344,6 +349,7 @@ impl Stage for Detector {
             ("late_scored", c.late_scored),
             ("duplicates_dropped", c.duplicates),
             ("series_refused", c.series_refused),
+            ("series_evicted", self.series.evicted()),
             ("suppressed_in_episode", c.suppressed),
             ("ignored_metric", c.ignored),
         ]

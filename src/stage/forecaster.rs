@@ -36,6 +36,9 @@ pub struct ForecasterConfig {
     pub interval_level: f64,
     /// Most series tracked per instance. Default 100 000.
     pub max_series: usize,
+    /// A series silent for this long (event time) is evicted. 0 keeps series for ever.
+    /// Default 21 600 s (6 h).
+    pub series_ttl_secs: u64,
     /// Points are held back this long (event time) so that one arriving out of order
     /// within it is learnt in its place; older ones are dropped and counted. 0 learns
     /// each point on arrival. Default 60 s.
@@ -58,6 +61,7 @@ impl Default for ForecasterConfig {
             warmup_points: 10,
             interval_level: 0.9,
             max_series: 100_000,
+            series_ttl_secs: 21_600,
             allowed_lateness_secs: 60,
             thresholds: Default::default(),
         }
@@ -147,7 +151,7 @@ impl Forecaster {
         Ok(Forecaster {
             z: z_for_level(cfg.interval_level),
             params: cfg.params(),
-            series: SeriesTable::new(cfg.max_series),
+            series: SeriesTable::new(cfg.max_series, (cfg.series_ttl_secs * 1000) as i64),
             cfg,
             late: 0,
             refused: 0,
@@ -156,7 +160,10 @@ impl Forecaster {
 
     /// Updates the series of `e`; returns a forecast when one is due.
     pub fn observe(&mut self, e: &MetricEvent, partition: i32) -> Option<Forecast> {
-        let Some(s) = self.series.get_or_create(&e.target, &e.metric, &e.labels) else {
+        let Some(s) = self
+            .series
+            .get_or_create(&e.target, &e.metric, &e.labels, e.timestamp_ms)
+        else {
             self.refused += 1;
             return None;
         };
@@ -292,6 +299,7 @@ impl Stage for Forecaster {
         vec![
             ("late_or_duplicate_dropped", self.late),
             ("series_refused", self.refused),
+            ("series_evicted", self.series.evicted()),
         ]
     }
 }

@@ -2,6 +2,11 @@
 //! once per event without allocating, bounded in size, and snapshotted, restored and
 //! dropped per partition.
 //!
+//! Bounded: at most `max` series. A series not seen for `ttl` of event time (measured
+//! against the newest event seen) is idle and evicted — in a sweep once per quarter of
+//! the TTL, and whenever a new series finds the table full — so departed pods and
+//! renamed series do not hold memory for ever. Evictions are counted.
+//!
 //! The key of an event is written into a reusable buffer and looked up by reference
 //! (`entry_ref`): only a series seen for the first time allocates its key. The hasher is
 //! foldhash, several times cheaper than SipHash on short keys; its seed is random per
@@ -16,19 +21,62 @@ use serde::{de::DeserializeOwned, Serialize};
 /// Per-series states, keyed by [`super::series_key`], holding at most `max` series.
 #[derive(Debug)]
 pub struct SeriesTable<S> {
-    map: HashMap<String, S>,
+    map: HashMap<String, Slot<S>>,
     scratch: String,
     max: usize,
+    ttl_ms: i64,
+    newest_ms: i64,
+    last_sweep_ms: i64,
+    evicted: u64,
+}
+
+/// `seen_ms` of a series restored before the table saw any event.
+const RESTORED: i64 = i64::MIN;
+
+/// A series' state and the newest event time it was seen at.
+#[derive(Debug)]
+struct Slot<S> {
+    state: S,
+    seen_ms: i64,
 }
 
 impl<S> SeriesTable<S> {
-    /// An empty table that refuses series beyond `max`.
-    pub fn new(max: usize) -> Self {
+    /// An empty table that holds at most `max` series and evicts those idle for
+    /// longer than `ttl_ms` of event time (0: never).
+    pub fn new(max: usize, ttl_ms: i64) -> Self {
         SeriesTable {
             map: HashMap::new(),
             scratch: String::new(),
             max,
+            ttl_ms,
+            newest_ms: i64::MIN,
+            last_sweep_ms: i64::MIN,
+            evicted: 0,
         }
+    }
+
+    /// Series evicted for being idle, so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Drops the series idle for longer than the TTL.
+    fn sweep(&mut self) {
+        if self.ttl_ms <= 0 || self.newest_ms == i64::MIN {
+            return;
+        }
+        self.last_sweep_ms = self.newest_ms;
+        let horizon = self.newest_ms.saturating_sub(self.ttl_ms);
+        let before = self.map.len();
+        let newest = self.newest_ms;
+        self.map.retain(|_, slot| {
+            if slot.seen_ms == RESTORED {
+                // Restored before any event was seen: its age starts now.
+                slot.seen_ms = newest;
+            }
+            slot.seen_ms >= horizon
+        });
+        self.evicted += (before - self.map.len()) as u64;
     }
 
     /// Series held.
@@ -41,24 +89,47 @@ impl<S> SeriesTable<S> {
         self.map.is_empty()
     }
 
-    /// The state of the series of (target, metric, labels), created at its default when
-    /// new. `None` when the series is new and the table is full.
-    pub fn get_or_create(&mut self, target: &str, metric: &str, labels: &Labels) -> Option<&mut S>
+    /// The state of the series of (target, metric, labels) for an event at `event_ms`,
+    /// created at its default when new. `None` when the series is new and the table is
+    /// full even after evicting idle series.
+    pub fn get_or_create(
+        &mut self,
+        target: &str,
+        metric: &str,
+        labels: &Labels,
+        event_ms: i64,
+    ) -> Option<&mut S>
     where
         S: Default,
     {
-        super::write_series_key(&mut self.scratch, target, metric, labels);
-        let full = self.map.len() >= self.max;
-        match self.map.entry_ref(self.scratch.as_str()) {
-            EntryRef::Occupied(o) => Some(o.into_mut()),
-            EntryRef::Vacant(_) if full => None,
-            EntryRef::Vacant(v) => Some(v.insert(S::default())),
+        self.newest_ms = self.newest_ms.max(event_ms);
+        if self.ttl_ms > 0 && self.newest_ms >= self.last_sweep_ms.saturating_add(self.ttl_ms / 4) {
+            self.sweep();
         }
+        super::write_series_key(&mut self.scratch, target, metric, labels);
+        if self.map.len() >= self.max
+            && !self.map.contains_key(self.scratch.as_str())
+            && self.newest_ms > self.last_sweep_ms
+        {
+            // Full: make room from idle series (at most one sweep per newest event time).
+            self.sweep();
+        }
+        let full = self.map.len() >= self.max;
+        let slot = match self.map.entry_ref(self.scratch.as_str()) {
+            EntryRef::Occupied(o) => o.into_mut(),
+            EntryRef::Vacant(_) if full => return None,
+            EntryRef::Vacant(v) => v.insert(Slot {
+                state: S::default(),
+                seen_ms: event_ms,
+            }),
+        };
+        slot.seen_ms = slot.seen_ms.max(event_ms);
+        Some(&mut slot.state)
     }
 
     /// The state of a series by its key.
     pub fn get(&self, key: &str) -> Option<&S> {
-        self.map.get(key)
+        self.map.get(key).map(|slot| &slot.state)
     }
 }
 
@@ -70,8 +141,8 @@ impl<S: Partitioned> SeriesTable<S> {
     {
         self.map
             .iter()
-            .filter(|(_, s)| s.partition() == partition)
-            .filter_map(|(k, s)| encode(s).map(|b| (k.clone(), b)))
+            .filter(|(_, slot)| slot.state.partition() == partition)
+            .filter_map(|(k, slot)| encode(&slot.state).map(|b| (k.clone(), b)))
             .collect()
     }
 
@@ -86,13 +157,20 @@ impl<S: Partitioned> SeriesTable<S> {
         if self.map.len() >= self.max && !self.map.contains_key(key) {
             return Err(RestoreError::Full { max: self.max });
         }
-        self.map.insert(key.to_string(), state);
+        // A restored series counts as seen now: it gets a full TTL to show up again.
+        let seen_ms = if self.newest_ms == i64::MIN {
+            RESTORED
+        } else {
+            self.newest_ms
+        };
+        self.map.insert(key.to_string(), Slot { state, seen_ms });
         Ok(())
     }
 
     /// Drops the state of every series of the revoked partitions.
     pub fn drop_partitions(&mut self, revoked: &[i32]) {
-        self.map.retain(|_, s| !revoked.contains(&s.partition()));
+        self.map
+            .retain(|_, slot| !revoked.contains(&slot.state.partition()));
     }
 }
 
@@ -119,18 +197,18 @@ mod tests {
 
     #[test]
     fn one_state_per_series_bounded_and_per_partition() {
-        let mut t: SeriesTable<Count> = SeriesTable::new(2);
+        let mut t: SeriesTable<Count> = SeriesTable::new(2, 0);
         let mut a = Labels::new();
         a.insert("path".into(), "/a".into());
         let b = Labels::new();
         for _ in 0..3 {
-            t.get_or_create("svc", "latency", &a).unwrap().n += 1;
+            t.get_or_create("svc", "latency", &a, 0).unwrap().n += 1;
         }
-        let s = t.get_or_create("svc", "latency", &b).unwrap();
+        let s = t.get_or_create("svc", "latency", &b, 0).unwrap();
         s.n += 1;
         s.partition = 1;
         assert_eq!(t.len(), 2);
-        assert!(t.get_or_create("svc", "cpu", &b).is_none(), "full");
+        assert!(t.get_or_create("svc", "cpu", &b, 0).is_none(), "full");
         assert_eq!(
             t.get(&crate::stage::series_key("svc", "latency", &a))
                 .map(|s| s.n),
@@ -147,5 +225,37 @@ mod tests {
             t.restore(1, "another", &snap[0].1),
             Err(RestoreError::Full { max: 2 })
         ));
+    }
+
+    #[test]
+    fn idle_series_are_evicted_to_make_room_and_by_age() {
+        let labels = Labels::new();
+        let mut t: SeriesTable<Count> = SeriesTable::new(2, 100);
+        t.get_or_create("a", "m", &labels, 0).unwrap();
+        t.get_or_create("b", "m", &labels, 20).unwrap();
+        t.get_or_create("b", "m", &labels, 90).unwrap();
+        // Full; "a" has been idle for 110 > 100 when "c" comes at 110: it makes room.
+        assert!(t.get_or_create("c", "m", &labels, 110).is_some());
+        assert_eq!((t.len(), t.evicted()), (2, 1));
+        assert!(t
+            .get(&crate::stage::series_key("a", "m", &labels))
+            .is_none());
+        // Nothing idle: a new series is refused.
+        assert!(t.get_or_create("d", "m", &labels, 120).is_none());
+        // Sweeps by age, without pressure, once per quarter TTL.
+        let mut u: SeriesTable<Count> = SeriesTable::new(100, 100);
+        for i in 0..10 {
+            u.get_or_create(&format!("s{i}"), "m", &labels, 0).unwrap();
+        }
+        for ts in (0..=200).step_by(10) {
+            u.get_or_create("alive", "m", &labels, ts).unwrap();
+        }
+        assert_eq!((u.len(), u.evicted()), (1, 10));
+        // A series restored into a fresh table is not evicted by the first event's sweep.
+        let snap = u.snapshot_partition(0);
+        let mut v: SeriesTable<Count> = SeriesTable::new(100, 100);
+        v.restore(0, &snap[0].0, &snap[0].1).unwrap();
+        v.get_or_create("other", "m", &labels, 1_000_000).unwrap();
+        assert_eq!((v.len(), v.evicted()), (2, 0));
     }
 }
