@@ -32,6 +32,7 @@
 
 pub mod agent;
 pub mod analytics;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;

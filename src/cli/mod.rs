@@ -2,6 +2,7 @@
 //! parses and calls [`run`]; errors become exit codes here, at the binary's edge.
 
 mod agent;
+mod bench;
 mod produce;
 mod replay;
 mod simulate;
@@ -82,6 +83,9 @@ pub enum Command {
     /// trace with daily cycles, weekends, bursts and slow growth drives them. Prints
     /// SLO-violation minutes, average slack, cost, changes and flip-flops per policy.
     Simulate(simulate::SimulateArgs),
+    /// Measure: throughput of the metric stages against a no-op relay on a Kafka cluster
+    /// (`bench throughput`), and memory per series of the cores (`bench memory`).
+    Bench(bench::BenchArgs),
     /// Manage perfpilot's topics.
     #[command(subcommand)]
     Topics(TopicsCommand),
@@ -192,6 +196,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => agent::run(args).await,
         Command::Replay(args) => replay::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Bench(args) => bench::run(args).await,
         Command::Tail(args) => tail::run(args).await,
         Command::Topics(TopicsCommand::Create(args)) => {
             let created = crate::runtime::topics::create_all(

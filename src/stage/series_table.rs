@@ -21,7 +21,10 @@ use serde::{de::DeserializeOwned, Serialize};
 /// Per-series states, keyed by [`super::series_key`], holding at most `max` series.
 #[derive(Debug)]
 pub struct SeriesTable<S> {
-    map: HashMap<String, Slot<S>>,
+    /// Boxed: a hash table keeps spare buckets (up to half of them at a million
+    /// series), and an inline state of several hundred bytes in each would double the
+    /// memory per series; a spare bucket of pointers costs 32 bytes.
+    map: HashMap<String, Box<Slot<S>>>,
     scratch: String,
     max: usize,
     ttl_ms: i64,
@@ -118,10 +121,10 @@ impl<S> SeriesTable<S> {
         let slot = match self.map.entry_ref(self.scratch.as_str()) {
             EntryRef::Occupied(o) => o.into_mut(),
             EntryRef::Vacant(_) if full => return None,
-            EntryRef::Vacant(v) => v.insert(Slot {
+            EntryRef::Vacant(v) => v.insert(Box::new(Slot {
                 state: S::default(),
                 seen_ms: event_ms,
-            }),
+            })),
         };
         slot.seen_ms = slot.seen_ms.max(event_ms);
         Some(&mut slot.state)
@@ -163,7 +166,8 @@ impl<S: Partitioned> SeriesTable<S> {
         } else {
             self.newest_ms
         };
-        self.map.insert(key.to_string(), Slot { state, seen_ms });
+        self.map
+            .insert(key.to_string(), Box::new(Slot { state, seen_ms }));
         Ok(())
     }
 

@@ -1,0 +1,136 @@
+//! `perfpilot bench`: throughput against a no-op relay on a Kafka cluster, and memory
+//! per series.
+
+use super::KafkaArgs;
+use crate::bench::{memory, throughput};
+use crate::config::Config;
+use crate::runtime::Topics;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Events/s of the detector and forecaster against a no-op relay (consume → produce
+    /// unchanged through the same runner), all over the same events on the same broker
+    /// in one run; also CPU seconds per million events.
+    Throughput {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Events to publish and read.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Series they belong to.
+        #[arg(long, default_value_t = 10_000)]
+        series: u64,
+        /// Partitions of the bench's topics.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// Longest a stage may take to read everything.
+        #[arg(long, default_value = "300s", value_parser = super::parse_duration)]
+        timeout: Duration,
+        /// Configuration file ([detector] and [forecaster] apply).
+        #[arg(long, env = "PERFPILOT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Resident memory per active series of the detector and of the forecaster, each
+    /// measured in a fresh process, at the given series counts.
+    Memory {
+        /// Series counts.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        series: Vec<usize>,
+        /// Internal: measure one core at one size in this process and print the result.
+        #[arg(long, hide = true, value_name = "CORE:SERIES")]
+        one: Option<String>,
+    },
+}
+
+pub(super) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    match args.what {
+        BenchCommand::Memory { series, one } => memory_cmd(series, one),
+        BenchCommand::Throughput {
+            kafka,
+            events,
+            series,
+            partitions,
+            timeout,
+            config,
+        } => {
+            let config = Config::load(config.as_deref())?;
+            {
+                let options = kafka.options();
+                let topics = Topics::with_prefix(format!(
+                    "{}bench-{}.",
+                    kafka.topic_prefix,
+                    crate::runtime::now_ms()
+                ));
+                crate::runtime::topics::create_all(&options, &topics, partitions, 1).await?;
+                println!(
+                    "{events} events of {series} series on {} ({partitions} partitions, topics {}*)",
+                    kafka.bootstrap_servers, topics.prefix
+                );
+                let results =
+                    throughput::run(&options, &topics, &config, events, series, timeout).await?;
+                let relay = results[0].rate();
+                println!(
+                    "\n{:<12} {:>12} {:>10} {:>16}",
+                    "stage", "events/s", "of relay", "CPU s / 1M ev"
+                );
+                for r in &results {
+                    println!(
+                        "{:<12} {:>12.0} {:>9.0}% {:>16.2}",
+                        r.stage,
+                        r.rate(),
+                        100.0 * r.rate() / relay,
+                        r.cpu_per_million()
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+}
+
+fn memory_cmd(series: Vec<usize>, one: Option<String>) -> anyhow::Result<ExitCode> {
+    if let Some(spec) = one {
+        let (core, n) = spec
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--one wants CORE:SERIES"))?;
+        let n: usize = n.parse()?;
+        let (per_series, base) = memory::measure(core, n)
+            .ok_or_else(|| anyhow::anyhow!("cannot measure {core} here (needs /proc)"))?;
+        println!("{per_series:.1} {base}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let exe = std::env::current_exe()?;
+    println!(
+        "{:<10} {:>10} {:>16} {:>12}",
+        "core", "series", "bytes / series", "base RSS MB"
+    );
+    for core in memory::CORES {
+        for &n in &series {
+            let out = std::process::Command::new(&exe)
+                .args(["bench", "memory", "--one", &format!("{core}:{n}")])
+                .output()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut it = text.split_whitespace();
+            let (Some(per), Some(base)) = (it.next(), it.next()) else {
+                anyhow::bail!(
+                    "measuring {core} at {n} series failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            let base_mb = base.parse::<f64>().unwrap_or(0.0) / 1e6;
+            println!("{core:<10} {n:>10} {per:>16} {base_mb:>12.1}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

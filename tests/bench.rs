@@ -1,0 +1,81 @@
+//! `perfpilot bench`: the throughput harness reads every event through the relay and
+//! both metric stages (embedded broker always, real Kafka when configured), and the
+//! memory measurement keeps a series of each core within 1 KiB.
+
+mod common;
+
+use common::TestCluster;
+use perfpilot::bench::throughput;
+use perfpilot::config::Config;
+use std::process::Command;
+use std::time::Duration;
+
+async fn harness_reads_everything(cluster: TestCluster) {
+    let results = throughput::run(
+        &cluster.kafka,
+        &cluster.topics,
+        &Config::default(),
+        3_000,
+        300,
+        Duration::from_secs(90),
+    )
+    .await
+    .unwrap();
+    let stages: Vec<&str> = results.iter().map(|r| r.stage).collect();
+    assert_eq!(stages, ["relay", "detector", "forecaster"]);
+    for r in &results {
+        assert_eq!(r.events, 3_000, "[{}] {r:?}", cluster.kind);
+        assert!(
+            r.rate() > 0.0 && r.seconds > 0.0,
+            "[{}] {r:?}",
+            cluster.kind
+        );
+    }
+    eprintln!("[{}] {results:?}", cluster.kind);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throughput_harness_embedded() {
+    harness_reads_everything(TestCluster::embedded("bench", 2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throughput_harness_real_kafka() {
+    if let Some(c) = TestCluster::real("bench", 2).await {
+        harness_reads_everything(c).await;
+    }
+}
+
+#[test]
+fn memory_per_series_stays_within_a_kibibyte() {
+    if !cfg!(target_os = "linux") {
+        eprintln!("SKIPPED memory_per_series: needs /proc");
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_perfpilot"))
+        .args(["bench", "memory", "--series", "20000"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<(String, f64)> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.first()?.to_string(), f.get(2)?.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    for (core, bytes) in rows {
+        // Debug builds carry the same state; the allocator's overhead is what varies.
+        assert!(
+            bytes > 200.0 && bytes <= 1024.0,
+            "{core}: {bytes} bytes per series\n{text}"
+        );
+    }
+}
