@@ -39,6 +39,27 @@ pub struct Draft {
 }
 
 impl Draft {
+    /// A draft of `kind` on `resource` by `recommender`, its other fields empty (to be
+    /// filled with struct update syntax).
+    pub fn blank(kind: ActionKind, resource: &str, unit: &str, recommender: &'static str) -> Self {
+        Draft {
+            kind,
+            resource: resource.to_string(),
+            unit: unit.to_string(),
+            current: 0.0,
+            proposed: 0.0,
+            recommender,
+            confidence: 0.0,
+            priority: 0,
+            reason: String::new(),
+            expected_effect: String::new(),
+            expected_benefit: 0.0,
+            cost_delta_per_hour: 0.0,
+            evidence: Vec::new(),
+            created_ms: 0,
+        }
+    }
+
     /// The recommendation, with a stable id: the same inputs always give the same id.
     pub fn finish(self, target: &str, pool: String, policy: &TargetPolicy) -> Recommendation {
         let refs: Vec<&[u8]> = self.evidence.iter().map(|e| e.ref_id.as_bytes()).collect();

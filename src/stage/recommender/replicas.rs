@@ -23,20 +23,9 @@ fn hpa(current: f64, observed: f64, goal: f64) -> f64 {
 
 fn draft(kind: ActionKind, current: f64, proposed: f64, recommender: &'static str) -> Draft {
     Draft {
-        kind,
-        resource: REPLICAS.into(),
-        unit: "replicas".into(),
         current,
         proposed,
-        recommender,
-        confidence: 0.0,
-        priority: 0,
-        reason: String::new(),
-        expected_effect: String::new(),
-        expected_benefit: 0.0,
-        cost_delta_per_hour: 0.0,
-        evidence: Vec::new(),
-        created_ms: 0,
+        ..Draft::blank(kind, REPLICAS, "replicas", recommender)
     }
 }
 

@@ -16,25 +16,6 @@ const SATURATION: f64 = 0.95;
 /// How long a saturation signal keeps raising the sized value.
 const SATURATION_MEMORY_MS: i64 = 3_600_000;
 
-fn blank(kind: ActionKind, resource: &str, unit: &str, recommender: &'static str) -> Draft {
-    Draft {
-        kind,
-        resource: resource.to_string(),
-        unit: unit.to_string(),
-        current: 0.0,
-        proposed: 0.0,
-        recommender,
-        confidence: 0.0,
-        priority: 0,
-        reason: String::new(),
-        expected_effect: String::new(),
-        expected_benefit: 0.0,
-        cost_delta_per_hour: 0.0,
-        evidence: Vec::new(),
-        created_ms: 0,
-    }
-}
-
 /// A forecast of one of the target's metrics.
 pub(super) fn on_forecast(
     state: &mut TargetState,
@@ -67,7 +48,7 @@ pub(super) fn on_forecast(
                 detail: format!("crossing at {} (model {})", w.eta_ms, f.model),
             }],
             created_ms: f.generated_at_ms,
-            ..blank(ActionKind::CapacityWarning, &f.metric, "", "capacity")
+            ..Draft::blank(ActionKind::CapacityWarning, &f.metric, "", "capacity")
         });
     }
     resources(state, policy, f, out);
@@ -171,7 +152,7 @@ fn resources(state: &mut TargetState, policy: &TargetPolicy, f: &Forecast, out: 
                 ),
             }],
             created_ms: now,
-            ..blank(kind, name, &r.unit, "usage_histogram")
+            ..Draft::blank(kind, name, &r.unit, "usage_histogram")
         });
     }
 }
@@ -221,7 +202,7 @@ fn tunables(state: &mut TargetState, policy: &TargetPolicy, f: &Forecast, out: &
                 ),
             }],
             created_ms: f.generated_at_ms,
-            ..blank(ActionKind::Tune, name, "", "tuner")
+            ..Draft::blank(ActionKind::Tune, name, "", "tuner")
         });
     }
 }
