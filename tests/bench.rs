@@ -79,3 +79,17 @@ fn memory_per_series_stays_within_a_kibibyte() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_harness_times_every_spike_embedded() {
+    let c = TestCluster::embedded("latency", 2);
+    let l = perfpilot::bench::latency::run(&c.kafka, &c.topics, &Config::default(), 2_000, 50, 50)
+        .await
+        .unwrap();
+    assert_eq!(l.sent, 10, "{l:?}");
+    assert_eq!(l.measured, l.sent, "every spike's anomaly arrived: {l:?}");
+    assert!(
+        l.p50 > 0.0 && l.p50 <= l.p95 && l.p95 <= l.p99 && l.p99 <= l.max,
+        "{l:?}"
+    );
+}

@@ -7,6 +7,7 @@
 //! - `memory`: resident memory per active series of the detector and forecaster cores at
 //!   10 k, 100 k and 1 M series, and the process's base RSS.
 
+pub mod latency;
 pub mod memory;
 pub mod process;
 pub mod relay;

@@ -41,6 +41,25 @@ enum BenchCommand {
         #[arg(long, env = "PERFPILOT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Produce → anomaly latency percentiles of the detector stage at a fixed offered
+    /// load: spikes are injected after the warm-up and timed from the producer to the
+    /// anomalies topic.
+    Latency {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Offered load, events per second (e.g. half the peak `bench throughput` shows).
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+        /// Series; one round sends one event of each.
+        #[arg(long, default_value_t = 2_000)]
+        series: u64,
+        /// Rounds (simulated minutes); the first warm-up + 10 carry no spike.
+        #[arg(long, default_value_t = 120)]
+        rounds: u64,
+        /// Partitions of the bench's topics.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+    },
     /// Resident memory per active series of the detector and of the forecaster, each
     /// measured in a fresh process, at the given series counts.
     Memory {
@@ -56,6 +75,39 @@ enum BenchCommand {
 pub(super) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.what {
         BenchCommand::Memory { series, one } => memory_cmd(series, one),
+        BenchCommand::Latency {
+            kafka,
+            rate,
+            series,
+            rounds,
+            partitions,
+        } => {
+            let options = kafka.options();
+            let topics = Topics::with_prefix(format!(
+                "{}bench-{}.",
+                kafka.topic_prefix,
+                crate::runtime::now_ms()
+            ));
+            crate::runtime::topics::create_all(&options, &topics, partitions, 1).await?;
+            let l = crate::bench::latency::run(
+                &options,
+                &topics,
+                &Config::default(),
+                rate,
+                series,
+                rounds,
+            )
+            .await?;
+            println!(
+                "produce → anomaly at {rate} events/s offered ({series} series, {rounds} rounds): {} of {} spikes measured",
+                l.measured, l.sent
+            );
+            println!(
+                "p50 {:.1} ms   p95 {:.1} ms   p99 {:.1} ms   max {:.1} ms",
+                l.p50, l.p95, l.p99, l.max
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Throughput {
             kafka,
             events,
