@@ -32,12 +32,14 @@ mod tests {
         }
         let rss = rss_bytes().unwrap();
         assert!(rss > 1_000_000, "{rss}");
+        // Spin for 300 ms of wall time: the CPU clock (10 ms ticks) must move with it.
         let before = cpu_seconds().unwrap();
+        let start = std::time::Instant::now();
         let mut x = 0u64;
-        for i in 0..50_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
+        while start.elapsed() < std::time::Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
         }
-        std::hint::black_box(x);
-        assert!(cpu_seconds().unwrap() >= before);
+        let spent = cpu_seconds().unwrap() - before;
+        assert!(spent >= 0.1, "{spent} CPU seconds in 300 ms of spinning");
     }
 }

@@ -59,6 +59,9 @@ enum BenchCommand {
         /// Partitions of the bench's topics.
         #[arg(long, default_value_t = 4)]
         partitions: i32,
+        /// Configuration file ([detector] applies).
+        #[arg(long, env = "PERFPILOT_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Resident memory per active series of the detector and of the forecaster, each
     /// measured in a fresh process, at the given series counts.
@@ -81,23 +84,12 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             series,
             rounds,
             partitions,
+            config,
         } => {
-            let options = kafka.options();
-            let topics = Topics::with_prefix(format!(
-                "{}bench-{}.",
-                kafka.topic_prefix,
-                crate::runtime::now_ms()
-            ));
-            crate::runtime::topics::create_all(&options, &topics, partitions, 1).await?;
-            let l = crate::bench::latency::run(
-                &options,
-                &topics,
-                &Config::default(),
-                rate,
-                series,
-                rounds,
-            )
-            .await?;
+            let config = Config::load(config.as_deref())?;
+            let (options, topics) = bench_topics(&kafka, partitions).await?;
+            let l = crate::bench::latency::run(&options, &topics, &config, rate, series, rounds)
+                .await?;
             println!(
                 "produce → anomaly at {rate} events/s offered ({series} series, {rounds} rounds): {} of {} spikes measured",
                 l.measured, l.sent
@@ -118,13 +110,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         } => {
             let config = Config::load(config.as_deref())?;
             {
-                let options = kafka.options();
-                let topics = Topics::with_prefix(format!(
-                    "{}bench-{}.",
-                    kafka.topic_prefix,
-                    crate::runtime::now_ms()
-                ));
-                crate::runtime::topics::create_all(&options, &topics, partitions, 1).await?;
+                let (options, topics) = bench_topics(&kafka, partitions).await?;
                 println!(
                     "{events} events of {series} series on {} ({partitions} partitions, topics {}*)",
                     kafka.bootstrap_servers, topics.prefix
@@ -149,6 +135,21 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// Client options and a fresh set of topics (`<prefix>bench-<ms>.`) for one bench run.
+async fn bench_topics(
+    kafka: &KafkaArgs,
+    partitions: i32,
+) -> anyhow::Result<(crate::runtime::KafkaOptions, Topics)> {
+    let options = kafka.options();
+    let topics = Topics::with_prefix(format!(
+        "{}bench-{}.",
+        kafka.topic_prefix,
+        crate::runtime::now_ms()
+    ));
+    crate::runtime::topics::create_all(&options, &topics, partitions, 1).await?;
+    Ok((options, topics))
 }
 
 fn memory_cmd(series: Vec<usize>, one: Option<String>) -> anyhow::Result<ExitCode> {

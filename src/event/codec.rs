@@ -203,19 +203,22 @@ fn decode_body<T: AvroRecord>(body: &[u8]) -> Result<T, DecodeError> {
         record: T::NAME,
         detail,
     };
-    if let Some(read) = T::read_body(body) {
-        return read.map_err(bad);
+    match T::read_body(body) {
+        Some(read) => read.map_err(bad),
+        None => read_generic(&info.schema, body).map_err(bad),
     }
+}
+
+/// The generic apache-avro path: the body into a `Value` tree, then into `T`. (The
+/// hand-written readers are tested against it.)
+pub(crate) fn read_generic<T: AvroRecord>(schema: &Schema, body: &[u8]) -> Result<T, String> {
     let mut reader = body;
-    let value = apache_avro::from_avro_datum(&info.schema, &mut reader, None)
-        .map_err(|e| bad(e.to_string()))?;
+    let value =
+        apache_avro::from_avro_datum(schema, &mut reader, None).map_err(|e| e.to_string())?;
     if !reader.is_empty() {
-        return Err(bad(format!(
-            "{} trailing bytes after the record",
-            reader.len()
-        )));
+        return Err(format!("{} trailing bytes after the record", reader.len()));
     }
-    apache_avro::from_value::<T>(&value).map_err(|e| bad(e.to_string()))
+    apache_avro::from_value::<T>(&value).map_err(|e| e.to_string())
 }
 
 /// Decodes single-object encoded bytes into `T`, checking marker and fingerprint.

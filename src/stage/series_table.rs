@@ -110,9 +110,10 @@ impl<S> SeriesTable<S> {
             self.sweep();
         }
         super::write_series_key(&mut self.scratch, target, metric, labels);
+        // (The extra lookup runs only when full and event time moved since the last sweep.)
         if self.map.len() >= self.max
-            && !self.map.contains_key(self.scratch.as_str())
             && self.newest_ms > self.last_sweep_ms
+            && !self.map.contains_key(self.scratch.as_str())
         {
             // Full: make room from idle series (at most one sweep per newest event time).
             self.sweep();
