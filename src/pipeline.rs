@@ -35,7 +35,7 @@ impl StageKind {
         format!("{}{}", topics.prefix, self.as_str())
     }
 
-    /// Runner settings: inputs, output, dead letters, group.
+    /// Runner settings: inputs, output, dead letters, state changelog, group.
     pub fn runner_config(self, topics: &Topics, group_id: Option<String>) -> RunnerConfig {
         let (inputs, output) = match self {
             StageKind::Detector => (vec![topics.metrics()], topics.anomalies()),
@@ -46,12 +46,15 @@ impl StageKind {
             ),
             StageKind::Coordinator => (vec![topics.recommendations()], topics.decisions()),
         };
-        RunnerConfig::new(
+        let mut cfg = RunnerConfig::new(
             group_id.unwrap_or_else(|| self.default_group(topics)),
             inputs,
             output,
             topics.deadletter(),
-        )
+        );
+        // Used by the stages that keep per-key state (the runner asks the core).
+        cfg.state_topic = Some(topics.state(self.as_str()));
+        cfg
     }
 }
 

@@ -28,9 +28,19 @@ pub const BATCHES: &str = "perfpilot_batches_total";
 pub const CORE_EVENTS: &str = "perfpilot_core_events";
 /// Times the producer queue was full and the stage waited (labels: stage).
 pub const BACKPRESSURE_WAITS: &str = "perfpilot_backpressure_waits_total";
+/// Time to restore assigned partitions from the state changelog (labels: stage).
+pub const RESTORE_SECONDS: &str = "perfpilot_state_restore_seconds";
+/// Keys restored from the state changelog (labels: stage).
+pub const RESTORED_KEYS: &str = "perfpilot_state_restored_keys_total";
+/// Changelog records that could not be restored; the key started cold (labels: stage).
+pub const RESTORE_UNUSABLE: &str = "perfpilot_state_unusable_total";
+/// State records written to the changelog, tombstones included (labels: stage).
+pub const STATE_WRITES: &str = "perfpilot_state_writes_total";
+/// Transactions aborted in exactly-once mode; their inputs are re-read (labels: stage).
+pub const TXN_ABORTS: &str = "perfpilot_transactions_aborted_total";
 
 /// Every exported metric with its help text (for the README and `/metrics` HELP lines).
-pub const ALL: [(&str, &str); 12] = [
+pub const ALL: [(&str, &str); 17] = [
     (RECORDS_IN, "records consumed by a stage"),
     (RECORDS_OUT, "records produced by a stage"),
     (
@@ -60,6 +70,23 @@ pub const ALL: [(&str, &str); 12] = [
     (
         BACKPRESSURE_WAITS,
         "times the producer queue was full and the stage waited",
+    ),
+    (
+        RESTORE_SECONDS,
+        "time to restore assigned partitions from the state changelog",
+    ),
+    (RESTORED_KEYS, "keys restored from the state changelog"),
+    (
+        RESTORE_UNUSABLE,
+        "changelog records that could not be restored (the key started cold)",
+    ),
+    (
+        STATE_WRITES,
+        "state records written to the changelog, tombstones included",
+    ),
+    (
+        TXN_ABORTS,
+        "transactions aborted in exactly-once mode (their inputs are re-read)",
     ),
 ];
 
@@ -191,4 +218,26 @@ pub fn core_counters(stage: &'static str, counters: &[(&'static str, u64)]) {
 /// The producer queue was full.
 pub fn backpressure(stage: &'static str) {
     counter!(BACKPRESSURE_WAITS, "stage" => stage).increment(1);
+}
+
+/// A restore from the state changelog.
+pub fn restore(stage: &'static str, seconds: f64, restored: u64, unusable: u64) {
+    histogram!(RESTORE_SECONDS, "stage" => stage).record(seconds);
+    counter!(RESTORED_KEYS, "stage" => stage).increment(restored);
+    counter!(RESTORE_UNUSABLE, "stage" => stage).increment(unusable);
+}
+
+/// State records written to the changelog.
+pub fn state_writes(stage: &'static str, n: u64) {
+    counter!(STATE_WRITES, "stage" => stage).increment(n);
+}
+
+/// An aborted transaction.
+pub fn transaction_aborted(stage: &'static str, error: &str) {
+    counter!(TXN_ABORTS, "stage" => stage).increment(1);
+    tracing::warn!(
+        stage,
+        error,
+        "transaction aborted; its inputs are re-read from the last commit"
+    );
 }

@@ -53,7 +53,7 @@ fn memory_per_series_stays_within_a_kibibyte() {
         return;
     }
     let out = Command::new(env!("CARGO_BIN_EXE_perfpilot"))
-        .args(["bench", "memory", "--series", "20000"])
+        .args(["bench", "memory", "--series", "50000"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -3,7 +3,7 @@
 use super::{maybe_serve_metrics, parse_duration, KafkaArgs, StageKind};
 use crate::config::Config;
 use crate::pipeline::run_kind;
-use crate::runtime::Shutdown;
+use crate::runtime::{Guarantee, Shutdown};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +36,25 @@ pub struct RunArgs {
     /// Metric events further than this in the future are dead-lettered.
     #[arg(long, default_value = "1day", value_parser = parse_duration)]
     max_future: Duration,
+    /// at-least-once: nothing lost, a crash may repeat the outputs since the last commit.
+    /// exactly-once: outputs, state and offsets commit in one Kafka transaction; read the
+    /// outputs with isolation.level=read_committed.
+    #[arg(long, value_enum, default_value_t = Guarantee::AtLeastOnce, env = "PERFPILOT_PROCESSING_GUARANTEE")]
+    processing_guarantee: Guarantee,
+    /// Time between commits and state checkpoints [default: 5s at-least-once, 100ms
+    /// exactly-once]. Longer: fewer state writes, more to re-read after a crash (and,
+    /// exactly-once, later visibility of outputs).
+    #[arg(long, value_parser = parse_duration)]
+    commit_interval: Option<Duration>,
+    /// A stable name for this instance (a StatefulSet pod name, say). Exactly-once uses
+    /// it in the transactional id, so a restarted instance fences its predecessor at once.
+    /// Default: <hostname>-<pid>. Two live instances must not share it.
+    #[arg(long, env = "PERFPILOT_INSTANCE_ID")]
+    instance_id: Option<String>,
+    /// Longest the restore of newly assigned partitions from the state changelog may take
+    /// before the stage goes on with what it read.
+    #[arg(long, default_value = "5min", value_parser = parse_duration)]
+    restore_timeout: Duration,
 }
 
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -46,19 +65,31 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     runner.max_batch = args.max_batch.max(1);
     runner.shutdown_deadline = args.shutdown_timeout;
     runner.limits.max_future_ms = args.max_future.as_millis() as i64;
+    runner.guarantee = args.processing_guarantee;
+    runner.commit_interval = args
+        .commit_interval
+        .unwrap_or_else(|| args.processing_guarantee.default_commit_interval());
+    if let Some(id) = args.instance_id {
+        anyhow::ensure!(!id.trim().is_empty(), "--instance-id must not be empty");
+        runner.instance_id = id;
+    }
+    runner.restore_timeout = args.restore_timeout;
     tracing::info!(properties = ?kafka.redacted_properties(), "kafka client properties");
     maybe_serve_metrics(args.metrics_addr);
     let shutdown = Shutdown::new();
     tokio::spawn(shutdown.clone().on_signals());
     let report = run_kind(args.stage, &config, &kafka, runner, shutdown).await?;
     eprintln!(
-        "{}: consumed {}, processed {}, dead-lettered {}, produced {}, commits {}",
+        "{}: consumed {}, processed {}, dead-lettered {}, produced {}, commits {}, state writes {}, keys restored {}, aborts {}",
         args.stage.as_str(),
         report.consumed,
         report.processed,
         report.dead_lettered,
         report.produced,
-        report.commits
+        report.commits,
+        report.state_writes,
+        report.restored_keys,
+        report.aborts
     );
     Ok(if report.clean_shutdown {
         ExitCode::SUCCESS

@@ -8,7 +8,7 @@ pub mod shutdown;
 pub mod topics;
 
 pub use kafka::KafkaOptions;
-pub use runner::{run_stage, Progress, RunReport, RunnerConfig, RuntimeError};
+pub use runner::{run_stage, Guarantee, Progress, RunReport, RunnerConfig, RuntimeError};
 pub use shutdown::Shutdown;
 pub use topics::Topics;
 

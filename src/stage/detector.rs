@@ -4,7 +4,7 @@
 
 use super::series_table::SeriesTable;
 use super::snapshot::{Partitioned, RestoreError};
-use super::{RecordMeta, Stage};
+use super::{RecordMeta, Stage, StateChange};
 use crate::analytics::detect::{DetectParams, PointScore, SeriesDetector};
 use crate::analytics::seasonal::SeasonalParams;
 use crate::config::ConfigError;
@@ -340,6 +340,18 @@ impl Stage for Detector {
 
     fn restore(&mut self, partition: i32, key: &str, bytes: &[u8]) -> Result<(), RestoreError> {
         self.series.restore(partition, key, bytes)
+    }
+
+    fn has_state(&self) -> bool {
+        true
+    }
+
+    fn take_state_changes(&mut self, out: &mut Vec<StateChange>) {
+        self.series.take_changes(out);
+    }
+
+    fn forget(&mut self, _partition: i32, key: &str) {
+        self.series.forget(key);
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

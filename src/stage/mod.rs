@@ -142,6 +142,18 @@ fn any_name(r: &AnyRecord) -> &'static str {
     }
 }
 
+/// A change of one key's state, for a stage's changelog: its new snapshot, or `None`
+/// when the key was removed (a tombstone, so compaction forgets it too).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateChange {
+    /// Input partition the key belongs to; the changelog is co-partitioned.
+    pub partition: i32,
+    /// The key (a series key, say).
+    pub key: String,
+    /// Versioned snapshot ([`snapshot::encode`]), or `None` for a removal.
+    pub bytes: Option<Vec<u8>>,
+}
+
 /// An output record and the Kafka key that partitions it.
 pub trait Keyed {
     /// The partitioning key.
@@ -208,6 +220,19 @@ pub trait Stage: Send + 'static {
     fn snapshot(&self, _partition: i32) -> Vec<(String, Vec<u8>)> {
         Vec::new()
     }
+
+    /// True when the core keeps per-key state worth a changelog: the runner then
+    /// checkpoints [`Stage::take_state_changes`] and restores assigned partitions.
+    fn has_state(&self) -> bool {
+        false
+    }
+
+    /// The state of every key changed since the last call (any partition), and
+    /// tombstones for keys removed since; they count as written afterwards.
+    fn take_state_changes(&mut self, _out: &mut Vec<StateChange>) {}
+
+    /// Forgets one key of `partition` (a tombstone met while restoring).
+    fn forget(&mut self, _partition: i32, _key: &str) {}
 
     /// Restores one key of `partition` from a snapshot. An error leaves the key cold;
     /// the caller counts it and goes on.

@@ -31,16 +31,52 @@ pub struct SeriesTable<S> {
     newest_ms: i64,
     last_sweep_ms: i64,
     evicted: u64,
+    /// Keys evicted since the last [`SeriesTable::take_changes`], for changelog
+    /// tombstones; at most [`MAX_PENDING_REMOVALS`].
+    removed: Vec<(i32, String)>,
 }
+
+/// Most evicted keys remembered for tombstones between two checkpoints. Beyond it a
+/// tombstone is skipped: the key's last state stays in the changelog and is evicted
+/// again, by its TTL, after the next restore.
+pub const MAX_PENDING_REMOVALS: usize = 100_000;
 
 /// `seen_ms` of a series restored before the table saw any event.
 const RESTORED: i64 = i64::MIN;
 
-/// A series' state and the newest event time it was seen at.
+/// A series' state, the newest event time it was seen at, and whether it changed
+/// since the last checkpoint — that flag in the lowest bit of the time (a millisecond
+/// does not matter to a TTL of hours; a separate `bool` would cost 8 bytes per series
+/// in padding).
 #[derive(Debug)]
 struct Slot<S> {
     state: S,
-    seen_ms: i64,
+    seen_and_dirty: i64,
+}
+
+impl<S> Slot<S> {
+    fn new(state: S, seen_ms: i64, dirty: bool) -> Self {
+        Slot {
+            state,
+            seen_and_dirty: (seen_ms & !1) | i64::from(dirty),
+        }
+    }
+    fn seen_ms(&self) -> i64 {
+        self.seen_and_dirty & !1
+    }
+    fn dirty(&self) -> bool {
+        self.seen_and_dirty & 1 == 1
+    }
+    /// Seen at `event_ms` and changed.
+    fn touch(&mut self, event_ms: i64) {
+        self.seen_and_dirty = (self.seen_ms().max(event_ms) & !1) | 1;
+    }
+    fn set_seen(&mut self, seen_ms: i64) {
+        self.seen_and_dirty = (seen_ms & !1) | (self.seen_and_dirty & 1);
+    }
+    fn clean(&mut self) {
+        self.seen_and_dirty &= !1;
+    }
 }
 
 impl<S> SeriesTable<S> {
@@ -55,6 +91,7 @@ impl<S> SeriesTable<S> {
             newest_ms: i64::MIN,
             last_sweep_ms: i64::MIN,
             evicted: 0,
+            removed: Vec::new(),
         }
     }
 
@@ -64,7 +101,10 @@ impl<S> SeriesTable<S> {
     }
 
     /// Drops the series idle for longer than the TTL.
-    fn sweep(&mut self) {
+    fn sweep(&mut self)
+    where
+        S: Partitioned,
+    {
         if self.ttl_ms <= 0 || self.newest_ms == i64::MIN {
             return;
         }
@@ -72,12 +112,17 @@ impl<S> SeriesTable<S> {
         let horizon = self.newest_ms.saturating_sub(self.ttl_ms);
         let before = self.map.len();
         let newest = self.newest_ms;
-        self.map.retain(|_, slot| {
-            if slot.seen_ms == RESTORED {
+        let removed = &mut self.removed;
+        self.map.retain(|key, slot| {
+            if slot.seen_ms() == RESTORED {
                 // Restored before any event was seen: its age starts now.
-                slot.seen_ms = newest;
+                slot.set_seen(newest);
             }
-            slot.seen_ms >= horizon
+            let keep = slot.seen_ms() >= horizon;
+            if !keep && removed.len() < MAX_PENDING_REMOVALS {
+                removed.push((slot.state.partition(), key.clone()));
+            }
+            keep
         });
         self.evicted += (before - self.map.len()) as u64;
     }
@@ -103,7 +148,7 @@ impl<S> SeriesTable<S> {
         event_ms: i64,
     ) -> Option<&mut S>
     where
-        S: Default,
+        S: Default + Partitioned,
     {
         self.newest_ms = self.newest_ms.max(event_ms);
         if self.ttl_ms > 0 && self.newest_ms >= self.last_sweep_ms.saturating_add(self.ttl_ms / 4) {
@@ -122,12 +167,9 @@ impl<S> SeriesTable<S> {
         let slot = match self.map.entry_ref(self.scratch.as_str()) {
             EntryRef::Occupied(o) => o.into_mut(),
             EntryRef::Vacant(_) if full => return None,
-            EntryRef::Vacant(v) => v.insert(Box::new(Slot {
-                state: S::default(),
-                seen_ms: event_ms,
-            })),
+            EntryRef::Vacant(v) => v.insert(Box::new(Slot::new(S::default(), event_ms, true))),
         };
-        slot.seen_ms = slot.seen_ms.max(event_ms);
+        slot.touch(event_ms);
         Some(&mut slot.state)
     }
 
@@ -168,14 +210,46 @@ impl<S: Partitioned> SeriesTable<S> {
             self.newest_ms
         };
         self.map
-            .insert(key.to_string(), Box::new(Slot { state, seen_ms }));
+            .insert(key.to_string(), Box::new(Slot::new(state, seen_ms, false)));
         Ok(())
+    }
+
+    /// Forgets one series (its changelog entry was a tombstone).
+    pub fn forget(&mut self, key: &str) {
+        self.map.remove(key);
+    }
+
+    /// Appends the state of every series changed since the last call, and a tombstone
+    /// for every series evicted since, to `out`; marks them clean. A state that cannot
+    /// be encoded is skipped and stays dirty (counted by the caller as not written).
+    pub fn take_changes(&mut self, out: &mut Vec<super::StateChange>)
+    where
+        S: Serialize,
+    {
+        for (key, slot) in self.map.iter_mut().filter(|(_, s)| s.dirty()) {
+            if let Some(bytes) = encode(&slot.state) {
+                slot.clean();
+                out.push(super::StateChange {
+                    partition: slot.state.partition(),
+                    key: key.clone(),
+                    bytes: Some(bytes),
+                });
+            }
+        }
+        for (partition, key) in self.removed.drain(..) {
+            out.push(super::StateChange {
+                partition,
+                key,
+                bytes: None,
+            });
+        }
     }
 
     /// Drops the state of every series of the revoked partitions.
     pub fn drop_partitions(&mut self, revoked: &[i32]) {
         self.map
             .retain(|_, slot| !revoked.contains(&slot.state.partition()));
+        self.removed.retain(|(p, _)| !revoked.contains(p));
     }
 }
 
@@ -230,6 +304,50 @@ mod tests {
             t.restore(1, "another", &snap[0].1),
             Err(RestoreError::Full { max: 2 })
         ));
+    }
+
+    #[test]
+    fn changes_are_taken_once_and_evictions_become_tombstones() {
+        let labels = Labels::new();
+        let mut t: SeriesTable<Count> = SeriesTable::new(10, 100);
+        t.get_or_create("a", "m", &labels, 0).unwrap().n = 1;
+        let b = t.get_or_create("b", "m", &labels, 1).unwrap();
+        b.partition = 2;
+        let mut out = Vec::new();
+        t.take_changes(&mut out);
+        out.sort_by(|x, y| x.key.cmp(&y.key));
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[0].partition, out[1].partition), (0, 2));
+        assert_eq!(
+            decode::<Count>(out[0].bytes.as_deref().unwrap()).unwrap().n,
+            1
+        );
+        // Nothing changed since: nothing to write.
+        out.clear();
+        t.take_changes(&mut out);
+        assert!(out.is_empty());
+        // "b" is touched; "a" ages out (its tombstone goes to partition 0).
+        for ts in [60, 120, 180] {
+            t.get_or_create("b", "m", &labels, ts).unwrap();
+        }
+        t.take_changes(&mut out);
+        let a_key = crate::stage::series_key("a", "m", &labels);
+        let b_key = crate::stage::series_key("b", "m", &labels);
+        assert!(out.contains(&crate::stage::StateChange {
+            partition: 0,
+            key: a_key.clone(),
+            bytes: None
+        }));
+        assert!(out.iter().any(|c| c.key == b_key && c.bytes.is_some()));
+        assert_eq!(out.len(), 2);
+        // A restored series is clean; forgetting removes it.
+        let bytes = encode(&Count { n: 7, partition: 0 }).unwrap();
+        t.restore(3, "r", &bytes).unwrap();
+        out.clear();
+        t.take_changes(&mut out);
+        assert!(out.is_empty());
+        t.forget("r");
+        assert!(t.get("r").is_none());
     }
 
     #[test]

@@ -1,0 +1,690 @@
+//! The runner's state and everything done under its lock: decoding, the core's
+//! processing, sends, checkpoints, commits, transactions, and what happens when
+//! partitions come and go.
+//!
+//! The rebalance callbacks of the consumer need the same state as the loop (a revoke
+//! must checkpoint and commit before the partitions move), so it lives behind one
+//! mutex. The loop never holds the lock while it waits for the consumer, so a callback
+//! always finds it free.
+
+use super::restore::StateRestorer;
+use super::{Guarantee, RunReport, RunnerConfig, RuntimeError};
+use crate::event::{encode, DeadLetter};
+use crate::runtime::now_ms;
+use crate::stage::{Keyed, RecordMeta, Rejection, Stage, StageInput, StateChange};
+use crate::telemetry;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// What an in-flight send carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Output,
+    DeadLetter,
+    State,
+}
+
+/// An offset about to be committed: ((topic, partition), offset).
+type PlannedOffset = ((String, i32), i64);
+
+/// Longest a commit, a flush or a transaction call may block.
+const KAFKA_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(super) struct Core<S: Stage> {
+    pub(super) stage: S,
+    pub(super) cfg: RunnerConfig,
+    pub(super) name: &'static str,
+    producer: FutureProducer,
+    restorer: Option<StateRestorer>,
+    outputs: Vec<S::Output>,
+    changes: Vec<StateChange>,
+    inflight: Vec<(DeliveryFuture, Sent)>,
+    /// Offset after the last record read, per (topic, partition), for assigned partitions.
+    read_upto: HashMap<(String, i32), i64>,
+    committed: HashMap<(String, i32), i64>,
+    /// Input partitions assigned, by topic.
+    assignment: Vec<(String, i32)>,
+    /// Partitions revoked after a successful checkpoint and commit whose state is kept
+    /// until the next assignment, in case they come back (eager rebalancing revokes
+    /// everything, then hands most of it back).
+    parked: BTreeSet<i32>,
+    /// An exactly-once transaction is open.
+    txn_open: bool,
+    /// A failure seen inside a rebalance callback, returned by the loop.
+    pub(super) failure: Option<RuntimeError>,
+    pub(super) report: RunReport,
+}
+
+impl<S: Stage> Core<S> {
+    pub(super) fn new(
+        stage: S,
+        cfg: RunnerConfig,
+        producer: FutureProducer,
+        restorer: Option<StateRestorer>,
+    ) -> Self {
+        Core {
+            name: stage.name(),
+            stage,
+            cfg,
+            producer,
+            restorer,
+            outputs: Vec::new(),
+            changes: Vec::new(),
+            inflight: Vec::new(),
+            read_upto: HashMap::new(),
+            committed: HashMap::new(),
+            assignment: Vec::new(),
+            parked: BTreeSet::new(),
+            txn_open: false,
+            failure: None,
+            report: RunReport::default(),
+        }
+    }
+
+    fn exactly_once(&self) -> bool {
+        self.cfg.guarantee == Guarantee::ExactlyOnce
+    }
+
+    /// Opens a transaction if none is (exactly-once only).
+    fn ensure_txn(&mut self) -> Result<(), RuntimeError> {
+        if self.exactly_once() && !self.txn_open {
+            self.producer
+                .begin_transaction()
+                .map_err(RuntimeError::Transaction)?;
+            self.txn_open = true;
+        }
+        Ok(())
+    }
+
+    /// Handles one record from the consumer. `Ok(false)` when the consumer reported an
+    /// error instead (the caller backs off).
+    pub(super) fn handle(
+        &mut self,
+        m: Result<BorrowedMessage<'_>, KafkaError>,
+    ) -> Result<bool, RuntimeError> {
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                // Consumer errors are reported by librdkafka and retried internally.
+                tracing::warn!(stage = self.name, error = %e, "consumer error");
+                return Ok(false);
+            }
+        };
+        self.ensure_txn()?;
+        self.report.consumed += 1;
+        self.cfg.progress.consumed.fetch_add(1, Ordering::Relaxed);
+        telemetry::records_in(self.name, 1);
+        let now = now_ms();
+        let meta = RecordMeta {
+            partition: m.partition(),
+            offset: m.offset(),
+            now_ms: now,
+        };
+        let payload = m.payload().unwrap_or(&[]);
+        let decoded = if payload.is_empty() {
+            Err(Rejection {
+                reason: "truncated",
+                detail: "record has no value".into(),
+            })
+        } else {
+            S::Input::from_bytes(payload, now, &self.cfg.limits)
+        };
+        match decoded {
+            Ok(input) => {
+                telemetry::event_time_lag(self.name, (now - input.event_time_ms()) as f64 / 1000.0);
+                let started = Instant::now();
+                self.stage.process(input, &meta, &mut self.outputs);
+                telemetry::processing_time(self.name, started.elapsed().as_secs_f64());
+                self.report.processed += 1;
+                self.send_outputs()?;
+            }
+            Err(rej) => self.dead_letter(&m, rej, now)?,
+        }
+        match self
+            .read_upto
+            .get_mut(&(m.topic(), m.partition()) as &dyn TopicKey)
+        {
+            Some(upto) => *upto = m.offset() + 1,
+            None => {
+                self.read_upto
+                    .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+            }
+        }
+        Ok(true)
+    }
+
+    fn dead_letter(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        rej: Rejection,
+        now: i64,
+    ) -> Result<(), RuntimeError> {
+        telemetry::dead_lettered(
+            self.name,
+            rej.reason,
+            m.topic(),
+            m.partition(),
+            m.offset(),
+            &rej.detail,
+        );
+        self.report.dead_lettered += 1;
+        self.cfg
+            .progress
+            .dead_lettered
+            .fetch_add(1, Ordering::Relaxed);
+        *self
+            .report
+            .dead_letter_reasons
+            .entry(rej.reason.to_string())
+            .or_default() += 1;
+        let dl = DeadLetter {
+            stage: self.name.to_string(),
+            reason: rej.reason.to_string(),
+            detail: rej.detail,
+            source_topic: m.topic().to_string(),
+            source_partition: m.partition(),
+            source_offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            dead_lettered_ms: now,
+        };
+        // A dead letter is built from plain bytes and strings: encoding cannot fail
+        // unless the schema itself is broken, which the schema tests rule out.
+        match encode(&dl) {
+            Ok(bytes) => {
+                let topic = self.cfg.deadletter_topic.clone();
+                self.send(&topic, None, m.key(), &bytes, Sent::DeadLetter)
+            }
+            Err(e) => {
+                tracing::error!(stage = self.name, error = %e, "cannot encode a dead letter");
+                Ok(())
+            }
+        }
+    }
+
+    fn send_outputs(&mut self) -> Result<(), RuntimeError> {
+        if self.outputs.is_empty() {
+            return Ok(());
+        }
+        let topic = self.cfg.output_topic.clone();
+        let outputs = std::mem::take(&mut self.outputs);
+        for out in &outputs {
+            match encode(out) {
+                Ok(bytes) => self.send(
+                    &topic,
+                    None,
+                    Some(out.key().as_bytes()),
+                    &bytes,
+                    Sent::Output,
+                )?,
+                Err(e) => {
+                    tracing::error!(stage = self.name, error = %e, "cannot encode an output; it is dropped")
+                }
+            }
+        }
+        // Keep the buffer's capacity for the next record.
+        self.outputs = outputs;
+        self.outputs.clear();
+        Ok(())
+    }
+
+    /// Sends one record; `payload` `None` is a tombstone.
+    fn send_raw(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        what: Sent,
+    ) -> Result<(), RuntimeError> {
+        loop {
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic);
+            if let Some(p) = payload {
+                record = record.payload(p);
+            }
+            if let Some(k) = key {
+                record = record.key(k);
+            }
+            if let Some(p) = partition {
+                record = record.partition(p);
+            }
+            match self.producer.send_result(record) {
+                Ok(fut) => {
+                    self.inflight.push((fut, what));
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    // Backpressure: settle what was delivered, give the producer's
+                    // thread a moment, retry.
+                    telemetry::backpressure(self.name);
+                    self.settle()?;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err((source, _)) => {
+                    return Err(RuntimeError::Delivery {
+                        topic: topic.to_string(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    fn send(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        what: Sent,
+    ) -> Result<(), RuntimeError> {
+        self.send_raw(topic, partition, key, Some(payload), what)
+    }
+
+    /// Runs the core's timer and sends what it emitted.
+    pub(super) fn tick(&mut self) -> Result<(), RuntimeError> {
+        self.stage.tick(now_ms(), &mut self.outputs);
+        if !self.outputs.is_empty() {
+            self.ensure_txn()?;
+            self.send_outputs()?;
+        }
+        telemetry::active_series(self.name, self.stage.active_series());
+        telemetry::core_counters(self.name, &self.stage.counters());
+        Ok(())
+    }
+
+    /// Collects the deliveries that completed, without waiting; the first failure is
+    /// returned.
+    pub(super) fn settle(&mut self) -> Result<(), RuntimeError> {
+        let mut failure = None;
+        let mut produced = 0;
+        let mut cx = Context::from_waker(Waker::noop());
+        self.inflight.retain_mut(|(fut, what)| {
+            let outcome = match Pin::new(fut).poll(&mut cx) {
+                Poll::Pending => return true,
+                Poll::Ready(Ok(Ok(_))) => Ok(()),
+                Poll::Ready(Ok(Err((source, _)))) => Err(source),
+                Poll::Ready(Err(_)) => Err(KafkaError::Canceled),
+            };
+            match outcome {
+                Ok(()) if *what == Sent::Output => produced += 1,
+                Ok(()) => {}
+                Err(source) => {
+                    failure.get_or_insert(RuntimeError::Delivery {
+                        topic: match what {
+                            Sent::Output => "the output topic",
+                            Sent::DeadLetter => "the dead-letter topic",
+                            Sent::State => "the state topic",
+                        }
+                        .to_string(),
+                        source,
+                    });
+                }
+            }
+            false
+        });
+        self.report.produced += produced;
+        self.cfg
+            .progress
+            .produced
+            .fetch_add(produced, Ordering::Relaxed);
+        telemetry::records_out(self.name, produced);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until every send so far is acknowledged (or failed).
+    fn flush(&mut self) -> Result<(), RuntimeError> {
+        if !self.inflight.is_empty() {
+            self.producer
+                .flush(KAFKA_CALL_TIMEOUT)
+                .map_err(|source| RuntimeError::Delivery {
+                    topic: self.cfg.output_topic.clone(),
+                    source,
+                })?;
+        }
+        self.settle()?;
+        if self.inflight.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeError::Delivery {
+                topic: self.cfg.output_topic.clone(),
+                source: KafkaError::Canceled,
+            })
+        }
+    }
+
+    /// Sends the state of every key changed since the last checkpoint to its
+    /// changelog partition.
+    fn write_state(&mut self) -> Result<(), RuntimeError> {
+        let Some(topic) = self.restorer.as_ref().map(|r| r.topic().to_string()) else {
+            return Ok(());
+        };
+        self.stage.take_state_changes(&mut self.changes);
+        let changes = std::mem::take(&mut self.changes);
+        for c in &changes {
+            self.send_raw(
+                &topic,
+                Some(c.partition),
+                Some(c.key.as_bytes()),
+                c.bytes.as_deref(),
+                Sent::State,
+            )?;
+        }
+        telemetry::state_writes(self.name, changes.len() as u64);
+        self.report.state_writes += changes.len() as u64;
+        self.changes = changes;
+        self.changes.clear();
+        Ok(())
+    }
+
+    /// Offsets safe to commit, per partition: after the last record read, but never
+    /// past a record the core still holds. Only those that moved.
+    fn offsets_to_commit(&self) -> (TopicPartitionList, Vec<PlannedOffset>) {
+        let mut tpl = TopicPartitionList::new();
+        let mut planned = Vec::new();
+        for ((topic, partition), upto) in &self.read_upto {
+            let safe = match self.stage.held_offset(*partition) {
+                Some(held) => held.min(*upto),
+                None => *upto,
+            };
+            if self.committed.get(&(topic.clone(), *partition)) == Some(&safe) {
+                continue;
+            }
+            if tpl
+                .add_partition_offset(topic, *partition, Offset::Offset(safe))
+                .is_ok()
+            {
+                planned.push(((topic.clone(), *partition), safe));
+            }
+        }
+        (tpl, planned)
+    }
+
+    /// Makes everything read so far durable: at-least-once flushes the outputs, then
+    /// writes the changed state and commits the offsets; exactly-once writes the state
+    /// and commits outputs, state and offsets in one transaction.
+    pub(super) fn commit<C, K>(&mut self, consumer: &K) -> Result<(), RuntimeError>
+    where
+        C: ConsumerContext,
+        K: Consumer<C>,
+    {
+        if self.exactly_once() {
+            return self.commit_transaction(consumer);
+        }
+        // Outputs first: state that is durable implies outputs that are.
+        self.flush()?;
+        self.write_state()?;
+        self.flush()?;
+        let (tpl, planned) = self.offsets_to_commit();
+        if planned.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = consumer.commit(&tpl, CommitMode::Sync);
+        telemetry::commit(self.name, started.elapsed().as_secs_f64(), result.is_ok());
+        match result {
+            Ok(()) => {
+                self.report.commits += 1;
+                self.committed.extend(planned);
+            }
+            // During a rebalance commits fail; the records are re-processed by the next
+            // owner or committed with the next batch.
+            Err(e) => {
+                tracing::warn!(stage = self.name, error = %e, "offset commit failed; will retry with the next batch")
+            }
+        }
+        Ok(())
+    }
+
+    fn commit_transaction<C, K>(&mut self, consumer: &K) -> Result<(), RuntimeError>
+    where
+        C: ConsumerContext,
+        K: Consumer<C>,
+    {
+        if !self.txn_open {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.write_state()?;
+        let (tpl, planned) = self.offsets_to_commit();
+        let result = (|| {
+            if !planned.is_empty() {
+                let Some(cgm) = consumer.group_metadata() else {
+                    return Err(KafkaError::Rebalance(RDKafkaErrorCode::InvalidGroupId));
+                };
+                self.producer
+                    .send_offsets_to_transaction(&tpl, &cgm, KAFKA_CALL_TIMEOUT)?;
+            }
+            self.producer.commit_transaction(KAFKA_CALL_TIMEOUT)
+        })();
+        telemetry::commit(self.name, started.elapsed().as_secs_f64(), result.is_ok());
+        match result {
+            Ok(()) => {
+                self.txn_open = false;
+                self.report.commits += 1;
+                self.committed.extend(planned);
+                self.settle()
+            }
+            Err(e) => self.transaction_failed(consumer, e),
+        }
+    }
+
+    /// A transaction could not commit: fatal errors (this instance was fenced by a
+    /// newer one with the same id) stop the stage; anything else aborts the
+    /// transaction and rewinds every assigned partition to its last commit.
+    fn transaction_failed<C, K>(&mut self, consumer: &K, e: KafkaError) -> Result<(), RuntimeError>
+    where
+        C: ConsumerContext,
+        K: Consumer<C>,
+    {
+        let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
+        if fatal {
+            self.txn_open = false;
+            return Err(RuntimeError::Fenced(e));
+        }
+        telemetry::transaction_aborted(self.name, &e.to_string());
+        self.report.aborts += 1;
+        self.producer
+            .abort_transaction(KAFKA_CALL_TIMEOUT)
+            .map_err(RuntimeError::Transaction)?;
+        self.txn_open = false;
+        self.inflight.clear();
+        self.rewind(consumer);
+        Ok(())
+    }
+
+    /// Throws away what the aborted transaction held: the state of every assigned
+    /// partition is restored from the changelog and reading resumes at the committed
+    /// offsets.
+    fn rewind<C, K>(&mut self, consumer: &K)
+    where
+        C: ConsumerContext,
+        K: Consumer<C>,
+    {
+        let partitions = partition_numbers(self.assignment.iter().map(|(_, p)| *p));
+        self.stage.partitions_revoked(&partitions);
+        self.outputs.clear();
+        if let Some(r) = &self.restorer {
+            r.restore(&mut self.stage, &partitions);
+            // What was just read is the committed state, nothing to write back.
+            self.stage.take_state_changes(&mut self.changes);
+            self.changes.clear();
+        }
+        self.read_upto.clear();
+        let mut tpl = TopicPartitionList::new();
+        for (topic, p) in &self.assignment {
+            let _ = tpl.add_partition(topic, *p);
+        }
+        let committed = consumer.committed_offsets(tpl, KAFKA_CALL_TIMEOUT);
+        let positions: Vec<(String, i32, Offset)> = match &committed {
+            Ok(list) => list
+                .elements()
+                .iter()
+                .map(|e| {
+                    let offset = match e.offset() {
+                        Offset::Offset(o) => Offset::Offset(o),
+                        _ => Offset::Beginning,
+                    };
+                    (e.topic().to_string(), e.partition(), offset)
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!(stage = self.name, error = %e, "cannot read committed offsets after an abort");
+                Vec::new()
+            }
+        };
+        drop(committed);
+        for (topic, p, offset) in positions {
+            if let Err(e) = consumer.seek(&topic, p, offset, KAFKA_CALL_TIMEOUT) {
+                tracing::error!(stage = self.name, topic, partition = p, error = %e, "cannot rewind a partition");
+                self.failure.get_or_insert(RuntimeError::Setup(e));
+            }
+        }
+        self.committed.clear();
+    }
+
+    /// Partitions are about to be revoked: make everything durable while this instance
+    /// still owns them, then keep their state until the next assignment.
+    pub(super) fn on_revoke<C, K>(&mut self, consumer: &K, revoked: &[(String, i32)])
+    where
+        C: ConsumerContext,
+        K: Consumer<C>,
+    {
+        let parts = partition_numbers(revoked.iter().map(|(_, p)| *p));
+        telemetry::rebalance(self.name, "revoked", &parts);
+        let lost = consumer.assignment_lost();
+        let outcome = if lost {
+            Err(RuntimeError::Lost)
+        } else {
+            self.commit(consumer)
+        };
+        let clean = match outcome {
+            Ok(()) => !self.txn_open,
+            Err(RuntimeError::Lost) => {
+                tracing::warn!(stage = self.name, ?parts, "partitions lost (session expired); their state is dropped and their new owner re-reads them");
+                if self.txn_open {
+                    let _ = self.producer.abort_transaction(KAFKA_CALL_TIMEOUT);
+                    self.txn_open = false;
+                    self.inflight.clear();
+                }
+                false
+            }
+            Err(e) => {
+                tracing::error!(stage = self.name, error = %e, "checkpoint on revoke failed; the new owner re-reads from the last commit");
+                self.failure.get_or_insert(e);
+                false
+            }
+        };
+        if clean {
+            self.parked.extend(parts.iter().copied());
+        } else {
+            self.stage.partitions_revoked(&parts);
+        }
+        self.assignment.retain(|tp| !revoked.contains(tp));
+        self.read_upto.retain(|(_, p), _| !parts.contains(p));
+        self.committed.retain(|(_, p), _| !parts.contains(p));
+    }
+
+    /// Partitions were assigned: restore the state of those not kept from before,
+    /// before any of their records is processed.
+    pub(super) fn on_assign(&mut self, assigned: &[(String, i32)]) {
+        let parts = partition_numbers(assigned.iter().map(|(_, p)| *p));
+        telemetry::rebalance(self.name, "assigned", &parts);
+        self.report.assignments += 1;
+        let gone: Vec<i32> = self
+            .parked
+            .iter()
+            .copied()
+            .filter(|p| !parts.contains(p))
+            .collect();
+        if !gone.is_empty() {
+            self.stage.partitions_revoked(&gone);
+        }
+        let fresh: Vec<i32> = parts
+            .iter()
+            .copied()
+            .filter(|p| !self.parked.contains(p))
+            .collect();
+        self.parked.clear();
+        if let Some(r) = &self.restorer {
+            let stats = r.restore(&mut self.stage, &fresh);
+            self.report.restored_keys += stats.restored;
+            self.report.restore_unusable += stats.unusable;
+            self.stage.take_state_changes(&mut self.changes);
+            self.changes.clear();
+        }
+        self.stage.partitions_assigned(&parts);
+        for tp in assigned {
+            if !self.assignment.contains(tp) {
+                self.assignment.push(tp.clone());
+            }
+        }
+    }
+
+    /// Ends the run: outputs, state and offsets made durable.
+    pub(super) fn finish<C, K>(&mut self, consumer: &K) -> Result<(), RuntimeError>
+    where
+        C: ConsumerContext,
+        K: Consumer<C>,
+    {
+        self.commit(consumer)?;
+        self.flush()
+    }
+}
+
+/// Sorted, distinct partition numbers.
+fn partition_numbers(parts: impl Iterator<Item = i32>) -> Vec<i32> {
+    let mut v: Vec<i32> = parts.collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Looks up a `(String, i32)` map by `(&str, i32)` without allocating.
+trait TopicKey {
+    fn key(&self) -> (&str, i32);
+}
+
+impl TopicKey for (String, i32) {
+    fn key(&self) -> (&str, i32) {
+        (&self.0, self.1)
+    }
+}
+
+impl TopicKey for (&str, i32) {
+    fn key(&self) -> (&str, i32) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn TopicKey + 'a> for (String, i32) {
+    fn borrow(&self) -> &(dyn TopicKey + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn TopicKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for dyn TopicKey + '_ {}
+
+impl std::hash::Hash for dyn TopicKey + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}

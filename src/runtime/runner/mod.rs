@@ -1,0 +1,442 @@
+//! The generic stage runner: drives any [`Stage`] core over Kafka, at-least-once (the
+//! default) or exactly-once.
+//!
+//! The loop, per batch:
+//! 1. read up to `max_batch` records (or until `max_batch_wait` has passed);
+//! 2. decode and check each one; hand it to the core, or send it to the dead-letter
+//!    topic with its reason; send every output, keyed;
+//! 3. on `tick_interval`, let the core emit what is due on time alone;
+//! 4. every `commit_interval`, make it durable. At-least-once: wait until the broker
+//!    acknowledged every output, write the state of every key that changed to the
+//!    stage's changelog and wait for that too, then commit, per partition, the offset
+//!    after the last record read (or the lowest offset the core still holds).
+//!    Exactly-once: outputs, state and offsets are one transaction.
+//!
+//! So an offset is committed only once everything derived from the records before it,
+//! and the state that saw them, is durable. A crash re-delivers from the last commit to
+//! an owner that restored the state of that same commit.
+//!
+//! Partitions move between instances through the consumer group. Before a partition is
+//! revoked, its owner commits as above (inside the rebalance callback, while it still
+//! owns it); before a newly assigned partition is read, its state is restored from the
+//! changelog ([`restore`]). In-flight work is bounded by the batch size, the commit
+//! interval and the producer queue; nothing queues without limit.
+
+mod core;
+pub mod restore;
+
+use self::core::Core;
+use self::restore::StateRestorer;
+use super::{KafkaOptions, Shutdown};
+use crate::stage::{InputLimits, Stage};
+use crate::telemetry;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{ClientContext, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// What a stage promises about its outputs when an instance fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Guarantee {
+    /// Nothing lost; after a crash, the outputs since the last commit may appear twice.
+    #[default]
+    AtLeastOnce,
+    /// Nothing lost, nothing twice, for consumers reading with read_committed: outputs,
+    /// state and input offsets commit in one Kafka transaction.
+    ExactlyOnce,
+}
+
+impl Guarantee {
+    /// Default time between commits: seconds for at-least-once (a crash re-reads at
+    /// most that much), a tenth of one for exactly-once (outputs become visible to
+    /// read_committed consumers only when their transaction commits).
+    pub fn default_commit_interval(self) -> Duration {
+        match self {
+            Guarantee::AtLeastOnce => Duration::from_secs(5),
+            Guarantee::ExactlyOnce => Duration::from_millis(100),
+        }
+    }
+}
+
+/// How a stage is wired to Kafka.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Consumer group; one per stage, shared by all its instances.
+    pub group_id: String,
+    /// Topics read.
+    pub input_topics: Vec<String>,
+    /// Topic written.
+    pub output_topic: String,
+    /// Where unusable inputs go.
+    pub deadletter_topic: String,
+    /// Most records per batch (bounds in-flight work). Default 500.
+    pub max_batch: usize,
+    /// Longest wait to fill a batch once its first record arrived. Default 20 ms.
+    pub max_batch_wait: Duration,
+    /// How often the core's `tick` runs. Default 500 ms.
+    pub tick_interval: Duration,
+    /// Time allowed to finish in-flight work, flush and commit on shutdown. Default 10 s.
+    pub shutdown_deadline: Duration,
+    /// Limits for input checks.
+    pub limits: InputLimits,
+    /// At-least-once or exactly-once.
+    pub guarantee: Guarantee,
+    /// Time between commits (and state checkpoints).
+    pub commit_interval: Duration,
+    /// The stage's compacted state changelog, co-partitioned with its inputs; `None`
+    /// runs without one (state starts cold on every assignment).
+    pub state_topic: Option<String>,
+    /// Longest a restore may take per assignment before the stage goes on with what it
+    /// read. Default 5 min.
+    pub restore_timeout: Duration,
+    /// This instance's stable name: the transactional id in exactly-once mode is
+    /// `<group>-<instance_id>`, so a restarted instance fences its previous self.
+    pub instance_id: String,
+    /// Live counters, readable while the stage runs (by the demo, tests, benches).
+    pub progress: Arc<Progress>,
+}
+
+/// Live counters of a running stage.
+#[derive(Debug, Default)]
+pub struct Progress {
+    consumed: AtomicU64,
+    dead_lettered: AtomicU64,
+    produced: AtomicU64,
+}
+
+impl Progress {
+    /// Records read so far.
+    pub fn consumed(&self) -> u64 {
+        self.consumed.load(Ordering::Relaxed)
+    }
+    /// Records dead-lettered so far.
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered.load(Ordering::Relaxed)
+    }
+    /// Outputs acknowledged so far.
+    pub fn produced(&self) -> u64 {
+        self.produced.load(Ordering::Relaxed)
+    }
+}
+
+impl RunnerConfig {
+    /// Defaults for a stage reading `inputs` and writing `output`.
+    pub fn new(
+        group_id: impl Into<String>,
+        inputs: Vec<String>,
+        output: String,
+        deadletter: String,
+    ) -> Self {
+        RunnerConfig {
+            group_id: group_id.into(),
+            input_topics: inputs,
+            output_topic: output,
+            deadletter_topic: deadletter,
+            max_batch: 500,
+            max_batch_wait: Duration::from_millis(20),
+            tick_interval: Duration::from_millis(500),
+            shutdown_deadline: Duration::from_secs(10),
+            limits: InputLimits::default(),
+            guarantee: Guarantee::AtLeastOnce,
+            commit_interval: Guarantee::AtLeastOnce.default_commit_interval(),
+            state_topic: None,
+            restore_timeout: Duration::from_secs(300),
+            instance_id: default_instance_id(),
+            progress: Arc::new(Progress::default()),
+        }
+    }
+}
+
+/// What a stage did during one run, returned when it stops.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunReport {
+    /// Records read from the input topics.
+    pub consumed: u64,
+    /// Records handed to the core.
+    pub processed: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Dead letters by reason.
+    pub dead_letter_reasons: BTreeMap<String, u64>,
+    /// Output records acknowledged by the broker.
+    pub produced: u64,
+    /// Successful offset commits (transactions in exactly-once mode).
+    pub commits: u64,
+    /// State records written to the changelog.
+    pub state_writes: u64,
+    /// Keys restored from the changelog.
+    pub restored_keys: u64,
+    /// Changelog records that could not be restored.
+    pub restore_unusable: u64,
+    /// Transactions aborted (exactly-once).
+    pub aborts: u64,
+    /// Assignments seen.
+    pub assignments: u64,
+    /// True when the final commit finished within the shutdown deadline.
+    pub clean_shutdown: bool,
+}
+
+/// Why a stage stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A Kafka client could not be created or subscribed.
+    #[error("kafka client setup failed: {0}")]
+    Setup(#[source] KafkaError),
+    /// The state topic does not match the inputs.
+    #[error("state topic {topic}: {problem}")]
+    StateTopic {
+        /// Topic.
+        topic: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A transaction call failed in a way that cannot be retried.
+    #[error("transaction failed: {0}")]
+    Transaction(#[source] KafkaError),
+    /// Another instance with the same transactional id took over; this one must stop.
+    #[error("fenced: another instance with the same transactional id took over ({0}); this instance stops")]
+    Fenced(#[source] KafkaError),
+    /// Partitions were lost (the session expired) before they could be committed.
+    #[error("partitions lost before they could be committed")]
+    Lost,
+    /// An output could not be delivered; offsets were not committed past it, so a
+    /// restart re-processes the batch.
+    #[error("delivery to {topic} failed: {source}; offsets were not committed, a restart re-processes the batch")]
+    Delivery {
+        /// Topic.
+        topic: String,
+        /// Cause.
+        #[source]
+        source: KafkaError,
+    },
+}
+
+/// `<hostname>-<pid>`: unique on a machine, so two instances never fence each other;
+/// set `--instance-id` to a stable name for restarts to fence their predecessor.
+fn default_instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "perfpilot".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// The consumer's context: runs the rebalance callbacks against the runner's state.
+struct RunnerContext<S: Stage> {
+    core: Arc<Mutex<Core<S>>>,
+}
+
+fn lock<S: Stage>(core: &Mutex<Core<S>>) -> MutexGuard<'_, Core<S>> {
+    core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn topic_partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl<S: Stage> ClientContext for RunnerContext<S> {}
+
+impl<S: Stage> ConsumerContext for RunnerContext<S> {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => lock(&self.core).on_revoke(consumer, &topic_partitions(tpl)),
+            // Restored before librdkafka starts fetching the partitions.
+            Rebalance::Assign(tpl) => lock(&self.core).on_assign(&topic_partitions(tpl)),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// Runs `stage` until `shutdown` triggers, then finishes in-flight work, commits and
+/// leaves the group within `cfg.shutdown_deadline`.
+pub async fn run_stage<S: Stage>(
+    stage: S,
+    kafka: &KafkaOptions,
+    cfg: RunnerConfig,
+    shutdown: Shutdown,
+) -> Result<RunReport, RuntimeError> {
+    let name = stage.name();
+    let exactly_once = cfg.guarantee == Guarantee::ExactlyOnce;
+    let mut producer_config = kafka.producer_config();
+    if exactly_once {
+        producer_config
+            .set(
+                "transactional.id",
+                format!("{}-{}", cfg.group_id, cfg.instance_id),
+            )
+            .set("transaction.timeout.ms", "10000");
+        for (k, v) in &kafka.properties {
+            producer_config.set(k, v);
+        }
+    }
+    let producer: FutureProducer = producer_config.create().map_err(RuntimeError::Setup)?;
+    if exactly_once {
+        // Fences any earlier producer with this id and aborts its open transaction.
+        producer
+            .init_transactions(Duration::from_secs(30))
+            .map_err(RuntimeError::Transaction)?;
+    }
+    let restorer = match (&cfg.state_topic, stage.has_state()) {
+        (Some(topic), true) => Some(
+            StateRestorer::new(kafka, topic, cfg.restore_timeout).map_err(RuntimeError::Setup)?,
+        ),
+        _ => None,
+    };
+    if let Some(r) = &restorer {
+        check_co_partitioned(&producer, r.topic(), &cfg.input_topics)?;
+    }
+    let mut consumer_config = kafka.consumer_config(&cfg.group_id);
+    consumer_config.set("isolation.level", "read_committed");
+    for (k, v) in &kafka.consumer_properties {
+        consumer_config.set(k, v);
+    }
+    tracing::info!(
+        stage = name,
+        group = %cfg.group_id,
+        inputs = ?cfg.input_topics,
+        output = %cfg.output_topic,
+        state = ?restorer.as_ref().map(StateRestorer::topic),
+        guarantee = ?cfg.guarantee,
+        commit_interval = ?cfg.commit_interval,
+        bootstrap = %kafka.bootstrap_servers,
+        "stage started"
+    );
+    let shutdown_deadline = cfg.shutdown_deadline;
+    let core = Arc::new(Mutex::new(Core::new(stage, cfg, producer, restorer)));
+    let consumer: StreamConsumer<RunnerContext<S>> = consumer_config
+        .create_with_context(RunnerContext { core: core.clone() })
+        .map_err(RuntimeError::Setup)?;
+    let topics: Vec<String> = lock(&core).cfg.input_topics.clone();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).map_err(RuntimeError::Setup)?;
+
+    let result = run_loop(&core, &consumer, &shutdown).await;
+    let finished = {
+        let started = Instant::now();
+        let r = lock(&core).finish(&consumer);
+        (r, started.elapsed() <= shutdown_deadline)
+    };
+    let clean = match (&result, finished) {
+        (Ok(()), (Ok(()), true)) => true,
+        (_, (Err(e), _)) => {
+            tracing::error!(stage = name, error = %e, "final commit failed; uncommitted records will be re-processed");
+            false
+        }
+        (_, (Ok(()), false)) => {
+            tracing::error!(stage = name, deadline = ?shutdown_deadline, "shutdown took longer than its deadline");
+            false
+        }
+        _ => false,
+    };
+    // Leaving the group runs the revoke callback: a last checkpoint, nothing pending.
+    consumer.unsubscribe();
+    drop(consumer);
+    let report = {
+        let mut c = lock(&core);
+        c.report.clean_shutdown = clean;
+        c.report.clone()
+    };
+    tracing::info!(stage = name, report = ?report, "stage stopped");
+    result.map(|()| report)
+}
+
+/// Refuses a state topic with fewer partitions than an input: state of partition `p`
+/// is written to partition `p`.
+fn check_co_partitioned(
+    producer: &FutureProducer,
+    state_topic: &str,
+    inputs: &[String],
+) -> Result<(), RuntimeError> {
+    let count = |topic: &str| -> Result<usize, RuntimeError> {
+        let md = producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(RuntimeError::Setup)?;
+        Ok(md
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none())
+            .map_or(0, |t| t.partitions().len()))
+    };
+    let state = count(state_topic)?;
+    for input in inputs {
+        let n = count(input)?;
+        if state < n {
+            return Err(RuntimeError::StateTopic {
+                topic: state_topic.to_string(),
+                problem: format!(
+                    "has {state} partitions but input {input} has {n}; the changelog must have at least as many (create it with `perfpilot topics create`)"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn run_loop<S: Stage>(
+    core: &Mutex<Core<S>>,
+    consumer: &StreamConsumer<RunnerContext<S>>,
+    shutdown: &Shutdown,
+) -> Result<(), RuntimeError> {
+    let (tick_interval, commit_interval, max_batch, max_batch_wait) = {
+        let c = lock(core);
+        (
+            c.cfg.tick_interval,
+            c.cfg.commit_interval,
+            c.cfg.max_batch,
+            c.cfg.max_batch_wait,
+        )
+    };
+    let mut next_tick = Instant::now() + tick_interval;
+    let mut next_commit = Instant::now() + commit_interval;
+    loop {
+        let wake = next_tick.min(next_commit);
+        let first = tokio::select! {
+            biased;
+            _ = shutdown.wait() => return Ok(()),
+            m = consumer.recv() => Some(m),
+            _ = tokio::time::sleep_until(wake.into()) => None,
+        };
+        if let Some(m) = first {
+            let mut ok = lock(core).handle(m)?;
+            let batch_end = Instant::now() + max_batch_wait;
+            let mut n = 1;
+            while ok && n < max_batch {
+                tokio::select! {
+                    biased;
+                    m = consumer.recv() => { ok = lock(core).handle(m)?; n += 1; }
+                    _ = tokio::time::sleep_until(batch_end.into()) => break,
+                }
+            }
+            if !ok {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let mut c = lock(core);
+        if let Some(e) = c.failure.take() {
+            return Err(e);
+        }
+        if Instant::now() >= next_tick {
+            c.tick()?;
+            next_tick = Instant::now() + tick_interval;
+        }
+        c.settle()?;
+        if Instant::now() >= next_commit {
+            c.commit(consumer)?;
+            next_commit = Instant::now() + commit_interval;
+        }
+        telemetry::batch(c.name);
+    }
+}
