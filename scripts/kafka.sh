@@ -8,12 +8,20 @@
 #   scripts/kafka.sh stop             stop it
 #   scripts/kafka.sh status           say whether it runs, and where
 #   scripts/kafka.sh bootstrap        print the bootstrap address of the running broker
+#   scripts/kafka.sh cluster-start    start a 3-node KRaft cluster (each node broker+controller),
+#                                     replication factor 3, min ISR 2; print its bootstrap list
+#   scripts/kafka.sh cluster-stop     stop it
+#   scripts/kafka.sh cluster-bootstrap  print its bootstrap list
+#   scripts/kafka.sh node-kill N      SIGKILL node N (1-3) of the cluster
+#   scripts/kafka.sh node-stop N      stop node N cleanly (SIGTERM)
+#   scripts/kafka.sh node-start N     start node N again on its data
 #
 # Environment:
 #   PERFPILOT_KAFKA_VERSION  broker version (default 4.1.1)
 #   PERFPILOT_KAFKA_CACHE    jar cache (default ~/.cache/perfpilot)
 #   PERFPILOT_KAFKA_DIR      state: data, logs, pid, bootstrap file (default /tmp/perfpilot-kafka)
 #   PERFPILOT_KAFKA_PORT     client port (default: the first free port from 19092)
+#   PERFPILOT_KAFKA_CLUSTER_DIR  state of the 3-node cluster (default /tmp/perfpilot-kafka-cluster)
 set -euo pipefail
 
 VERSION="${PERFPILOT_KAFKA_VERSION:-4.1.1}"
@@ -21,6 +29,7 @@ LOG4J_VERSION="${PERFPILOT_LOG4J_VERSION:-2.24.3}"
 CACHE="${PERFPILOT_KAFKA_CACHE:-$HOME/.cache/perfpilot}"
 LIBS="$CACHE/kafka-$VERSION/libs"
 DIR="${PERFPILOT_KAFKA_DIR:-/tmp/perfpilot-kafka}"
+CDIR="${PERFPILOT_KAFKA_CLUSTER_DIR:-/tmp/perfpilot-kafka-cluster}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 log() { printf 'kafka.sh: %s\n' "$*" >&2; }
@@ -78,20 +87,7 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 log.cleaner.backoff.ms=1000
 PROPS
-  cat > "$DIR/log4j2.properties" <<PROPS
-status = warn
-appender.file.type = File
-appender.file.name = FILE
-appender.file.fileName = $DIR/server.log
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = info
-rootLogger.appenderRef.file.ref = FILE
-logger.kafka.name = kafka
-logger.kafka.level = info
-logger.apache.name = org.apache.kafka
-logger.apache.level = warn
-PROPS
+  write_log4j "$DIR"
   local cp="$LIBS/*"
   local jopts=(-Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true
                "-Dlog4j2.configurationFile=$DIR/log4j2.properties")
@@ -113,6 +109,127 @@ PROPS
   echo "127.0.0.1:$port"
 }
 
+# write_log4j DIR: the broker's logging (the POM brings no SLF4J binding; fetch adds one).
+write_log4j() {
+  cat > "$1/log4j2.properties" <<PROPS
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = $1/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = info
+logger.apache.name = org.apache.kafka
+logger.apache.level = warn
+PROPS
+}
+
+node_java_opts() {
+  echo "-Xms128m -Xmx512m -XX:+UseG1GC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true -Dlog4j2.configurationFile=$1/log4j2.properties"
+}
+
+# launch_node N: starts node N of the cluster on its existing properties and data.
+launch_node() {
+  local n=$1 nd="$CDIR/node$1"
+  [ -f "$nd/server.properties" ] || die "node $n has no properties; run cluster-start first"
+  if [ -f "$nd/pid" ] && kill -0 "$(cat "$nd/pid")" 2>/dev/null; then log "node $n already running"; return 0; fi
+  local port; port="$(cat "$nd/port")"
+  : > "$nd/server.log"
+  # shellcheck disable=SC2046
+  nohup java $(node_java_opts "$nd") -cp "$LIBS/*" kafka.Kafka "$nd/server.properties" > "$nd/stdout.log" 2>&1 &
+  echo $! > "$nd/pid"
+}
+
+wait_node() {
+  local n=$1 nd="$CDIR/node$1" deadline=$((SECONDS + 120))
+  until grep -q 'Kafka Server started' "$nd/server.log" 2>/dev/null && port_open "$(cat "$nd/port")"; do
+    kill -0 "$(cat "$nd/pid")" 2>/dev/null || { tail -n 40 "$nd/stdout.log" "$nd/server.log" >&2 2>/dev/null; die "node $n exited during start-up"; }
+    [ $SECONDS -lt $deadline ] || { tail -n 40 "$nd/server.log" >&2; die "node $n did not start within 120 s"; }
+    sleep 0.5
+  done
+}
+
+cluster_start() {
+  fetch
+  if [ -f "$CDIR/bootstrap" ] && [ -f "$CDIR/node1/pid" ] && kill -0 "$(cat "$CDIR/node1/pid")" 2>/dev/null; then
+    log "cluster already running"; cat "$CDIR/bootstrap"; return 0
+  fi
+  cluster_stop >/dev/null 2>&1 || true
+  rm -rf "$CDIR"; mkdir -p "$CDIR"
+  local ports=() cports=() p=29092 n
+  for n in 1 2 3; do
+    p="$(free_port "$p")"; ports+=("$p"); p=$((p + 1))
+    p="$(free_port "$p")"; cports+=("$p"); p=$((p + 1))
+  done
+  local voters="1@127.0.0.1:${cports[0]},2@127.0.0.1:${cports[1]},3@127.0.0.1:${cports[2]}"
+  local id
+  id="$(java -cp "$LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
+  [ -n "$id" ] || die "StorageTool random-uuid printed nothing"
+  for n in 1 2 3; do
+    local nd="$CDIR/node$n" port="${ports[$((n - 1))]}" cport="${cports[$((n - 1))]}"
+    mkdir -p "$nd/data"
+    echo "$port" > "$nd/port"
+    cat > "$nd/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=$n
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$nd/data
+num.partitions=4
+default.replication.factor=3
+min.insync.replicas=2
+offsets.topic.replication.factor=3
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+transaction.state.log.num.partitions=8
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+log.cleaner.backoff.ms=1000
+unclean.leader.election.enable=false
+PROPS
+    write_log4j "$nd"
+    # shellcheck disable=SC2046
+    java $(node_java_opts "$nd") -cp "$LIBS/*" kafka.tools.StorageTool format -t "$id" \
+      -c "$nd/server.properties" > "$nd/format.log" 2>&1 || { cat "$nd/format.log" >&2; die "format of node $n failed"; }
+  done
+  for n in 1 2 3; do launch_node "$n"; done
+  for n in 1 2 3; do wait_node "$n"; done
+  echo "127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}" > "$CDIR/bootstrap"
+  log "3-node Apache Kafka $VERSION cluster is up at $(cat "$CDIR/bootstrap") (logs in $CDIR/node*)"
+  cat "$CDIR/bootstrap"
+}
+
+node_signal() {
+  local n=$1 sig=$2 nd="$CDIR/node$1"
+  [ -f "$nd/pid" ] || { log "node $n is not running"; return 0; }
+  local pid; pid="$(cat "$nd/pid")"
+  kill "-$sig" "$pid" 2>/dev/null || true
+  for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$nd/pid"
+  log "node $n stopped (SIG$sig)"
+}
+
+cluster_stop() {
+  local n
+  for n in 1 2 3; do [ -d "$CDIR/node$n" ] && node_signal "$n" TERM; done
+  rm -f "$CDIR/bootstrap"
+}
+
+node_arg() {
+  case "${1:-}" in 1|2|3) ;; *) die "expected a node number 1-3, got '${1:-}'" ;; esac
+}
+
 stop() {
   if ! running; then log "not running"; return 0; fi
   local pid; pid="$(cat "$DIR/pid")"
@@ -129,5 +246,11 @@ case "${1:-}" in
   stop) stop ;;
   status) if running; then echo "running at $(cat "$DIR/bootstrap") (pid $(cat "$DIR/pid"))"; else echo "not running"; exit 1; fi ;;
   bootstrap) running || die "not running"; cat "$DIR/bootstrap" ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  cluster-start) cluster_start ;;
+  cluster-stop) cluster_stop ;;
+  cluster-bootstrap) [ -f "$CDIR/bootstrap" ] || die "cluster not running"; cat "$CDIR/bootstrap" ;;
+  node-kill) node_arg "${2:-}"; node_signal "$2" KILL ;;
+  node-stop) node_arg "${2:-}"; node_signal "$2" TERM ;;
+  node-start) node_arg "${2:-}"; fetch; launch_node "$2"; wait_node "$2"; log "node $2 is up" ;;
+  *) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

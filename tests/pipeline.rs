@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{eventually, read_all, read_all_raw, TestCluster};
+use common::{eventually, poison, read_all, read_all_raw, TestCluster};
 use perfpilot::agent::publish::MetricPublisher;
 use perfpilot::agent::synthetic::{IncidentKind, SyntheticFleet};
 use perfpilot::cli::StageKind;
@@ -27,87 +27,6 @@ fn event(target: &str, ts: i64, value: f64) -> MetricEvent {
         value,
         unit: "ratio".into(),
     }
-}
-
-/// Malformed records, each with the dead-letter reason it must get.
-fn poison(now: i64) -> Vec<(&'static str, Vec<u8>)> {
-    let good = event("checkout", now - 1000, 0.5);
-    let good_bytes = encode(&good).unwrap();
-    let mut unknown = good_bytes.clone();
-    unknown[2..10].copy_from_slice(&[0xAB; 8]);
-    let anomaly = Anomaly {
-        id: "x".into(),
-        target: "checkout".into(),
-        pool: "p".into(),
-        metric: "m".into(),
-        labels: Default::default(),
-        timestamp_ms: now,
-        value: 1.0,
-        expected: 1.0,
-        lower: 0.0,
-        upper: 2.0,
-        score: 0.9,
-        severity: perfpilot::event::Severity::Warning,
-        direction: perfpilot::event::Direction::Up,
-        detectors: vec![],
-        reason: "r".into(),
-    };
-    vec![
-        ("bad_marker", br#"{"target":"checkout","value":1}"#.to_vec()),
-        ("truncated", vec![0xC3, 0x01, 0x00]),
-        ("truncated", Vec::new()),
-        ("unknown_fingerprint", unknown),
-        ("wrong_record_type", encode(&anomaly).unwrap()),
-        ("bad_body", good_bytes[..good_bytes.len() - 4].to_vec()),
-        (
-            "non_finite_value",
-            encode(&MetricEvent {
-                value: f64::NAN,
-                ..good.clone()
-            })
-            .unwrap(),
-        ),
-        (
-            "non_finite_value",
-            encode(&MetricEvent {
-                value: f64::NEG_INFINITY,
-                ..good.clone()
-            })
-            .unwrap(),
-        ),
-        (
-            "empty_target",
-            encode(&MetricEvent {
-                target: String::new(),
-                ..good.clone()
-            })
-            .unwrap(),
-        ),
-        (
-            "empty_metric",
-            encode(&MetricEvent {
-                metric: " ".into(),
-                ..good.clone()
-            })
-            .unwrap(),
-        ),
-        (
-            "future_timestamp",
-            encode(&MetricEvent {
-                timestamp_ms: now + 10 * 86_400_000,
-                ..good.clone()
-            })
-            .unwrap(),
-        ),
-        (
-            "negative_timestamp",
-            encode(&MetricEvent {
-                timestamp_ms: -5,
-                ..good.clone()
-            })
-            .unwrap(),
-        ),
-    ]
 }
 
 fn count_reasons<'a>(reasons: impl Iterator<Item = &'a str>) -> BTreeMap<String, u64> {

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use perfpilot::demo::embedded_client_options;
-use perfpilot::event::AnyRecord;
+use perfpilot::event::{encode, Anomaly, AnyRecord, MetricEvent};
 use perfpilot::runtime::embedded::EmbeddedBroker;
 use perfpilot::runtime::{now_ms, KafkaOptions, Topics};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -124,4 +124,94 @@ pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     cond()
+}
+
+/// Malformed records, each with the dead-letter reason it must get.
+pub fn poison(now: i64) -> Vec<(&'static str, Vec<u8>)> {
+    let good = MetricEvent {
+        source: "test".into(),
+        target: "checkout".into(),
+        pool: Some("p".into()),
+        metric: "cpu_utilization".into(),
+        labels: Default::default(),
+        timestamp_ms: now - 1000,
+        value: 0.5,
+        unit: "ratio".into(),
+    };
+    let good_bytes = encode(&good).unwrap();
+    let mut unknown = good_bytes.clone();
+    unknown[2..10].copy_from_slice(&[0xAB; 8]);
+    let anomaly = Anomaly {
+        id: "x".into(),
+        target: "checkout".into(),
+        pool: "p".into(),
+        metric: "m".into(),
+        labels: Default::default(),
+        timestamp_ms: now,
+        value: 1.0,
+        expected: 1.0,
+        lower: 0.0,
+        upper: 2.0,
+        score: 0.9,
+        severity: perfpilot::event::Severity::Warning,
+        direction: perfpilot::event::Direction::Up,
+        detectors: vec![],
+        reason: "r".into(),
+    };
+    vec![
+        ("bad_marker", br#"{"target":"checkout","value":1}"#.to_vec()),
+        ("truncated", vec![0xC3, 0x01, 0x00]),
+        ("truncated", Vec::new()),
+        ("unknown_fingerprint", unknown),
+        ("wrong_record_type", encode(&anomaly).unwrap()),
+        ("bad_body", good_bytes[..good_bytes.len() - 4].to_vec()),
+        (
+            "non_finite_value",
+            encode(&MetricEvent {
+                value: f64::NAN,
+                ..good.clone()
+            })
+            .unwrap(),
+        ),
+        (
+            "non_finite_value",
+            encode(&MetricEvent {
+                value: f64::NEG_INFINITY,
+                ..good.clone()
+            })
+            .unwrap(),
+        ),
+        (
+            "empty_target",
+            encode(&MetricEvent {
+                target: String::new(),
+                ..good.clone()
+            })
+            .unwrap(),
+        ),
+        (
+            "empty_metric",
+            encode(&MetricEvent {
+                metric: " ".into(),
+                ..good.clone()
+            })
+            .unwrap(),
+        ),
+        (
+            "future_timestamp",
+            encode(&MetricEvent {
+                timestamp_ms: now + 10 * 86_400_000,
+                ..good.clone()
+            })
+            .unwrap(),
+        ),
+        (
+            "negative_timestamp",
+            encode(&MetricEvent {
+                timestamp_ms: -5,
+                ..good.clone()
+            })
+            .unwrap(),
+        ),
+    ]
 }

@@ -276,7 +276,10 @@ pub async fn run_stage<S: Stage>(
                 "transactional.id",
                 format!("{}-{}", cfg.group_id, cfg.instance_id),
             )
-            .set("transaction.timeout.ms", "10000");
+            // An instance that dies mid-transaction blocks read_committed readers of
+            // its partitions until this passes (or until it restarts with its id).
+            .set("transaction.timeout.ms", "15000")
+            .set("message.timeout.ms", "15000");
         for (k, v) in &kafka.properties {
             producer_config.set(k, v);
         }
