@@ -7,10 +7,11 @@ mod common;
 use common::TestCluster;
 use perfpilot::bench::throughput;
 use perfpilot::config::Config;
+use perfpilot::runtime::Guarantee;
 use std::process::Command;
 use std::time::Duration;
 
-async fn harness_reads_everything(cluster: TestCluster) {
+async fn harness_reads_everything(cluster: TestCluster, guarantee: Guarantee) {
     let results = throughput::run(
         &cluster.kafka,
         &cluster.topics,
@@ -18,12 +19,16 @@ async fn harness_reads_everything(cluster: TestCluster) {
         3_000,
         300,
         Duration::from_secs(90),
+        guarantee.into(),
     )
     .await
     .unwrap();
     let stages: Vec<&str> = results.iter().map(|r| r.stage).collect();
     assert_eq!(stages, ["relay", "detector", "forecaster"]);
     for r in &results {
+        // The stateful stages checkpoint their series (300) to their changelogs.
+        let stateful = r.stage != "relay";
+        assert_eq!(r.state_writes >= 300, stateful, "[{}] {r:?}", cluster.kind);
         assert_eq!(r.events, 3_000, "[{}] {r:?}", cluster.kind);
         assert!(
             r.rate() > 0.0 && r.seconds > 0.0,
@@ -36,13 +41,17 @@ async fn harness_reads_everything(cluster: TestCluster) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throughput_harness_embedded() {
-    harness_reads_everything(TestCluster::embedded("bench", 2)).await;
+    harness_reads_everything(TestCluster::embedded("bench", 2), Guarantee::AtLeastOnce).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throughput_harness_real_kafka() {
     if let Some(c) = TestCluster::real("bench", 2).await {
-        harness_reads_everything(c).await;
+        harness_reads_everything(c, Guarantee::AtLeastOnce).await;
+    }
+    // Transactions need the real broker (the embedded one ignores them).
+    if let Some(c) = TestCluster::real("bench-eos", 2).await {
+        harness_reads_everything(c, Guarantee::ExactlyOnce).await;
     }
 }
 

@@ -5,7 +5,7 @@ use super::relay::Relay;
 use crate::agent::publish::MetricPublisher;
 use crate::config::Config;
 use crate::event::MetricEvent;
-use crate::runtime::{run_stage, KafkaOptions, RunnerConfig, Shutdown, Topics};
+use crate::runtime::{run_stage, Guarantee, KafkaOptions, RunnerConfig, Shutdown, Topics};
 use crate::stage::detector::Detector;
 use crate::stage::forecaster::Forecaster;
 use crate::stage::Stage;
@@ -22,6 +22,27 @@ pub struct StageThroughput {
     pub seconds: f64,
     /// CPU seconds of the whole process during that time.
     pub cpu_seconds: f64,
+    /// State records written to the changelog.
+    pub state_writes: u64,
+}
+
+/// How the stages run: the delivery guarantee and the commit (checkpoint) interval,
+/// as `perfpilot run` would. The detector and forecaster keep their changelogs.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery {
+    /// At-least-once or exactly-once.
+    pub guarantee: Guarantee,
+    /// Time between commits.
+    pub commit_interval: Duration,
+}
+
+impl From<Guarantee> for Delivery {
+    fn from(guarantee: Guarantee) -> Self {
+        Delivery {
+            guarantee,
+            commit_interval: guarantee.default_commit_interval(),
+        }
+    }
 }
 
 impl StageThroughput {
@@ -99,13 +120,17 @@ pub async fn time_stage<S: Stage>(
     output: String,
     expected: u64,
     timeout: Duration,
+    delivery: Delivery,
 ) -> Result<StageThroughput, BenchError> {
     let group = format!(
         "{}bench-{stage}-{}",
         topics.prefix,
         crate::runtime::now_ms()
     );
-    let runner = RunnerConfig::new(group, vec![topics.metrics()], output, topics.deadletter());
+    let mut runner = RunnerConfig::new(group, vec![topics.metrics()], output, topics.deadletter());
+    runner.guarantee = delivery.guarantee;
+    runner.commit_interval = delivery.commit_interval;
+    runner.state_topic = Some(topics.state(stage));
     let progress = runner.progress.clone();
     let shutdown = Shutdown::new();
     let kafka_run = kafka.clone().with_consumer("auto.offset.reset", "earliest");
@@ -137,13 +162,18 @@ pub async fn time_stage<S: Stage>(
     }
     let end = (Instant::now(), cpu_seconds().unwrap_or(0.0));
     shutdown.trigger();
-    let _ = handle.await;
+    let report = match handle.await {
+        Ok(Ok(report)) => report,
+        Ok(Err(e)) => return Err(BenchError::Kafka(e.to_string())),
+        Err(e) => return Err(BenchError::Kafka(e.to_string())),
+    };
     let (t0, c0) = first.unwrap_or(end);
     Ok(StageThroughput {
         stage,
         events: expected,
         seconds: (end.0 - t0).as_secs_f64(),
         cpu_seconds: end.1 - c0,
+        state_writes: report.state_writes,
     })
 }
 
@@ -155,6 +185,7 @@ pub async fn run(
     events: u64,
     series: u64,
     timeout: Duration,
+    delivery: Delivery,
 ) -> Result<Vec<StageThroughput>, BenchError> {
     publish(kafka, topics, events, series).await?;
     let mut out = Vec::new();
@@ -168,6 +199,7 @@ pub async fn run(
             topics.recommendations(),
             events,
             timeout,
+            delivery,
         )
         .await?,
     );
@@ -182,6 +214,7 @@ pub async fn run(
             topics.anomalies(),
             events,
             timeout,
+            delivery,
         )
         .await?,
     );
@@ -196,6 +229,7 @@ pub async fn run(
             topics.forecasts(),
             events,
             timeout,
+            delivery,
         )
         .await?,
     );

@@ -4,7 +4,7 @@
 use super::KafkaArgs;
 use crate::bench::{memory, throughput};
 use crate::config::Config;
-use crate::runtime::Topics;
+use crate::runtime::{Guarantee, Topics};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +40,18 @@ enum BenchCommand {
         /// Configuration file ([detector] and [forecaster] apply).
         #[arg(long, env = "PERFPILOT_CONFIG")]
         config: Option<PathBuf>,
+        /// Delivery guarantees to measure, each on fresh topics in this run (relay,
+        /// detector and forecaster under each), e.g. at-least-once,exactly-once.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "at-least-once"
+        )]
+        processing_guarantee: Vec<Guarantee>,
+        /// Time between commits and state checkpoints [default: per guarantee, as `run`].
+        #[arg(long, value_parser = super::parse_duration)]
+        commit_interval: Option<Duration>,
     },
     /// Produce → anomaly latency percentiles of the detector stage at a fixed offered
     /// load: spikes are injected after the warm-up and timed from the producer to the
@@ -107,32 +119,46 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             partitions,
             timeout,
             config,
+            processing_guarantee,
+            commit_interval,
         } => {
             let config = Config::load(config.as_deref())?;
-            {
+            println!(
+                "{events} events of {series} series on {} ({partitions} partitions)",
+                kafka.bootstrap_servers
+            );
+            println!(
+                "\n{:<14} {:<12} {:>12} {:>10} {:>16} {:>14}",
+                "guarantee", "stage", "events/s", "of relay", "CPU s / 1M ev", "state writes"
+            );
+            for guarantee in processing_guarantee {
+                let mut delivery = throughput::Delivery::from(guarantee);
+                if let Some(interval) = commit_interval {
+                    delivery.commit_interval = interval;
+                }
                 let (options, topics) = bench_topics(&kafka, partitions).await?;
-                println!(
-                    "{events} events of {series} series on {} ({partitions} partitions, topics {}*)",
-                    kafka.bootstrap_servers, topics.prefix
-                );
-                let results =
-                    throughput::run(&options, &topics, &config, events, series, timeout).await?;
+                let results = throughput::run(
+                    &options, &topics, &config, events, series, timeout, delivery,
+                )
+                .await?;
                 let relay = results[0].rate();
-                println!(
-                    "\n{:<12} {:>12} {:>10} {:>16}",
-                    "stage", "events/s", "of relay", "CPU s / 1M ev"
-                );
+                let name = match guarantee {
+                    Guarantee::AtLeastOnce => "at-least-once",
+                    Guarantee::ExactlyOnce => "exactly-once",
+                };
                 for r in &results {
                     println!(
-                        "{:<12} {:>12.0} {:>9.0}% {:>16.2}",
+                        "{:<14} {:<12} {:>12.0} {:>9.0}% {:>16.2} {:>14}",
+                        name,
                         r.stage,
                         r.rate(),
                         100.0 * r.rate() / relay,
-                        r.cpu_per_million()
+                        r.cpu_per_million(),
+                        r.state_writes
                     );
                 }
-                Ok(ExitCode::SUCCESS)
             }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

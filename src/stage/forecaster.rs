@@ -472,7 +472,10 @@ mod snapshot_tests {
             a.observe(&ev(i * 300_000, series(i)), 1);
         }
         let mut b = Forecaster::new(ForecasterConfig::default()).unwrap();
-        for (k, bytes) in a.snapshot(1) {
+        let snap = a.snapshot(1);
+        // What one changelog record costs (1.85 KB when written): bounded.
+        assert!(snap[0].1.len() < 2500, "{} bytes", snap[0].1.len());
+        for (k, bytes) in snap {
             b.restore(1, &k, &bytes).unwrap();
         }
         let mut compared = 0;
