@@ -10,7 +10,7 @@ use perfpilot::agent::publish::MetricPublisher;
 use perfpilot::agent::synthetic::{IncidentKind, SyntheticFleet};
 use perfpilot::cli::StageKind;
 use perfpilot::config::Config;
-use perfpilot::event::{decode, encode, ActionKind, Anomaly, AnyRecord, DeadLetter, MetricEvent};
+use perfpilot::event::{decode, ActionKind, Anomaly, AnyRecord, DeadLetter, MetricEvent};
 use perfpilot::pipeline::run_kind;
 use perfpilot::runtime::{now_ms, RunReport, Shutdown};
 use std::collections::{BTreeMap, HashMap};

@@ -117,11 +117,16 @@ pub async fn time_stage<S: Stage>(
     stage: &'static str,
     kafka: &KafkaOptions,
     topics: &Topics,
-    output: String,
     expected: u64,
     timeout: Duration,
     delivery: Delivery,
 ) -> Result<StageThroughput, BenchError> {
+    // The relay writes to a topic nothing else reads in this run.
+    let output = match stage {
+        "detector" => topics.anomalies(),
+        "forecaster" => topics.forecasts(),
+        _ => topics.recommendations(),
+    };
     let group = format!(
         "{}bench-{stage}-{}",
         topics.prefix,
@@ -189,49 +194,12 @@ pub async fn run(
 ) -> Result<Vec<StageThroughput>, BenchError> {
     publish(kafka, topics, events, series).await?;
     let mut out = Vec::new();
-    // The relay writes to a topic nothing else reads in this run.
-    out.push(
-        time_stage(
-            Relay,
-            "relay",
-            kafka,
-            topics,
-            topics.recommendations(),
-            events,
-            timeout,
-            delivery,
-        )
-        .await?,
-    );
+    out.push(time_stage(Relay, "relay", kafka, topics, events, timeout, delivery).await?);
     let det =
         Detector::new(config.detector.clone()).map_err(|e| BenchError::Kafka(e.to_string()))?;
-    out.push(
-        time_stage(
-            det,
-            "detector",
-            kafka,
-            topics,
-            topics.anomalies(),
-            events,
-            timeout,
-            delivery,
-        )
-        .await?,
-    );
+    out.push(time_stage(det, "detector", kafka, topics, events, timeout, delivery).await?);
     let fc =
         Forecaster::new(config.forecaster.clone()).map_err(|e| BenchError::Kafka(e.to_string()))?;
-    out.push(
-        time_stage(
-            fc,
-            "forecaster",
-            kafka,
-            topics,
-            topics.forecasts(),
-            events,
-            timeout,
-            delivery,
-        )
-        .await?,
-    );
+    out.push(time_stage(fc, "forecaster", kafka, topics, events, timeout, delivery).await?);
     Ok(out)
 }

@@ -61,3 +61,31 @@ pub trait Partitioned {
     /// Sets it (after a restore, which does not store it).
     fn set_partition(&mut self, partition: i32);
 }
+
+/// `#[serde(with = "pairs")]`: a map whose keys JSON cannot hold (tuples) as a list of
+/// `[key, value]` pairs.
+pub mod pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Writes the map as a sequence of pairs.
+    pub fn serialize<'a, S, M, K, V>(map: &'a M, s: S) -> Result<S::Ok, S::Error>
+    where
+        S: Serializer,
+        &'a M: IntoIterator<Item = (&'a K, &'a V)>,
+        K: Serialize + 'a,
+        V: Serialize + 'a,
+    {
+        s.collect_seq(map)
+    }
+
+    /// Reads a sequence of pairs into the map.
+    pub fn deserialize<'de, D, M, K, V>(d: D) -> Result<M, D::Error>
+    where
+        D: Deserializer<'de>,
+        M: FromIterator<(K, V)>,
+        K: Deserialize<'de>,
+        V: Deserialize<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}

@@ -9,6 +9,7 @@
 use super::{access, Pending, Rules};
 use crate::event::{show, ActionKind, Decision, Recommendation, Verdict, REPLICAS};
 use crate::policy::TargetPolicy;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Most proposals remembered per resource for the stabilization window.
@@ -18,7 +19,8 @@ const HISTORY: usize = 128;
 const EPS: f64 = 1e-9;
 
 /// What the coordinator knows of one resource of one target.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 struct ResourceState {
     /// Newest value a recommendation reported as current, and its event time.
     reported: Option<(f64, i64)>,
@@ -71,14 +73,22 @@ impl ResourceState {
     }
 }
 
-/// A pool: its open window and what it remembers between windows.
-#[derive(Debug, Clone, Default)]
+/// A pool: its open window and what it remembers between windows. Only the memory
+/// (resources, changes in progress) is checkpointed: the open window's
+/// recommendations are not committed yet, so a new owner reads them again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct PoolState {
+    #[serde(skip)]
     pub partition: i32,
+    #[serde(skip)]
     pub pending: Vec<Pending>,
+    #[serde(skip)]
     pub window_start: Option<i64>,
+    #[serde(skip)]
     pub last_input_wall_ms: i64,
     /// (target, resource) → state.
+    #[serde(with = "crate::stage::snapshot::pairs")]
     resources: BTreeMap<(String, String), ResourceState>,
     /// Event times of approved changes (pruned to those still in progress).
     in_progress: VecDeque<i64>,

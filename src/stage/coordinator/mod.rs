@@ -32,7 +32,8 @@
 mod access;
 mod arbitrate;
 
-use super::{RecordMeta, Stage};
+use super::snapshot::{decode, encode, RestoreError};
+use super::{RecordMeta, Stage, StateChange};
 use crate::config::{ConfigError, Policies};
 use crate::event::{Decision, Recommendation};
 use access::Rule;
@@ -124,6 +125,8 @@ pub struct Coordinator {
     pools: HashMap<String, PoolState>,
     seen: HashSet<String>,
     seen_order: VecDeque<String>,
+    /// Pools whose memory may have changed since the last checkpoint.
+    changed: HashSet<String>,
     duplicates: u64,
     /// Decisions made, by verdict (in `Verdict` order).
     decided: [u64; 5],
@@ -154,6 +157,7 @@ impl Coordinator {
             pools: HashMap::new(),
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
+            changed: HashSet::new(),
             duplicates: 0,
             decided: [0; 5],
         })
@@ -196,6 +200,9 @@ impl Coordinator {
         }
         self.remember(&rec.id);
         let window_ms = (self.rules.cfg.decision_window_secs * 1000) as i64;
+        if !self.changed.contains(&rec.pool) {
+            self.changed.insert(rec.pool.clone());
+        }
         let pool = self.pools.entry(rec.pool.clone()).or_default();
         pool.partition = partition;
         if let Some(start) = pool.window_start {
@@ -228,9 +235,12 @@ impl Stage for Coordinator {
     fn tick(&mut self, now_ms: i64, out: &mut Vec<Decision>) {
         let before = out.len();
         let idle = self.rules.cfg.idle_flush_ms as i64;
-        for pool in self.pools.values_mut() {
+        for (name, pool) in self.pools.iter_mut() {
             if !pool.pending.is_empty() && now_ms - pool.last_input_wall_ms >= idle {
                 pool.decide(&self.rules, None, out);
+                if !self.changed.contains(name) {
+                    self.changed.insert(name.clone());
+                }
             }
         }
         self.count(&out[before..]);
@@ -261,6 +271,35 @@ impl Stage for Coordinator {
 
     fn active_series(&self) -> usize {
         self.pools.values().map(PoolState::resources).sum()
+    }
+
+    fn has_state(&self) -> bool {
+        true
+    }
+
+    fn take_state_changes(&mut self, out: &mut Vec<StateChange>) {
+        for name in self.changed.drain() {
+            if let Some(pool) = self.pools.get(&name) {
+                if let Some(bytes) = encode(pool) {
+                    out.push(StateChange {
+                        partition: pool.partition,
+                        key: name,
+                        bytes: Some(bytes),
+                    });
+                }
+            }
+        }
+    }
+
+    fn restore(&mut self, partition: i32, key: &str, bytes: &[u8]) -> Result<(), RestoreError> {
+        let mut pool: PoolState = decode(bytes)?;
+        pool.partition = partition;
+        self.pools.insert(key.to_string(), pool);
+        Ok(())
+    }
+
+    fn forget(&mut self, _partition: i32, key: &str) {
+        self.pools.remove(key);
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

@@ -572,6 +572,51 @@ fn revoked_pending_is_forgotten_so_it_can_be_decided_later() {
     assert_eq!(out.len(), 1);
 }
 
+#[test]
+fn a_restored_coordinator_remembers_cooldowns_and_nothing_of_the_open_window() {
+    let mut a = Coordinator::new(CoordinatorConfig::default(), Policies::default()).unwrap();
+    let mut out = Vec::new();
+    a.offer(rec("a", "t", ScaleOut, 2.0, 4.0, 0), 2, 0, 0, &mut out);
+    a.tick(10_000, &mut out);
+    assert_eq!(verdicts(&out)[0].1, Approved);
+    // An open window: not part of the checkpoint (its input is not committed).
+    a.offer(
+        rec("b", "t", ScaleOut, 4.0, 6.0, 120_000),
+        2,
+        1,
+        10_000,
+        &mut out,
+    );
+    let mut changes = Vec::new();
+    a.take_state_changes(&mut changes);
+    assert_eq!(changes.len(), 1);
+    assert_eq!((changes[0].partition, changes[0].key.as_str()), (2, "pool"));
+    a.take_state_changes(&mut changes);
+    assert_eq!(changes.len(), 1, "nothing changed since");
+
+    let mut b = Coordinator::new(CoordinatorConfig::default(), Policies::default()).unwrap();
+    let bytes = changes[0].bytes.as_deref().unwrap();
+    b.restore(2, "pool", bytes).unwrap();
+    assert_eq!(b.held_offset(2), None);
+    // The new owner reads "b" again and rejects it for the cooldown, as "a" would have.
+    let mut decided = Vec::new();
+    b.offer(
+        rec("b", "t", ScaleOut, 4.0, 6.0, 120_000),
+        2,
+        1,
+        0,
+        &mut decided,
+    );
+    b.tick(10_000, &mut decided);
+    assert_eq!(
+        verdicts(&decided),
+        vec![("b".into(), Rejected, "cooldown".into())]
+    );
+    b.forget(2, "pool");
+    assert_eq!(b.active_series(), 0);
+    assert!(b.restore(2, "pool", b"\x01{").is_err());
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;

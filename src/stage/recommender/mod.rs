@@ -32,14 +32,18 @@ pub use replicas::hpa_desired;
 pub use tuner::Tuner;
 pub use usage::UsageHistogram;
 
-use super::{Insight, RecordMeta, Stage};
+use super::snapshot::{decode, encode, RestoreError};
+use super::{Insight, RecordMeta, Stage, StateChange};
 use crate::config::{Policies, TargetPolicy};
 use crate::event::{ActionKind, Recommendation};
-use std::collections::{BTreeMap, HashMap};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What the recommender remembers of one target.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct TargetState {
+    #[serde(skip)]
     partition: i32,
     /// Replicas reported through the policy's `replicas_metric`.
     observed_replicas: Option<f64>,
@@ -55,6 +59,7 @@ pub(crate) struct TargetState {
     requests: BTreeMap<String, f64>,
     tuners: BTreeMap<String, Tuner>,
     /// Last proposal per (kind, resource): value and event time.
+    #[serde(with = "crate::stage::snapshot::pairs")]
     last: HashMap<(ActionKind, String), (f64, i64)>,
 }
 
@@ -71,6 +76,8 @@ impl TargetState {
 pub struct Recommender {
     policies: Policies,
     targets: HashMap<String, TargetState>,
+    /// Targets whose state changed since the last checkpoint.
+    changed: HashSet<String>,
     repeats_suppressed: u64,
 }
 
@@ -80,6 +87,7 @@ impl Recommender {
         Recommender {
             policies,
             targets: HashMap::new(),
+            changed: HashSet::new(),
             repeats_suppressed: 0,
         }
     }
@@ -93,6 +101,9 @@ impl Recommender {
         let policy = self.policies.get(target);
         let state = self.targets.entry(target.clone()).or_default();
         state.partition = partition;
+        if !self.changed.contains(target) {
+            self.changed.insert(target.clone());
+        }
         let mut drafts = Vec::new();
         match insight {
             Insight::Forecast(f) => {
@@ -147,6 +158,35 @@ impl Stage for Recommender {
 
     fn active_series(&self) -> usize {
         self.targets.len()
+    }
+
+    fn has_state(&self) -> bool {
+        true
+    }
+
+    fn take_state_changes(&mut self, out: &mut Vec<StateChange>) {
+        for target in self.changed.drain() {
+            if let Some(state) = self.targets.get(&target) {
+                if let Some(bytes) = encode(state) {
+                    out.push(StateChange {
+                        partition: state.partition,
+                        key: target,
+                        bytes: Some(bytes),
+                    });
+                }
+            }
+        }
+    }
+
+    fn restore(&mut self, partition: i32, key: &str, bytes: &[u8]) -> Result<(), RestoreError> {
+        let mut state: TargetState = decode(bytes)?;
+        state.partition = partition;
+        self.targets.insert(key.to_string(), state);
+        Ok(())
+    }
+
+    fn forget(&mut self, _partition: i32, key: &str) {
+        self.targets.remove(key);
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

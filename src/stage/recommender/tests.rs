@@ -336,3 +336,25 @@ fn adaptive_selection_follows_the_recommender_that_was_right() {
     let errors = state.accuracy.errors().unwrap();
     assert!(errors[0] > errors[1], "{errors:?}");
 }
+
+#[test]
+fn a_restored_recommender_continues_where_the_original_was() {
+    let mut a = Recommender::new(Policies::default());
+    let low = |i: i64| Insight::Forecast(forecast("cpu_utilization", 0.2, i * 60_000));
+    assert!(a.observe(&low(0), 4).is_empty());
+    assert!(a.observe(&low(1), 4).is_empty());
+    let mut changes = Vec::new();
+    a.take_state_changes(&mut changes);
+    assert_eq!(changes.len(), 1);
+    assert_eq!((changes[0].partition, changes[0].key.as_str()), (4, "api"));
+    let mut b = Recommender::new(Policies::default());
+    b.restore(4, "api", changes[0].bytes.as_deref().unwrap())
+        .unwrap();
+    // The low streak survived: the third low forecast proposes, in both.
+    let (x, y) = (a.observe(&low(2), 4), b.observe(&low(2), 4));
+    assert_eq!(x.len(), 1);
+    assert_eq!(x, y);
+    b.partitions_revoked(&[4]);
+    assert_eq!(b.active_series(), 0);
+    assert!(b.restore(4, "api", &[9, b'{']).is_err());
+}
