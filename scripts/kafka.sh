@@ -8,6 +8,8 @@
 #   scripts/kafka.sh stop             stop it
 #   scripts/kafka.sh status           say whether it runs, and where
 #   scripts/kafka.sh bootstrap        print the bootstrap address of the running broker
+#   scripts/kafka.sh sasl-bootstrap   print its SASL_PLAINTEXT listener (user perfpilot,
+#                                     password perfpilot-secret; PLAIN, SCRAM-SHA-256/512)
 #   scripts/kafka.sh cluster-start    start a 3-node KRaft cluster (each node broker+controller),
 #                                     replication factor 3, min ISR 2; print its bootstrap list
 #   scripts/kafka.sh cluster-stop     stop it
@@ -63,18 +65,25 @@ start() {
   fetch
   if running; then log "already running (pid $(cat "$DIR/pid"))"; cat "$DIR/bootstrap"; return 0; fi
   rm -rf "$DIR"; mkdir -p "$DIR/data"
-  local port cport
+  local port cport sport
   port="${PERFPILOT_KAFKA_PORT:-$(free_port 19092)}"
   cport="$(free_port $((port + 1)))"
+  sport="$(free_port $((cport + 1)))"
+  # A second listener, SASL_PLAINTEXT on loopback, for the security tests: user
+  # perfpilot with password perfpilot-secret, by PLAIN and by SCRAM-SHA-256/512.
   cat > "$DIR/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_PLAINTEXT://127.0.0.1:$sport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_PLAINTEXT://127.0.0.1:$sport
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_perfpilot="perfpilot-secret";
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 log.dirs=$DIR/data
 num.partitions=4
 offsets.topic.replication.factor=1
@@ -95,7 +104,10 @@ PROPS
   id="$(java "${jopts[@]}" -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
   [ -n "$id" ] || die "StorageTool random-uuid printed nothing"
   java "${jopts[@]}" -cp "$cp" kafka.tools.StorageTool format --standalone -t "$id" \
-    -c "$DIR/server.properties" > "$DIR/format.log" 2>&1 || { cat "$DIR/format.log" >&2; die "format failed"; }
+    -c "$DIR/server.properties" \
+    --add-scram 'SCRAM-SHA-256=[name=perfpilot,password=perfpilot-secret]' \
+    --add-scram 'SCRAM-SHA-512=[name=perfpilot,password=perfpilot-secret]' \
+    > "$DIR/format.log" 2>&1 || { cat "$DIR/format.log" >&2; die "format failed"; }
   nohup java "${jopts[@]}" -cp "$cp" kafka.Kafka "$DIR/server.properties" > "$DIR/stdout.log" 2>&1 &
   echo $! > "$DIR/pid"
   local deadline=$((SECONDS + 90))
@@ -105,6 +117,7 @@ PROPS
     sleep 0.5
   done
   echo "127.0.0.1:$port" > "$DIR/bootstrap"
+  echo "127.0.0.1:$sport" > "$DIR/sasl-bootstrap"
   log "Apache Kafka $VERSION is up at 127.0.0.1:$port (pid $(cat "$DIR/pid"), logs in $DIR)"
   echo "127.0.0.1:$port"
 }
@@ -246,11 +259,12 @@ case "${1:-}" in
   stop) stop ;;
   status) if running; then echo "running at $(cat "$DIR/bootstrap") (pid $(cat "$DIR/pid"))"; else echo "not running"; exit 1; fi ;;
   bootstrap) running || die "not running"; cat "$DIR/bootstrap" ;;
+  sasl-bootstrap) running || die "not running"; cat "$DIR/sasl-bootstrap" ;;
   cluster-start) cluster_start ;;
   cluster-stop) cluster_stop ;;
   cluster-bootstrap) [ -f "$CDIR/bootstrap" ] || die "cluster not running"; cat "$CDIR/bootstrap" ;;
   node-kill) node_arg "${2:-}"; node_signal "$2" KILL ;;
   node-stop) node_arg "${2:-}"; node_signal "$2" TERM ;;
   node-start) node_arg "${2:-}"; fetch; launch_node "$2"; wait_node "$2"; log "node $2 is up" ;;
-  *) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

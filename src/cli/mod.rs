@@ -138,17 +138,39 @@ pub struct KafkaArgs {
     #[arg(long, default_value = "perfpilot.", env = "PERFPILOT_TOPIC_PREFIX")]
     pub topic_prefix: String,
     /// Extra librdkafka property, key=value (repeatable), e.g. -X security.protocol=SASL_SSL.
-    /// Values of password and secret properties are never logged.
+    /// Secrets are better passed in the environment, out of `ps`: PERFPILOT_KAFKA_X_<KEY>
+    /// with the key's dots as underscores (PERFPILOT_KAFKA_X_SASL_PASSWORD=… sets
+    /// sasl.password); -X wins over the environment. Values of password and secret
+    /// properties are never logged.
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
     pub property: Vec<(String, String)>,
+}
+
+/// Environment variables that carry librdkafka properties.
+pub const PROPERTY_ENV_PREFIX: &str = "PERFPILOT_KAFKA_X_";
+
+/// The librdkafka properties set in the environment (`PERFPILOT_KAFKA_X_SASL_PASSWORD`
+/// → `sasl.password`), sorted by key.
+pub fn properties_from_env(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let mut props: Vec<(String, String)> = vars
+        .filter_map(|(k, v)| {
+            let key = k.strip_prefix(PROPERTY_ENV_PREFIX)?;
+            (!key.is_empty()).then(|| (key.to_ascii_lowercase().replace('_', "."), v))
+        })
+        .collect();
+    props.sort();
+    props
 }
 
 impl KafkaArgs {
     /// Client options.
     pub fn options(&self) -> KafkaOptions {
+        // Environment first, so -X given on the command line overrides it.
+        let mut properties = properties_from_env(std::env::vars());
+        properties.extend(self.property.iter().cloned());
         KafkaOptions {
             bootstrap_servers: self.bootstrap_servers.clone(),
-            properties: self.property.clone(),
+            properties,
             consumer_properties: Vec::new(),
         }
     }
@@ -223,5 +245,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => crate::demo::run_cli(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_come_from_the_environment_by_prefix() {
+        let vars = [
+            ("PERFPILOT_KAFKA_X_SASL_PASSWORD", "s3cret"),
+            ("PERFPILOT_KAFKA_X_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("PERFPILOT_KAFKA_X_", "ignored: no key"),
+            ("PERFPILOT_BOOTSTRAP_SERVERS", "ignored: not a property"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(
+            properties_from_env(vars.into_iter()),
+            vec![
+                ("sasl.password".to_string(), "s3cret".to_string()),
+                ("security.protocol".to_string(), "SASL_SSL".to_string()),
+            ]
+        );
     }
 }

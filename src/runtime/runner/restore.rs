@@ -11,9 +11,10 @@
 use super::super::KafkaOptions;
 use crate::stage::Stage;
 use crate::telemetry;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
+use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -36,9 +37,23 @@ pub struct RestoreStats {
     pub elapsed: Duration,
 }
 
+/// The restore consumer's context: the end of a partition is what a restore waits for,
+/// not an error worth a log line (librdkafka reports it through the error callback too).
+struct RestoreContext;
+
+impl ClientContext for RestoreContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::warn!(%error, reason, "state restore client error");
+        }
+    }
+}
+
+impl ConsumerContext for RestoreContext {}
+
 /// Reads changelog partitions; one per runner, with no consumer group.
 pub(super) struct StateRestorer {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<RestoreContext>,
     topic: String,
     timeout: Duration,
 }
@@ -59,7 +74,7 @@ impl StateRestorer {
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest");
         Ok(StateRestorer {
-            consumer: config.create()?,
+            consumer: config.create_with_context(RestoreContext)?,
             topic: topic.to_string(),
             timeout,
         })
