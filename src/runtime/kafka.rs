@@ -1,6 +1,101 @@
 //! Kafka client settings shared by every perfpilot process.
 
-use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext};
+use std::sync::{Arc, Mutex};
+
+/// True for client errors that retrying cannot cure: refused credentials, a failed TLS
+/// handshake, missing permissions. A command stops on them with the cause instead of
+/// waiting for ever.
+pub fn is_unrecoverable(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::SSL
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+        )
+    )
+}
+
+/// The first unrecoverable error a client reported, shared with whoever waits on it.
+#[derive(Debug, Clone, Default)]
+pub struct FatalError(Arc<Mutex<Option<String>>>);
+
+impl FatalError {
+    /// Records `error` if it is unrecoverable (the first one wins).
+    pub fn observe(&self, error: &KafkaError, reason: &str) {
+        if is_unrecoverable(error) {
+            if let Ok(mut slot) = self.0.lock() {
+                slot.get_or_insert_with(|| format!("{error}: {reason}"));
+            }
+        }
+    }
+
+    /// The recorded error, if any.
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|s| s.clone())
+    }
+}
+
+/// Connects to the cluster and asks for its metadata, within `timeout`: `Ok` when it
+/// answered; the unrecoverable error (refused credentials, ...) as soon as the client
+/// reports one, rather than after a request's timeout. Blocks; for commands that are
+/// about to talk to the cluster through clients that do not report such errors (the
+/// admin client).
+pub fn check_connection(kafka: &KafkaOptions, timeout: std::time::Duration) -> Result<(), String> {
+    use rdkafka::producer::{BaseProducer, Producer};
+    let context = WatchedContext::default();
+    let fatal = context.fatal.clone();
+    let producer: BaseProducer<WatchedContext> = kafka
+        .admin_config()
+        .create_with_context(context)
+        .map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        producer.poll(std::time::Duration::from_millis(100));
+        if let Some(e) = fatal.get() {
+            return Err(e);
+        }
+        match producer
+            .client()
+            .fetch_metadata(None, std::time::Duration::from_millis(500))
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(format!(
+                    "no answer from {} within {timeout:?}: {e}",
+                    kafka.bootstrap_servers
+                ))
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// A client context that logs errors like the default one and remembers the first
+/// unrecoverable one.
+#[derive(Debug, Clone, Default)]
+pub struct WatchedContext {
+    /// Where the unrecoverable error goes.
+    pub fatal: FatalError,
+}
+
+impl ClientContext for WatchedContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.fatal.observe(&error, reason);
+        tracing::error!(%error, reason, "kafka client error");
+    }
+}
+
+impl rdkafka::producer::ProducerContext for WatchedContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
 
 /// Where the cluster is and how to talk to it.
 #[derive(Debug, Clone)]

@@ -3,7 +3,6 @@
 
 use super::KafkaOptions;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
@@ -155,6 +154,9 @@ pub enum TopicError {
     /// The admin client could not be created or the request failed as a whole.
     #[error("cannot create topics: {0}")]
     Admin(#[from] rdkafka::error::KafkaError),
+    /// The client cannot reach the cluster as configured (credentials, TLS).
+    #[error("cannot create topics: {0}; check the security settings (-X, PERFPILOT_KAFKA_X_*)")]
+    Client(String),
     /// The broker refused one topic.
     #[error("cannot create topic {topic}: {code}")]
     Refused {
@@ -173,7 +175,17 @@ pub async fn create_all(
     partitions: i32,
     replication: i32,
 ) -> Result<Vec<(String, bool)>, TopicError> {
-    let admin: AdminClient<DefaultClientContext> = kafka.admin_config().create()?;
+    let check = kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        super::kafka::check_connection(&check, Duration::from_secs(30))
+    })
+    .await
+    .map_err(|e| TopicError::Client(e.to_string()))?
+    .map_err(TopicError::Client)?;
+    let context = super::kafka::WatchedContext::default();
+    let fatal = context.fatal.clone();
+    let admin: AdminClient<super::kafka::WatchedContext> =
+        kafka.admin_config().create_with_context(context)?;
     let specs = topics.specs();
     let new: Vec<NewTopic> = specs
         .iter()
@@ -186,7 +198,18 @@ pub async fn create_all(
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin.create_topics(new.iter(), &opts).await?;
+    let create = admin.create_topics(new.iter(), &opts);
+    tokio::pin!(create);
+    let results = loop {
+        tokio::select! {
+            r = &mut create => break r?,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if let Some(e) = fatal.get() {
+                    return Err(TopicError::Client(e));
+                }
+            }
+        }
+    };
     let mut out = Vec::new();
     for r in results {
         match r {

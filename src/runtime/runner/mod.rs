@@ -27,6 +27,7 @@ pub mod restore;
 
 use self::core::Core;
 use self::restore::StateRestorer;
+use super::kafka::FatalError;
 use super::{KafkaOptions, Shutdown};
 use crate::stage::{InputLimits, Stage};
 use crate::telemetry;
@@ -200,6 +201,10 @@ pub enum RuntimeError {
     /// Another instance with the same transactional id took over; this one must stop.
     #[error("fenced: another instance with the same transactional id took over ({0}); this instance stops")]
     Fenced(#[source] KafkaError),
+    /// The client cannot work as configured: refused credentials, a failed TLS
+    /// handshake, missing permissions.
+    #[error("kafka client failed: {0}; check the security settings (-X, PERFPILOT_KAFKA_X_*)")]
+    Client(String),
     /// Partitions were lost (the session expired) before they could be committed.
     #[error("partitions lost before they could be committed")]
     Lost,
@@ -233,6 +238,8 @@ fn default_instance_id() -> String {
 /// The consumer's context: runs the rebalance callbacks against the runner's state.
 struct RunnerContext<S: Stage> {
     core: Arc<Mutex<Core<S>>>,
+    /// Set by the error callback, read by the loop (no lock needed in the callback).
+    fatal: FatalError,
 }
 
 fn lock<S: Stage>(core: &Mutex<Core<S>>) -> MutexGuard<'_, Core<S>> {
@@ -246,7 +253,12 @@ fn topic_partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
         .collect()
 }
 
-impl<S: Stage> ClientContext for RunnerContext<S> {}
+impl<S: Stage> ClientContext for RunnerContext<S> {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::error!(%error, reason, "kafka client error");
+        self.fatal.observe(&error, reason);
+    }
+}
 
 impl<S: Stage> ConsumerContext for RunnerContext<S> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -268,6 +280,14 @@ pub async fn run_stage<S: Stage>(
     shutdown: Shutdown,
 ) -> Result<RunReport, RuntimeError> {
     let name = stage.name();
+    // Refused credentials and the like stop the stage now, with their cause.
+    let check = kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        super::kafka::check_connection(&check, Duration::from_secs(30))
+    })
+    .await
+    .map_err(|e| RuntimeError::Client(e.to_string()))?
+    .map_err(RuntimeError::Client)?;
     let exactly_once = cfg.guarantee == Guarantee::ExactlyOnce;
     let mut producer_config = kafka.producer_config();
     if exactly_once {
@@ -319,7 +339,10 @@ pub async fn run_stage<S: Stage>(
     let shutdown_deadline = cfg.shutdown_deadline;
     let core = Arc::new(Mutex::new(Core::new(stage, cfg, producer, restorer)));
     let consumer: StreamConsumer<RunnerContext<S>> = consumer_config
-        .create_with_context(RunnerContext { core: core.clone() })
+        .create_with_context(RunnerContext {
+            core: core.clone(),
+            fatal: FatalError::default(),
+        })
         .map_err(RuntimeError::Setup)?;
     let topics: Vec<String> = lock(&core).cfg.input_topics.clone();
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -426,6 +449,9 @@ async fn run_loop<S: Stage>(
             if !ok {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+        }
+        if let Some(e) = consumer.context().fatal.get() {
+            return Err(RuntimeError::Client(e));
         }
         let mut c = lock(core);
         if let Some(e) = c.failure.take() {
