@@ -234,7 +234,11 @@ node_signal() {
 }
 
 cluster_stop() {
-  local n
+  # All at once: a node stopped last would wait for a controller quorum that is gone.
+  local n pid
+  for n in 1 2 3; do
+    [ -f "$CDIR/node$n/pid" ] && kill -TERM "$(cat "$CDIR/node$n/pid")" 2>/dev/null || true
+  done
   for n in 1 2 3; do [ -d "$CDIR/node$n" ] && node_signal "$n" TERM; done
   rm -f "$CDIR/bootstrap"
 }

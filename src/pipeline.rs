@@ -107,6 +107,13 @@ pub async fn run_kind(
         }
         StageKind::Coordinator => {
             let core = Coordinator::new(config.coordinator.clone(), config.policies.clone())?;
+            // An idle window is decided on a tick: tick often enough that the wait adds
+            // at most a quarter of `idle_flush_ms`.
+            let mut runner = runner;
+            let quarter = std::time::Duration::from_millis(config.coordinator.idle_flush_ms / 4);
+            runner.tick_interval = runner
+                .tick_interval
+                .min(quarter.max(std::time::Duration::from_millis(5)));
             run_stage(core, kafka, runner, shutdown).await?
         }
     })

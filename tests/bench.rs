@@ -5,6 +5,7 @@
 mod common;
 
 use common::TestCluster;
+use perfpilot::bench::latency::{self, Through};
 use perfpilot::bench::throughput;
 use perfpilot::config::Config;
 use perfpilot::runtime::Guarantee;
@@ -92,11 +93,39 @@ fn memory_per_series_stays_within_a_kibibyte() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_harness_times_every_spike_embedded() {
     let c = TestCluster::embedded("latency", 2);
-    let l = perfpilot::bench::latency::run(&c.kafka, &c.topics, &Config::default(), 2_000, 50, 50)
-        .await
-        .unwrap();
+    let l = latency::run(
+        &c.kafka,
+        &c.topics,
+        &Config::default(),
+        Through::Anomalies,
+        (2_000, 50, 50),
+    )
+    .await
+    .unwrap();
     assert_eq!(l.sent, 10, "{l:?}");
     assert_eq!(l.measured, l.sent, "every spike's anomaly arrived: {l:?}");
+    assert!(
+        l.p50 > 0.0 && l.p50 <= l.p95 && l.p95 <= l.p99 && l.p99 <= l.max,
+        "{l:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn latency_through_all_four_stages_times_every_decision_embedded() {
+    let c = TestCluster::embedded("latency-decisions", 2);
+    let mut config = Config::default();
+    config.coordinator.idle_flush_ms = 50;
+    let l = latency::run(
+        &c.kafka,
+        &c.topics,
+        &config,
+        Through::Decisions,
+        (2_000, 20, 50),
+    )
+    .await
+    .unwrap();
+    assert_eq!(l.sent, 10, "{l:?}");
+    assert_eq!(l.measured, l.sent, "every spike led to a decision: {l:?}");
     assert!(
         l.p50 > 0.0 && l.p50 <= l.p95 && l.p95 <= l.p99 && l.p99 <= l.max,
         "{l:?}"

@@ -1,15 +1,19 @@
-//! Produce → anomaly latency of the detector stage at a fixed offered load.
+//! Produce → anomaly latency of the detector stage, or produce → decision latency
+//! through all four stages, at a fixed offered load.
 //!
 //! A publisher offers `rate` events per second over `series` series (one simulated
 //! minute of event time per round); after the warm-up, one series per round carries a
-//! spike. A consumer on the anomalies topic records when each spike's anomaly arrives;
-//! the latency is from the moment the spike was handed to the producer to that arrival,
-//! through the broker, the detector's runner and the broker again.
+//! latency spike (each series at most once: `rounds` ≤ warm-up + `series`). A consumer on
+//! the anomalies (or decisions) topic records when each spike's anomaly (or the decision
+//! on the scale-out it caused) arrives; the latency is from the moment the spike was
+//! handed to the producer to that arrival, through the broker and every stage's runner.
 
 use super::throughput::BenchError;
 use crate::agent::publish::MetricPublisher;
+use crate::cli::StageKind;
 use crate::config::Config;
-use crate::event::{decode, Anomaly, MetricEvent};
+use crate::event::{AnyRecord, MetricEvent};
+use crate::pipeline::run_kind;
 use crate::runtime::{run_stage, KafkaOptions, RunnerConfig, Shutdown, Topics};
 use crate::stage::detector::Detector;
 use hdrhistogram::Histogram;
@@ -36,39 +40,72 @@ pub struct Latency {
     pub max: f64,
 }
 
-/// Runs the detector and measures produce → anomaly latency at `rate` events/s.
+/// Where the latency is measured to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Through {
+    /// The anomalies topic, through the detector alone.
+    Anomalies,
+    /// The decisions topic, through detector, forecaster, recommender and coordinator.
+    Decisions,
+}
+
+/// Runs the detector (or the whole pipeline) and measures the latency at `rate`
+/// events/s.
 pub async fn run(
     kafka: &KafkaOptions,
     topics: &Topics,
     config: &Config,
-    rate: u64,
-    series: u64,
-    rounds: u64,
+    through: Through,
+    load: (u64, u64, u64),
 ) -> Result<Latency, BenchError> {
+    let (rate, series, rounds) = load;
     let kafka_err = |e: String| BenchError::Kafka(e);
     let warmup = u64::from(config.detector.warmup_points) + 10;
-    let rounds = rounds.max(warmup + 5);
-    // The detector.
+    let rounds = rounds.clamp(warmup + 5, warmup + series.max(5));
     let shutdown = Shutdown::new();
-    let det = Detector::new(config.detector.clone()).map_err(|e| kafka_err(e.to_string()))?;
-    let runner = RunnerConfig::new(
-        format!("{}bench-latency-detector", topics.prefix),
-        vec![topics.metrics()],
-        topics.anomalies(),
-        topics.deadletter(),
-    );
-    let stage = {
-        let (kafka, shutdown) = (kafka.clone(), shutdown.clone());
-        tokio::spawn(async move { run_stage(det, &kafka, runner, shutdown).await })
+    let mut stages = Vec::new();
+    let watched = match through {
+        Through::Anomalies => {
+            let det =
+                Detector::new(config.detector.clone()).map_err(|e| kafka_err(e.to_string()))?;
+            let runner = RunnerConfig::new(
+                format!("{}bench-latency-detector", topics.prefix),
+                vec![topics.metrics()],
+                topics.anomalies(),
+                topics.deadletter(),
+            );
+            let (kafka, shutdown) = (kafka.clone(), shutdown.clone());
+            stages.push(tokio::spawn(async move {
+                run_stage(det, &kafka, runner, shutdown)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }));
+            topics.anomalies()
+        }
+        Through::Decisions => {
+            for kind in StageKind::ALL {
+                let runner = kind.runner_config(topics, None);
+                let (kafka, shutdown, config) = (kafka.clone(), shutdown.clone(), config.clone());
+                stages.push(tokio::spawn(async move {
+                    run_kind(kind, &config, &kafka, runner, shutdown)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }));
+            }
+            topics.decisions()
+        }
     };
-    // The watcher of anomalies: arrival time per (target, event time).
+    // The watcher: first arrival per (target, event time) of an anomaly, per target of a
+    // decision (each target is spiked once).
     let arrivals: Arc<Mutex<HashMap<(String, i64), Instant>>> = Arc::default();
     let consumer: StreamConsumer = kafka
         .consumer_config(&format!("{}bench-latency-watch", topics.prefix))
         .create()
         .map_err(|e| kafka_err(e.to_string()))?;
     consumer
-        .subscribe(&[&topics.anomalies()])
+        .subscribe(&[&watched])
         .map_err(|e| kafka_err(e.to_string()))?;
     let watcher = {
         let (arrivals, shutdown) = (arrivals.clone(), shutdown.clone());
@@ -76,11 +113,13 @@ pub async fn run(
             loop {
                 let m = tokio::select! { _ = shutdown.wait() => break, m = consumer.recv() => m };
                 let Ok(m) = m else { continue };
-                if let Ok(a) = decode::<Anomaly>(m.payload().unwrap_or(&[])) {
-                    if let Ok(mut map) = arrivals.lock() {
-                        map.entry((a.target, a.timestamp_ms))
-                            .or_insert_with(Instant::now);
-                    }
+                let key = match AnyRecord::decode(m.payload().unwrap_or(&[])) {
+                    Ok(AnyRecord::Anomaly(a)) => (a.target, a.timestamp_ms),
+                    Ok(AnyRecord::Decision(d)) => (d.target, 0),
+                    _ => continue,
+                };
+                if let Ok(mut map) = arrivals.lock() {
+                    map.entry(key).or_insert_with(Instant::now);
                 }
             }
         })
@@ -112,7 +151,11 @@ pub async fn run(
             let value = if spike { base * 10.0 } else { base };
             let e = MetricEvent::sample("bench", &target, "latency_p99_ms", ts, value);
             if spike {
-                sent.insert((target, ts), Instant::now());
+                let key = match through {
+                    Through::Anomalies => (target, ts),
+                    Through::Decisions => (target, 0),
+                };
+                sent.insert(key, Instant::now());
             }
             publisher
                 .publish(&e)
@@ -124,8 +167,8 @@ pub async fn run(
         .flush()
         .await
         .map_err(|e| kafka_err(e.to_string()))?;
-    // Let the last anomalies arrive.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Let the last outputs arrive (a decision waits for its window to close).
+    let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         let arrived = arrivals.lock().map(|m| m.len()).unwrap_or(0);
         if arrived >= sent.len() {
@@ -134,7 +177,11 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     shutdown.trigger();
-    let _ = stage.await;
+    for stage in stages {
+        if let Ok(Err(e)) = stage.await {
+            return Err(kafka_err(e));
+        }
+    }
     let _ = watcher.await;
 
     let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)

@@ -2,7 +2,7 @@
 //! per series.
 
 use super::KafkaArgs;
-use crate::bench::{memory, throughput};
+use crate::bench::{latency, memory, throughput};
 use crate::config::Config;
 use crate::runtime::{Guarantee, Topics};
 use clap::{Args, Subcommand};
@@ -71,9 +71,14 @@ enum BenchCommand {
         /// Partitions of the bench's topics.
         #[arg(long, default_value_t = 4)]
         partitions: i32,
-        /// Configuration file ([detector] applies).
+        /// Configuration file ([detector]; through decisions, every section applies —
+        /// [coordinator] idle_flush_ms sets how long a decision window waits).
         #[arg(long, env = "PERFPILOT_CONFIG")]
         config: Option<PathBuf>,
+        /// anomalies: produce → anomaly through the detector; decisions: produce →
+        /// decision through all four stages (a spike's anomaly → scale-out → decision).
+        #[arg(long, value_enum, default_value = "anomalies")]
+        through: latency::Through,
     },
     /// Resident memory per active series of the detector and of the forecaster, each
     /// measured in a fresh process, at the given series counts.
@@ -97,13 +102,18 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             rounds,
             partitions,
             config,
+            through,
         } => {
             let config = Config::load(config.as_deref())?;
             let (options, topics) = bench_topics(&kafka, partitions).await?;
-            let l = crate::bench::latency::run(&options, &topics, &config, rate, series, rounds)
-                .await?;
+            let l =
+                latency::run(&options, &topics, &config, through, (rate, series, rounds)).await?;
+            let to = match through {
+                latency::Through::Anomalies => "anomaly",
+                latency::Through::Decisions => "decision",
+            };
             println!(
-                "produce → anomaly at {rate} events/s offered ({series} series, {rounds} rounds): {} of {} spikes measured",
+                "produce → {to} at {rate} events/s offered ({series} series, {rounds} rounds): {} of {} spikes measured",
                 l.measured, l.sent
             );
             println!(
