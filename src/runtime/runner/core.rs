@@ -36,6 +36,19 @@ enum Sent {
 /// An offset about to be committed: ((topic, partition), offset).
 type PlannedOffset = ((String, i32), i64);
 
+/// An at-least-once checkpoint in three steps, each taken when the previous one's sends
+/// are acknowledged, so the loop never waits: the outputs sent before it → the state as
+/// it was when it began → the input offsets as they were when it began. A durable state
+/// thus implies durable outputs, and committed offsets a durable state.
+struct PendingCheckpoint {
+    /// The changed state, taken when the checkpoint began; `None` once sent.
+    changes: Option<Vec<StateChange>>,
+    /// Offsets to commit, planned when the checkpoint began.
+    offsets: Vec<PlannedOffset>,
+    /// Every send numbered below this must be acknowledged before the next step.
+    barrier: u64,
+}
+
 /// Longest a commit, a flush or a transaction call may block.
 const KAFKA_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -47,7 +60,12 @@ pub(super) struct Core<S: Stage> {
     restorer: Option<StateRestorer>,
     outputs: Vec<S::Output>,
     changes: Vec<StateChange>,
-    inflight: Vec<(DeliveryFuture, Sent)>,
+    /// Sends not yet acknowledged, with their sequence numbers.
+    inflight: Vec<(DeliveryFuture, Sent, u64)>,
+    /// Sequence number of the next send.
+    next_seq: u64,
+    /// An at-least-once checkpoint under way (it never blocks the loop).
+    checkpoint: Option<PendingCheckpoint>,
     /// Offset after the last record read, per (topic, partition), for assigned partitions.
     read_upto: HashMap<(String, i32), i64>,
     committed: HashMap<(String, i32), i64>,
@@ -80,6 +98,8 @@ impl<S: Stage> Core<S> {
             outputs: Vec::new(),
             changes: Vec::new(),
             inflight: Vec::new(),
+            next_seq: 0,
+            checkpoint: None,
             read_upto: HashMap::new(),
             committed: HashMap::new(),
             assignment: Vec::new(),
@@ -259,7 +279,8 @@ impl<S: Stage> Core<S> {
             }
             match self.producer.send_result(record) {
                 Ok(fut) => {
-                    self.inflight.push((fut, what));
+                    self.inflight.push((fut, what, self.next_seq));
+                    self.next_seq += 1;
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -308,7 +329,7 @@ impl<S: Stage> Core<S> {
         let mut failure = None;
         let mut produced = 0;
         let mut cx = Context::from_waker(Waker::noop());
-        self.inflight.retain_mut(|(fut, what)| {
+        self.inflight.retain_mut(|(fut, what, _)| {
             let outcome = match Pin::new(fut).poll(&mut cx) {
                 Poll::Pending => return true,
                 Poll::Ready(Ok(Ok(_))) => Ok(()),
@@ -368,12 +389,23 @@ impl<S: Stage> Core<S> {
     /// Sends the state of every key changed since the last checkpoint to its
     /// changelog partition.
     fn write_state(&mut self) -> Result<(), RuntimeError> {
+        if self.restorer.is_none() {
+            return Ok(());
+        }
+        self.stage.take_state_changes(&mut self.changes);
+        let changes = std::mem::take(&mut self.changes);
+        self.send_state(&changes)?;
+        self.changes = changes;
+        self.changes.clear();
+        Ok(())
+    }
+
+    /// Sends state changes to their changelog partitions.
+    fn send_state(&mut self, changes: &[StateChange]) -> Result<(), RuntimeError> {
         let Some(topic) = self.restorer.as_ref().map(|r| r.topic().to_string()) else {
             return Ok(());
         };
-        self.stage.take_state_changes(&mut self.changes);
-        let changes = std::mem::take(&mut self.changes);
-        for c in &changes {
+        for c in changes {
             self.send_raw(
                 &topic,
                 Some(c.partition),
@@ -384,8 +416,6 @@ impl<S: Stage> Core<S> {
         }
         telemetry::state_writes(self.name, changes.len() as u64);
         self.report.state_writes += changes.len() as u64;
-        self.changes = changes;
-        self.changes.clear();
         Ok(())
     }
 
@@ -412,6 +442,105 @@ impl<S: Stage> Core<S> {
         (tpl, planned)
     }
 
+    /// True when every send numbered below `seq` is acknowledged.
+    fn acknowledged_below(&self, seq: u64) -> bool {
+        self.inflight.iter().all(|(_, _, s)| *s >= seq)
+    }
+
+    /// An at-least-once checkpoint is under way.
+    pub(super) fn checkpoint_pending(&self) -> bool {
+        self.checkpoint.is_some()
+    }
+
+    /// The commit interval has passed: exactly-once commits its transaction now;
+    /// at-least-once begins a checkpoint that [`Core::advance_checkpoint`] completes
+    /// without blocking (unless one is still under way).
+    pub(super) fn commit_due<C, K>(&mut self, consumer: &K) -> Result<(), RuntimeError>
+    where
+        C: ConsumerContext,
+        K: Consumer<C>,
+    {
+        if self.exactly_once() {
+            return self.commit_transaction(consumer);
+        }
+        if self.checkpoint.is_none() {
+            let mut changes = Vec::new();
+            if self.restorer.is_some() {
+                self.stage.take_state_changes(&mut changes);
+            }
+            let (_, offsets) = self.offsets_to_commit();
+            self.checkpoint = Some(PendingCheckpoint {
+                changes: Some(changes),
+                offsets,
+                barrier: self.next_seq,
+            });
+        }
+        self.advance_checkpoint(consumer)
+    }
+
+    /// Takes the next step of the checkpoint under way, if its barrier is passed.
+    pub(super) fn advance_checkpoint<C, K>(&mut self, consumer: &K) -> Result<(), RuntimeError>
+    where
+        C: ConsumerContext,
+        K: Consumer<C>,
+    {
+        let Some(barrier) = self.checkpoint.as_ref().map(|c| c.barrier) else {
+            return Ok(());
+        };
+        if !self.acknowledged_below(barrier) {
+            return Ok(());
+        }
+        let changes = self.checkpoint.as_mut().and_then(|c| c.changes.take());
+        if let Some(changes) = changes {
+            self.send_state(&changes)?;
+            let next = self.next_seq;
+            if let Some(c) = self.checkpoint.as_mut() {
+                c.barrier = next;
+            }
+            return Ok(());
+        }
+        let offsets = self
+            .checkpoint
+            .take()
+            .map(|c| c.offsets)
+            .unwrap_or_default();
+        self.commit_offsets(consumer, offsets);
+        Ok(())
+    }
+
+    /// Commits planned offsets (synchronously: a commit is a few ms).
+    fn commit_offsets<C, K>(&mut self, consumer: &K, planned: Vec<PlannedOffset>)
+    where
+        C: ConsumerContext,
+        K: Consumer<C>,
+    {
+        let planned: Vec<PlannedOffset> = planned
+            .into_iter()
+            .filter(|(tp, o)| self.committed.get(tp) != Some(o))
+            .collect();
+        if planned.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &planned {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        }
+        let started = Instant::now();
+        let result = consumer.commit(&tpl, CommitMode::Sync);
+        telemetry::commit(self.name, started.elapsed().as_secs_f64(), result.is_ok());
+        match result {
+            Ok(()) => {
+                self.report.commits += 1;
+                self.committed.extend(planned);
+            }
+            // During a rebalance commits fail; the records are re-processed by the next
+            // owner or committed with the next checkpoint.
+            Err(e) => {
+                tracing::warn!(stage = self.name, error = %e, "offset commit failed; will retry with the next checkpoint")
+            }
+        }
+    }
+
     /// Makes everything read so far durable: at-least-once flushes the outputs, then
     /// writes the changed state and commits the offsets; exactly-once writes the state
     /// and commits outputs, state and offsets in one transaction.
@@ -423,28 +552,16 @@ impl<S: Stage> Core<S> {
         if self.exactly_once() {
             return self.commit_transaction(consumer);
         }
-        // Outputs first: state that is durable implies outputs that are.
+        // Outputs first: state that is durable implies outputs that are. A checkpoint
+        // under way is folded in: its older state goes out before the newer.
         self.flush()?;
+        if let Some(held) = self.checkpoint.take().and_then(|c| c.changes) {
+            self.send_state(&held)?;
+        }
         self.write_state()?;
         self.flush()?;
-        let (tpl, planned) = self.offsets_to_commit();
-        if planned.is_empty() {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let result = consumer.commit(&tpl, CommitMode::Sync);
-        telemetry::commit(self.name, started.elapsed().as_secs_f64(), result.is_ok());
-        match result {
-            Ok(()) => {
-                self.report.commits += 1;
-                self.committed.extend(planned);
-            }
-            // During a rebalance commits fail; the records are re-processed by the next
-            // owner or committed with the next batch.
-            Err(e) => {
-                tracing::warn!(stage = self.name, error = %e, "offset commit failed; will retry with the next batch")
-            }
-        }
+        let (_, planned) = self.offsets_to_commit();
+        self.commit_offsets(consumer, planned);
         Ok(())
     }
 

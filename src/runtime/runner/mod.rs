@@ -6,11 +6,12 @@
 //! 2. decode and check each one; hand it to the core, or send it to the dead-letter
 //!    topic with its reason; send every output, keyed;
 //! 3. on `tick_interval`, let the core emit what is due on time alone;
-//! 4. every `commit_interval`, make it durable. At-least-once: wait until the broker
-//!    acknowledged every output, write the state of every key that changed to the
-//!    stage's changelog and wait for that too, then commit, per partition, the offset
-//!    after the last record read (or the lowest offset the core still holds).
-//!    Exactly-once: outputs, state and offsets are one transaction.
+//! 4. every `commit_interval`, make it durable. At-least-once, without stopping the loop:
+//!    once the broker acknowledged every output sent so far, write the state of every key
+//!    that had changed to the stage's changelog, and once that is acknowledged, commit,
+//!    per partition, the offset after the last record read (or the lowest offset the core
+//!    still holds) as they were when the checkpoint began. Exactly-once: outputs, state
+//!    and offsets are one transaction.
 //!
 //! So an offset is committed only once everything derived from the records before it,
 //! and the state that saw them, is durable. A crash re-delivers from the last commit to
@@ -428,7 +429,11 @@ async fn run_loop<S: Stage>(
     let mut next_tick = Instant::now() + tick_interval;
     let mut next_commit = Instant::now() + commit_interval;
     loop {
-        let wake = next_tick.min(next_commit);
+        let mut wake = next_tick.min(next_commit);
+        if lock(core).checkpoint_pending() {
+            // A checkpoint under way moves on as its sends are acknowledged.
+            wake = wake.min(Instant::now() + Duration::from_millis(5));
+        }
         let first = tokio::select! {
             biased;
             _ = shutdown.wait() => return Ok(()),
@@ -463,8 +468,10 @@ async fn run_loop<S: Stage>(
         }
         c.settle()?;
         if Instant::now() >= next_commit {
-            c.commit(consumer)?;
+            c.commit_due(consumer)?;
             next_commit = Instant::now() + commit_interval;
+        } else {
+            c.advance_checkpoint(consumer)?;
         }
         telemetry::batch(c.name);
     }
