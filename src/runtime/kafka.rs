@@ -176,7 +176,7 @@ impl KafkaOptions {
     pub fn producer_config(&self) -> ClientConfig {
         let mut c = self.base();
         c.set("enable.idempotence", "true")
-            .set("linger.ms", "5")
+            .set("linger.ms", "1")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", "30000")
             .set("queue.buffering.max.messages", "200000");

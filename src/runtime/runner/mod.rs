@@ -77,7 +77,9 @@ pub struct RunnerConfig {
     pub deadletter_topic: String,
     /// Most records per batch (bounds in-flight work). Default 500.
     pub max_batch: usize,
-    /// Longest wait to fill a batch once its first record arrived. Default 20 ms.
+    /// Longest wait to fill a batch once its first record arrived. Default 2 ms: outputs
+    /// go out as they are made, so a batch only groups the bookkeeping (ticks,
+    /// deliveries, checkpoints) and need not wait long.
     pub max_batch_wait: Duration,
     /// How often the core's `tick` runs. Default 500 ms.
     pub tick_interval: Duration,
@@ -139,7 +141,7 @@ impl RunnerConfig {
             output_topic: output,
             deadletter_topic: deadletter,
             max_batch: 500,
-            max_batch_wait: Duration::from_millis(20),
+            max_batch_wait: Duration::from_millis(2),
             tick_interval: Duration::from_millis(500),
             shutdown_deadline: Duration::from_secs(10),
             limits: InputLimits::default(),
