@@ -80,7 +80,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     tokio::spawn(shutdown.clone().on_signals());
     let report = run_kind(args.stage, &config, &kafka, runner, shutdown).await?;
     eprintln!(
-        "{}: consumed {}, processed {}, dead-lettered {}, produced {}, commits {}, state writes {}, keys restored {}, aborts {}",
+        "{}: consumed {}, processed {}, dead-lettered {}, produced {}, commits {}, state writes {}, keys restored {}, unusable state records {}, aborts {}",
         args.stage.as_str(),
         report.consumed,
         report.processed,
@@ -89,6 +89,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         report.commits,
         report.state_writes,
         report.restored_keys,
+        report.restore_unusable,
         report.aborts
     );
     Ok(if report.clean_shutdown {

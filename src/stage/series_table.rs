@@ -198,11 +198,12 @@ impl<S: Partitioned> SeriesTable<S> {
     where
         S: DeserializeOwned,
     {
-        let mut state: S = decode(bytes)?;
-        state.set_partition(partition);
+        // Refused before decoding: a long changelog past the limit costs no parsing.
         if self.map.len() >= self.max && !self.map.contains_key(key) {
             return Err(RestoreError::Full { max: self.max });
         }
+        let mut state: S = decode(bytes)?;
+        state.set_partition(partition);
         // A restored series counts as seen now: it gets a full TTL to show up again.
         let seen_ms = if self.newest_ms == i64::MIN {
             RESTORED

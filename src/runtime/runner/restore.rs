@@ -19,6 +19,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+/// Unusable state records logged one by one per restore; the rest are counted.
+const LOGGED_UNUSABLE: u64 = 10;
+
 /// What one restore did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RestoreStats {
@@ -72,6 +75,12 @@ impl StateRestorer {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
+            // Records are applied as they come: a small prefetch bounds the memory a
+            // long changelog can take while it is read.
+            .set("queued.min.messages", "1000")
+            .set("queued.max.messages.kbytes", "4096")
+            .set("max.partition.fetch.bytes", "262144")
+            .set("fetch.max.bytes", "4194304")
             .set("auto.offset.reset", "earliest");
         Ok(StateRestorer {
             consumer: config.create_with_context(RestoreContext)?,
@@ -131,7 +140,10 @@ impl StateRestorer {
                             Ok(()) => stats.restored += 1,
                             Err(e) => {
                                 stats.unusable += 1;
-                                tracing::warn!(topic = %self.topic, partition, offset = m.offset(), error = %e, "state record skipped; the key starts cold");
+                                // The first few in detail; the count is in the summary.
+                                if stats.unusable <= LOGGED_UNUSABLE {
+                                    tracing::warn!(topic = %self.topic, partition, offset = m.offset(), error = %e, "state record skipped; the key starts cold");
+                                }
                             }
                         },
                     }
