@@ -238,6 +238,37 @@ async fn flood(kafka: &KafkaOptions, topic: &str, events: &[MetricEvent]) -> f64
     events.len() as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The standard run: 48 series × 420 points (20 160 events) with `poison` spread
+/// through them, produced in the background at `rate`.
+struct Run {
+    reference: BTreeMap<String, Anomaly>,
+    /// Records to be produced, poison included.
+    total: usize,
+    acked: Arc<AtomicUsize>,
+    producer: tokio::task::JoinHandle<()>,
+}
+
+fn start_run(c: &Cluster, poison: Vec<Vec<u8>>, rate: f64) -> Run {
+    let events = stream(48, 420);
+    let reference = reference(&events);
+    let total = events.len() + poison.len();
+    let acked = Arc::new(AtomicUsize::new(0));
+    let producer = tokio::spawn(produce(
+        c.kafka.clone(),
+        c.topics.metrics(),
+        events,
+        poison,
+        rate,
+        acked.clone(),
+    ));
+    Run {
+        reference,
+        total,
+        acked,
+        producer,
+    }
+}
+
 /// One `perfpilot run detector` process.
 struct Instance {
     id: String,
@@ -420,19 +451,13 @@ async fn scale_out_one_to_three_and_back_matches_the_reference() {
     let Some(c) = cluster("scale").await else {
         return;
     };
-    let events = stream(48, 420);
-    let reference = reference(&events);
     let poison = poison_payloads();
-    let total = events.len() + poison.len();
-    let acked = Arc::new(AtomicUsize::new(0));
-    let producer = tokio::spawn(produce(
-        c.kafka.clone(),
-        c.topics.metrics(),
-        events,
-        poison.clone(),
-        1500.0,
-        acked.clone(),
-    ));
+    let Run {
+        reference,
+        total,
+        acked,
+        producer,
+    } = start_run(&c, poison.clone(), 1500.0);
     let a = Instance::start(&c, "a", "at-least-once");
     tokio::time::sleep(Duration::from_secs(4)).await;
     let b = Instance::start(&c, "b", "at-least-once");
@@ -486,18 +511,12 @@ async fn sigkill_run(guarantee: &str) -> (BTreeMap<String, Anomaly>, Verdict, us
             0,
         );
     };
-    let events = stream(48, 420);
-    let reference = reference(&events);
-    let total = events.len();
-    let acked = Arc::new(AtomicUsize::new(0));
-    let producer = tokio::spawn(produce(
-        c.kafka.clone(),
-        c.topics.metrics(),
-        events,
-        Vec::new(),
-        1200.0,
-        acked.clone(),
-    ));
+    let Run {
+        reference,
+        total,
+        acked,
+        producer,
+    } = start_run(&c, Vec::new(), 1200.0);
     let mut instances = vec![
         Instance::start(&c, "i1", guarantee),
         Instance::start(&c, "i2", guarantee),
@@ -567,18 +586,12 @@ async fn broker_restarted_then_one_of_three_lost_loses_nothing() {
     let Some(c) = cluster("brokers").await else {
         return;
     };
-    let events = stream(48, 420);
-    let reference = reference(&events);
-    let total = events.len();
-    let acked = Arc::new(AtomicUsize::new(0));
-    let producer = tokio::spawn(produce(
-        c.kafka.clone(),
-        c.topics.metrics(),
-        events,
-        Vec::new(),
-        1200.0,
-        acked.clone(),
-    ));
+    let Run {
+        reference,
+        total,
+        acked,
+        producer,
+    } = start_run(&c, Vec::new(), 1200.0);
     let a = Instance::start(&c, "a", "exactly-once");
     let b = Instance::start(&c, "b", "exactly-once");
     tokio::time::sleep(Duration::from_secs(4)).await;

@@ -204,7 +204,8 @@ impl Detector {
             counters.ignored += 1;
             return Scored::default();
         }
-        let Some(state) = series.get_or_create(&e.target, &e.metric, &e.labels, e.timestamp_ms)
+        let Some(state) =
+            series.get_or_create(&e.target, &e.metric, &e.labels, e.timestamp_ms, partition)
         else {
             counters.series_refused += 1;
             return Scored::default();

@@ -160,9 +160,9 @@ impl Forecaster {
 
     /// Updates the series of `e`; returns a forecast when one is due.
     pub fn observe(&mut self, e: &MetricEvent, partition: i32) -> Option<Forecast> {
-        let Some(s) = self
-            .series
-            .get_or_create(&e.target, &e.metric, &e.labels, e.timestamp_ms)
+        let Some(s) =
+            self.series
+                .get_or_create(&e.target, &e.metric, &e.labels, e.timestamp_ms, partition)
         else {
             self.refused += 1;
             return None;

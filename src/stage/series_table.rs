@@ -29,6 +29,9 @@ pub struct SeriesTable<S> {
     max: usize,
     ttl_ms: i64,
     newest_ms: i64,
+    /// Newest event time per partition: a series is idle against its own partition's
+    /// clock, so a partition that lags (a backlog after a failover) loses nothing.
+    newest_by_partition: Vec<(i32, i64)>,
     last_sweep_ms: i64,
     evicted: u64,
     /// Keys evicted since the last [`SeriesTable::take_changes`], for changelog
@@ -41,7 +44,15 @@ pub struct SeriesTable<S> {
 /// again, by its TTL, after the next restore.
 pub const MAX_PENDING_REMOVALS: usize = 100_000;
 
-/// `seen_ms` of a series restored before the table saw any event.
+/// The newest event time seen on `partition` (`i64::MIN`: none yet).
+fn newest_of(clocks: &[(i32, i64)], partition: i32) -> i64 {
+    clocks
+        .iter()
+        .find(|(p, _)| *p == partition)
+        .map_or(i64::MIN, |(_, t)| *t)
+}
+
+/// `seen_ms` of a series restored before its partition saw any event.
 const RESTORED: i64 = i64::MIN;
 
 /// A series' state, the newest event time it was seen at, and whether it changed
@@ -89,6 +100,7 @@ impl<S> SeriesTable<S> {
             max,
             ttl_ms,
             newest_ms: i64::MIN,
+            newest_by_partition: Vec::new(),
             last_sweep_ms: i64::MIN,
             evicted: 0,
             removed: Vec::new(),
@@ -109,16 +121,17 @@ impl<S> SeriesTable<S> {
             return;
         }
         self.last_sweep_ms = self.newest_ms;
-        let horizon = self.newest_ms.saturating_sub(self.ttl_ms);
         let before = self.map.len();
-        let newest = self.newest_ms;
+        let ttl = self.ttl_ms;
+        let clocks = &self.newest_by_partition;
         let removed = &mut self.removed;
         self.map.retain(|key, slot| {
-            if slot.seen_ms() == RESTORED {
-                // Restored before any event was seen: its age starts now.
+            let newest = newest_of(clocks, slot.state.partition());
+            if slot.seen_ms() == RESTORED && newest != i64::MIN {
+                // Restored before its partition saw an event: its age starts now.
                 slot.set_seen(newest);
             }
-            let keep = slot.seen_ms() >= horizon;
+            let keep = slot.seen_ms() >= newest.saturating_sub(ttl);
             if !keep && removed.len() < MAX_PENDING_REMOVALS {
                 removed.push((slot.state.partition(), key.clone()));
             }
@@ -146,11 +159,20 @@ impl<S> SeriesTable<S> {
         metric: &str,
         labels: &Labels,
         event_ms: i64,
+        partition: i32,
     ) -> Option<&mut S>
     where
         S: Default + Partitioned,
     {
         self.newest_ms = self.newest_ms.max(event_ms);
+        match self
+            .newest_by_partition
+            .iter_mut()
+            .find(|(p, _)| *p == partition)
+        {
+            Some((_, newest)) => *newest = (*newest).max(event_ms),
+            None => self.newest_by_partition.push((partition, event_ms)),
+        }
         if self.ttl_ms > 0 && self.newest_ms >= self.last_sweep_ms.saturating_add(self.ttl_ms / 4) {
             self.sweep();
         }
@@ -205,11 +227,8 @@ impl<S: Partitioned> SeriesTable<S> {
         let mut state: S = decode(bytes)?;
         state.set_partition(partition);
         // A restored series counts as seen now: it gets a full TTL to show up again.
-        let seen_ms = if self.newest_ms == i64::MIN {
-            RESTORED
-        } else {
-            self.newest_ms
-        };
+        let newest = newest_of(&self.newest_by_partition, partition);
+        let seen_ms = if newest == i64::MIN { RESTORED } else { newest };
         self.map
             .insert(key.to_string(), Box::new(Slot::new(state, seen_ms, false)));
         Ok(())
@@ -251,6 +270,8 @@ impl<S: Partitioned> SeriesTable<S> {
         self.map
             .retain(|_, slot| !revoked.contains(&slot.state.partition()));
         self.removed.retain(|(p, _)| !revoked.contains(p));
+        self.newest_by_partition
+            .retain(|(p, _)| !revoked.contains(p));
     }
 }
 
@@ -282,13 +303,13 @@ mod tests {
         a.insert("path".into(), "/a".into());
         let b = Labels::new();
         for _ in 0..3 {
-            t.get_or_create("svc", "latency", &a, 0).unwrap().n += 1;
+            t.get_or_create("svc", "latency", &a, 0, 0).unwrap().n += 1;
         }
-        let s = t.get_or_create("svc", "latency", &b, 0).unwrap();
+        let s = t.get_or_create("svc", "latency", &b, 0, 0).unwrap();
         s.n += 1;
         s.partition = 1;
         assert_eq!(t.len(), 2);
-        assert!(t.get_or_create("svc", "cpu", &b, 0).is_none(), "full");
+        assert!(t.get_or_create("svc", "cpu", &b, 0, 0).is_none(), "full");
         assert_eq!(
             t.get(&crate::stage::series_key("svc", "latency", &a))
                 .map(|s| s.n),
@@ -308,11 +329,31 @@ mod tests {
     }
 
     #[test]
+    fn a_lagging_partition_keeps_its_series() {
+        let labels = Labels::new();
+        let mut t: SeriesTable<Count> = SeriesTable::new(10, 100);
+        t.get_or_create("slow", "m", &labels, 0, 0).unwrap();
+        // Partition 1 runs far ahead (a backlog on partition 0, say): nothing of
+        // partition 0 is idle by its own clock.
+        for ts in (0..=1_000).step_by(10) {
+            let s = t.get_or_create("fast", "m", &labels, ts, 1).unwrap();
+            s.partition = 1;
+        }
+        assert_eq!((t.len(), t.evicted()), (2, 0));
+        // Once partition 0's own clock moves past the TTL, its idle series goes.
+        t.get_or_create("other", "m", &labels, 500, 0).unwrap();
+        t.get_or_create("fast", "m", &labels, 2_000, 1).unwrap();
+        assert!(t
+            .get(&crate::stage::series_key("slow", "m", &labels))
+            .is_none());
+    }
+
+    #[test]
     fn changes_are_taken_once_and_evictions_become_tombstones() {
         let labels = Labels::new();
         let mut t: SeriesTable<Count> = SeriesTable::new(10, 100);
-        t.get_or_create("a", "m", &labels, 0).unwrap().n = 1;
-        let b = t.get_or_create("b", "m", &labels, 1).unwrap();
+        t.get_or_create("a", "m", &labels, 0, 0).unwrap().n = 1;
+        let b = t.get_or_create("b", "m", &labels, 1, 0).unwrap();
         b.partition = 2;
         let mut out = Vec::new();
         t.take_changes(&mut out);
@@ -329,7 +370,7 @@ mod tests {
         assert!(out.is_empty());
         // "b" is touched; "a" ages out (its tombstone goes to partition 0).
         for ts in [60, 120, 180] {
-            t.get_or_create("b", "m", &labels, ts).unwrap();
+            t.get_or_create("b", "m", &labels, ts, 0).unwrap();
         }
         t.take_changes(&mut out);
         let a_key = crate::stage::series_key("a", "m", &labels);
@@ -355,31 +396,33 @@ mod tests {
     fn idle_series_are_evicted_to_make_room_and_by_age() {
         let labels = Labels::new();
         let mut t: SeriesTable<Count> = SeriesTable::new(2, 100);
-        t.get_or_create("a", "m", &labels, 0).unwrap();
-        t.get_or_create("b", "m", &labels, 20).unwrap();
-        t.get_or_create("b", "m", &labels, 90).unwrap();
+        t.get_or_create("a", "m", &labels, 0, 0).unwrap();
+        t.get_or_create("b", "m", &labels, 20, 0).unwrap();
+        t.get_or_create("b", "m", &labels, 90, 0).unwrap();
         // Full; "a" has been idle for 110 > 100 when "c" comes at 110: it makes room.
-        assert!(t.get_or_create("c", "m", &labels, 110).is_some());
+        assert!(t.get_or_create("c", "m", &labels, 110, 0).is_some());
         assert_eq!((t.len(), t.evicted()), (2, 1));
         assert!(t
             .get(&crate::stage::series_key("a", "m", &labels))
             .is_none());
         // Nothing idle: a new series is refused.
-        assert!(t.get_or_create("d", "m", &labels, 120).is_none());
+        assert!(t.get_or_create("d", "m", &labels, 120, 0).is_none());
         // Sweeps by age, without pressure, once per quarter TTL.
         let mut u: SeriesTable<Count> = SeriesTable::new(100, 100);
         for i in 0..10 {
-            u.get_or_create(&format!("s{i}"), "m", &labels, 0).unwrap();
+            u.get_or_create(&format!("s{i}"), "m", &labels, 0, 0)
+                .unwrap();
         }
         for ts in (0..=200).step_by(10) {
-            u.get_or_create("alive", "m", &labels, ts).unwrap();
+            u.get_or_create("alive", "m", &labels, ts, 0).unwrap();
         }
         assert_eq!((u.len(), u.evicted()), (1, 10));
         // A series restored into a fresh table is not evicted by the first event's sweep.
         let snap = u.snapshot_partition(0);
         let mut v: SeriesTable<Count> = SeriesTable::new(100, 100);
         v.restore(0, &snap[0].0, &snap[0].1).unwrap();
-        v.get_or_create("other", "m", &labels, 1_000_000).unwrap();
+        v.get_or_create("other", "m", &labels, 1_000_000, 0)
+            .unwrap();
         assert_eq!((v.len(), v.evicted()), (2, 0));
     }
 }
