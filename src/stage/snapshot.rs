@@ -62,6 +62,40 @@ pub trait Partitioned {
     fn set_partition(&mut self, partition: i32);
 }
 
+/// The keys of `states` named in `changed` (drained), as state changes: the changelog
+/// of a stage whose state is a map per key (the recommender per target, the
+/// coordinator per pool). Keys gone from the map since are skipped.
+pub fn take_changed<T: Serialize + Partitioned>(
+    states: &std::collections::HashMap<String, T>,
+    changed: &mut std::collections::HashSet<String>,
+    out: &mut Vec<super::StateChange>,
+) {
+    for key in changed.drain() {
+        if let Some(state) = states.get(&key) {
+            if let Some(bytes) = encode(state) {
+                out.push(super::StateChange {
+                    partition: state.partition(),
+                    key,
+                    bytes: Some(bytes),
+                });
+            }
+        }
+    }
+}
+
+/// Decodes one key's snapshot of `partition` into `states`.
+pub fn restore_into<T: DeserializeOwned + Partitioned>(
+    states: &mut std::collections::HashMap<String, T>,
+    partition: i32,
+    key: &str,
+    bytes: &[u8],
+) -> Result<(), RestoreError> {
+    let mut state: T = decode(bytes)?;
+    state.set_partition(partition);
+    states.insert(key.to_string(), state);
+    Ok(())
+}
+
 /// `#[serde(with = "pairs")]`: a map whose keys JSON cannot hold (tuples) as a list of
 /// `[key, value]` pairs.
 pub mod pairs {

@@ -94,6 +94,15 @@ pub(crate) struct PoolState {
     in_progress: VecDeque<i64>,
 }
 
+impl crate::stage::snapshot::Partitioned for PoolState {
+    fn partition(&self) -> i32 {
+        self.partition
+    }
+    fn set_partition(&mut self, partition: i32) {
+        self.partition = partition;
+    }
+}
+
 /// A recommendation that passed the individual rules.
 struct Candidate {
     rec: Recommendation,

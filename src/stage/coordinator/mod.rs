@@ -32,7 +32,7 @@
 mod access;
 mod arbitrate;
 
-use super::snapshot::{decode, encode, RestoreError};
+use super::snapshot::{restore_into, take_changed, RestoreError};
 use super::{RecordMeta, Stage, StateChange};
 use crate::config::{ConfigError, Policies};
 use crate::event::{Decision, Recommendation};
@@ -278,24 +278,11 @@ impl Stage for Coordinator {
     }
 
     fn take_state_changes(&mut self, out: &mut Vec<StateChange>) {
-        for name in self.changed.drain() {
-            if let Some(pool) = self.pools.get(&name) {
-                if let Some(bytes) = encode(pool) {
-                    out.push(StateChange {
-                        partition: pool.partition,
-                        key: name,
-                        bytes: Some(bytes),
-                    });
-                }
-            }
-        }
+        take_changed(&self.pools, &mut self.changed, out);
     }
 
     fn restore(&mut self, partition: i32, key: &str, bytes: &[u8]) -> Result<(), RestoreError> {
-        let mut pool: PoolState = decode(bytes)?;
-        pool.partition = partition;
-        self.pools.insert(key.to_string(), pool);
-        Ok(())
+        restore_into(&mut self.pools, partition, key, bytes)
     }
 
     fn forget(&mut self, _partition: i32, key: &str) {

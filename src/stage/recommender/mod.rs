@@ -32,7 +32,7 @@ pub use replicas::hpa_desired;
 pub use tuner::Tuner;
 pub use usage::UsageHistogram;
 
-use super::snapshot::{decode, encode, RestoreError};
+use super::snapshot::{restore_into, take_changed, Partitioned, RestoreError};
 use super::{Insight, RecordMeta, Stage, StateChange};
 use crate::config::{Policies, TargetPolicy};
 use crate::event::{ActionKind, Recommendation};
@@ -61,6 +61,15 @@ pub(crate) struct TargetState {
     /// Last proposal per (kind, resource): value and event time.
     #[serde(with = "crate::stage::snapshot::pairs")]
     last: HashMap<(ActionKind, String), (f64, i64)>,
+}
+
+impl Partitioned for TargetState {
+    fn partition(&self) -> i32 {
+        self.partition
+    }
+    fn set_partition(&mut self, partition: i32) {
+        self.partition = partition;
+    }
 }
 
 impl TargetState {
@@ -165,24 +174,11 @@ impl Stage for Recommender {
     }
 
     fn take_state_changes(&mut self, out: &mut Vec<StateChange>) {
-        for target in self.changed.drain() {
-            if let Some(state) = self.targets.get(&target) {
-                if let Some(bytes) = encode(state) {
-                    out.push(StateChange {
-                        partition: state.partition,
-                        key: target,
-                        bytes: Some(bytes),
-                    });
-                }
-            }
-        }
+        take_changed(&self.targets, &mut self.changed, out);
     }
 
     fn restore(&mut self, partition: i32, key: &str, bytes: &[u8]) -> Result<(), RestoreError> {
-        let mut state: TargetState = decode(bytes)?;
-        state.partition = partition;
-        self.targets.insert(key.to_string(), state);
-        Ok(())
+        restore_into(&mut self.targets, partition, key, bytes)
     }
 
     fn forget(&mut self, _partition: i32, key: &str) {
