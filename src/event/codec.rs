@@ -209,9 +209,22 @@ fn decode_body<T: AvroRecord>(body: &[u8]) -> Result<T, DecodeError> {
     }
 }
 
+/// The largest length apache-avro may take from one length prefix while decoding: a
+/// string's bytes, or a map's or array's item count, which it reserves room for at once
+/// (about 80 bytes per map entry). A record is bounded by Kafka's message size (1 MB by
+/// default), so a larger prefix is corruption; unbounded, one flipped bit in a record's
+/// labels asked for 43 GB and aborted the process.
+pub const MAX_DECODE_LEN: usize = 1 << 20;
+
 /// The generic apache-avro path: the body into a `Value` tree, then into `T`. (The
 /// hand-written readers are tested against it.)
 pub(crate) fn read_generic<T: AvroRecord>(schema: &Schema, body: &[u8]) -> Result<T, String> {
+    // apache-avro keeps the first limit it is given, and takes its default on the first
+    // decode: set ours before any.
+    static LIMIT: std::sync::Once = std::sync::Once::new();
+    LIMIT.call_once(|| {
+        apache_avro::util::max_allocation_bytes(MAX_DECODE_LEN);
+    });
     let mut reader = body;
     let value =
         apache_avro::from_avro_datum(schema, &mut reader, None).map_err(|e| e.to_string())?;
@@ -306,6 +319,42 @@ mod tests {
             value: 0.42,
             unit: "ratio".into(),
         }
+    }
+
+    /// Avro's zig-zag varint.
+    fn varint(n: i64) -> Vec<u8> {
+        let mut v = ((n << 1) ^ (n >> 63)) as u64;
+        let mut out = Vec::new();
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                return out;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    #[test]
+    fn a_corrupt_item_count_is_refused_without_reserving_room_for_it() {
+        // Empty source, target and metric, no pool, then labels claiming 400 million
+        // entries: apache-avro's own limit let that through and reserved ~30 GB.
+        for count in [400_000_000, MAX_DECODE_LEN as i64 + 1] {
+            let mut body = vec![0, 0, 0, 0];
+            body.extend(varint(count));
+            body.extend([2, b'k', 2, b'v']);
+            let schema = &MetricEvent::schema_info().schema;
+            let err = read_generic::<MetricEvent>(schema, &body).unwrap_err();
+            assert!(err.contains("allocat"), "{err}");
+        }
+        // The limit leaves real records alone.
+        let bytes = encode(&event()).unwrap();
+        let schema = &MetricEvent::schema_info().schema;
+        assert_eq!(
+            read_generic::<MetricEvent>(schema, &bytes[HEADER_LEN..]).unwrap(),
+            event()
+        );
     }
 
     #[test]
