@@ -121,6 +121,20 @@ fn cores(c: &mut Criterion) {
     });
     g.finish();
 
+    // A checkpoint: every series' state encoded for the changelog (per series).
+    let mut d = Detector::new(DetectorConfig::default()).unwrap();
+    let mut f = Forecaster::new(ForecasterConfig::default()).unwrap();
+    for e in &evs {
+        d.observe(e, 0);
+        f.observe(e, 0);
+    }
+    let mut g = c.benchmark_group("checkpoint");
+    g.throughput(Throughput::Elements(d.snapshot(0).len() as u64));
+    g.bench_function("detector", |b| b.iter(|| black_box(d.snapshot(0).len())));
+    g.throughput(Throughput::Elements(f.snapshot(0).len() as u64));
+    g.bench_function("forecaster", |b| b.iter(|| black_box(f.snapshot(0).len())));
+    g.finish();
+
     let recs: Vec<_> = {
         let cfg = Config::default();
         let mut r = perfpilot::stage::recommender::Recommender::new(cfg.policies.clone());

@@ -1,5 +1,5 @@
-//! `perfpilot bench`: the throughput harness reads every event through the relay and
-//! both metric stages (embedded broker always, real Kafka when configured), and the
+//! `perfpilot bench`: the throughput harness reads every event through the relay, both
+//! metric stages and the whole pipeline (embedded broker always, real Kafka when configured), and the
 //! memory measurement keeps a series of each core within 1 KiB.
 
 mod common;
@@ -13,9 +13,11 @@ use std::process::Command;
 use std::time::Duration;
 
 async fn harness_reads_everything(cluster: TestCluster, guarantee: Guarantee) {
+    let pipeline_topics = cluster.more_topics("bench-pipeline", 2).await;
     let results = throughput::run(
         &cluster.kafka,
         &cluster.topics,
+        Some(&pipeline_topics),
         &Config::default(),
         3_000,
         300,
@@ -25,11 +27,18 @@ async fn harness_reads_everything(cluster: TestCluster, guarantee: Guarantee) {
     .await
     .unwrap();
     let stages: Vec<&str> = results.iter().map(|r| r.stage).collect();
-    assert_eq!(stages, ["relay", "detector", "forecaster"]);
+    assert_eq!(stages, ["relay", "detector", "forecaster", "pipeline"]);
     for r in &results {
-        // The stateful stages checkpoint their series (300) to their changelogs.
+        // The stateful stages checkpoint their series (300) to their changelogs; the
+        // pipeline's detector and forecaster both do.
+        let least = if r.stage == "pipeline" { 600 } else { 300 };
         let stateful = r.stage != "relay";
-        assert_eq!(r.state_writes >= 300, stateful, "[{}] {r:?}", cluster.kind);
+        assert_eq!(
+            r.state_writes >= least,
+            stateful,
+            "[{}] {r:?}",
+            cluster.kind
+        );
         assert_eq!(r.events, 3_000, "[{}] {r:?}", cluster.kind);
         assert!(
             r.rate() > 0.0 && r.seconds > 0.0,

@@ -5,10 +5,15 @@ use super::relay::Relay;
 use crate::agent::publish::MetricPublisher;
 use crate::config::Config;
 use crate::event::MetricEvent;
-use crate::runtime::{run_stage, Guarantee, KafkaOptions, RunnerConfig, Shutdown, Topics};
+use crate::cli::StageKind;
+use crate::pipeline::run_kind;
+use crate::runtime::{
+    run_stage, Guarantee, KafkaOptions, Progress, RunnerConfig, Shutdown, Topics,
+};
 use crate::stage::detector::Detector;
 use crate::stage::forecaster::Forecaster;
 use crate::stage::Stage;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What one run of one stage achieved.
@@ -136,18 +141,72 @@ pub async fn time_stage<S: Stage>(
     runner.guarantee = delivery.guarantee;
     runner.commit_interval = delivery.commit_interval;
     runner.state_topic = Some(topics.state(stage));
-    let progress = runner.progress.clone();
+    let progress = vec![runner.progress.clone()];
     let shutdown = Shutdown::new();
     let kafka_run = kafka.clone().with_consumer("auto.offset.reset", "earliest");
     let handle = {
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { run_stage(core, &kafka_run, runner, shutdown).await })
+        tokio::spawn(async move {
+            run_stage(core, &kafka_run, runner, shutdown)
+                .await
+                .map(|r| r.state_writes)
+                .map_err(|e| e.to_string())
+        })
     };
+    finish(stage, vec![handle], &progress, expected, timeout, shutdown).await
+}
+
+/// The whole pipeline — detector, forecaster, recommender and coordinator, each with its
+/// own runner as `perfpilot run` starts them, in this process — over the metrics topic
+/// of `topics` (fresh: the stages' changelogs must be empty); timed from the first
+/// record read until detector and forecaster have both read `expected` events.
+pub async fn time_pipeline(
+    config: &Config,
+    kafka: &KafkaOptions,
+    topics: &Topics,
+    expected: u64,
+    timeout: Duration,
+    delivery: Delivery,
+) -> Result<StageThroughput, BenchError> {
+    let shutdown = Shutdown::new();
+    let kafka_run = kafka.clone().with_consumer("auto.offset.reset", "earliest");
+    let (mut handles, mut progress) = (Vec::new(), Vec::new());
+    for kind in StageKind::ALL {
+        let mut runner = kind.runner_config(topics, None);
+        runner.guarantee = delivery.guarantee;
+        runner.commit_interval = delivery.commit_interval;
+        if matches!(kind, StageKind::Detector | StageKind::Forecaster) {
+            progress.push(runner.progress.clone());
+        }
+        let (kafka, shutdown, config) = (kafka_run.clone(), shutdown.clone(), config.clone());
+        handles.push(tokio::spawn(async move {
+            run_kind(kind, &config, &kafka, runner, shutdown)
+                .await
+                .map(|r| r.state_writes)
+                .map_err(|e| e.to_string())
+        }));
+    }
+    finish("pipeline", handles, &progress, expected, timeout, shutdown).await
+}
+
+type StageHandle = tokio::task::JoinHandle<Result<u64, String>>;
+
+/// Waits until every one of `progress` has read `expected` records, then stops the
+/// stages; the time and CPU run from the first record any of them read.
+async fn finish(
+    stage: &'static str,
+    handles: Vec<StageHandle>,
+    progress: &[Arc<Progress>],
+    expected: u64,
+    timeout: Duration,
+    shutdown: Shutdown,
+) -> Result<StageThroughput, BenchError> {
     let deadline = Instant::now() + timeout;
     let mut first: Option<(Instant, f64)> = None;
     loop {
-        let read = progress.consumed();
-        if first.is_none() && read > 0 {
+        let read = progress.iter().map(|p| p.consumed()).min().unwrap_or(0);
+        let any = progress.iter().map(|p| p.consumed()).max().unwrap_or(0);
+        if first.is_none() && any > 0 {
             first = Some((Instant::now(), cpu_seconds().unwrap_or(0.0)));
         }
         if read >= expected {
@@ -155,7 +214,9 @@ pub async fn time_stage<S: Stage>(
         }
         if Instant::now() > deadline {
             shutdown.trigger();
-            let _ = handle.await;
+            for h in handles {
+                let _ = h.await;
+            }
             return Err(BenchError::Timeout {
                 stage,
                 read,
@@ -167,25 +228,31 @@ pub async fn time_stage<S: Stage>(
     }
     let end = (Instant::now(), cpu_seconds().unwrap_or(0.0));
     shutdown.trigger();
-    let report = match handle.await {
-        Ok(Ok(report)) => report,
-        Ok(Err(e)) => return Err(BenchError::Kafka(e.to_string())),
-        Err(e) => return Err(BenchError::Kafka(e.to_string())),
-    };
+    let mut state_writes = 0;
+    for h in handles {
+        state_writes += h
+            .await
+            .map_err(|e| BenchError::Kafka(e.to_string()))?
+            .map_err(BenchError::Kafka)?;
+    }
     let (t0, c0) = first.unwrap_or(end);
     Ok(StageThroughput {
         stage,
         events: expected,
         seconds: (end.0 - t0).as_secs_f64(),
         cpu_seconds: end.1 - c0,
-        state_writes: report.state_writes,
+        state_writes,
     })
 }
 
-/// Relay, detector and forecaster over the same `events` events.
+/// Relay, detector and forecaster over the same `events` events on `topics`; then,
+/// with `pipeline_topics` (a second fresh set), the same events through the whole
+/// pipeline.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     kafka: &KafkaOptions,
     topics: &Topics,
+    pipeline_topics: Option<&Topics>,
     config: &Config,
     events: u64,
     series: u64,
@@ -201,5 +268,9 @@ pub async fn run(
     let fc =
         Forecaster::new(config.forecaster.clone()).map_err(|e| BenchError::Kafka(e.to_string()))?;
     out.push(time_stage(fc, "forecaster", kafka, topics, events, timeout, delivery).await?);
+    if let Some(topics) = pipeline_topics {
+        publish(kafka, topics, events, series).await?;
+        out.push(time_pipeline(config, kafka, topics, events, timeout, delivery).await?);
+    }
     Ok(out)
 }

@@ -19,9 +19,9 @@ pub struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
-    /// Events/s of the detector and forecaster against a no-op relay (consume → produce
-    /// unchanged through the same runner), all over the same events on the same broker
-    /// in one run; also CPU seconds per million events.
+    /// Events/s of the detector and forecaster, and of the whole pipeline, against a
+    /// no-op relay (consume → produce unchanged through the same runner), all over the
+    /// same events on the same broker in one run; also CPU seconds per million events.
     Throughput {
         #[command(flatten)]
         kafka: KafkaArgs,
@@ -52,6 +52,11 @@ enum BenchCommand {
         /// Time between commits and state checkpoints [default: per guarantee, as `run`].
         #[arg(long, value_parser = super::parse_duration)]
         commit_interval: Option<Duration>,
+        /// Skip the last row: the same events through all four stages at once
+        /// (detector, forecaster, recommender, coordinator in this process, on fresh
+        /// topics), timed until detector and forecaster have read them all.
+        #[arg(long)]
+        no_pipeline: bool,
     },
     /// Produce → anomaly latency percentiles of the detector stage at a fixed offered
     /// load: spikes are injected after the warm-up and timed from the producer to the
@@ -131,7 +136,9 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             config,
             processing_guarantee,
             commit_interval,
+            no_pipeline,
         } => {
+            let pipeline = !no_pipeline;
             let config = Config::load(config.as_deref())?;
             println!(
                 "{events} events of {series} series on {} ({partitions} partitions)",
@@ -147,8 +154,19 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     delivery.commit_interval = interval;
                 }
                 let (options, topics) = bench_topics(&kafka, partitions).await?;
+                let pipeline_topics = match pipeline {
+                    true => Some(bench_topics(&kafka, partitions).await?.1),
+                    false => None,
+                };
                 let results = throughput::run(
-                    &options, &topics, &config, events, series, timeout, delivery,
+                    &options,
+                    &topics,
+                    pipeline_topics.as_ref(),
+                    &config,
+                    events,
+                    series,
+                    timeout,
+                    delivery,
                 )
                 .await?;
                 let relay = results[0].rate();

@@ -76,6 +76,24 @@ impl TestCluster {
     }
 }
 
+impl TestCluster {
+    /// Another fresh set of topics on the same broker.
+    pub async fn more_topics(&self, test: &str, partitions: i32) -> Topics {
+        let topics = Topics::with_prefix(unique_prefix(test));
+        match &self._embedded {
+            Some(broker) => broker
+                .create_topics(&topics, partitions)
+                .expect("topics created"),
+            None => {
+                perfpilot::runtime::topics::create_all(&self.kafka, &topics, partitions, 1)
+                    .await
+                    .expect("topics created on the real broker");
+            }
+        }
+        topics
+    }
+}
+
 /// Everything on `topic` from the beginning, as (key, partition, offset, raw bytes),
 /// until nothing new arrived for `idle`.
 pub async fn read_all_raw(
