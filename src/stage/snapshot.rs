@@ -172,7 +172,12 @@ mod tests {
         assert_eq!(bytes[0], SNAPSHOT_VERSION);
         assert_eq!(decode::<State>(&bytes).unwrap(), state());
         let json = serde_json::to_vec(&state()).unwrap();
-        assert!(bytes.len() * 2 < json.len(), "{} vs {}", bytes.len(), json.len());
+        assert!(
+            bytes.len() * 2 < json.len(),
+            "{} vs {}",
+            bytes.len(),
+            json.len()
+        );
     }
 
     #[test]
