@@ -111,7 +111,8 @@ async fn latency_harness_times_every_spike_embedded() {
     )
     .await
     .unwrap();
-    assert_eq!(l.sent, 10, "{l:?}");
+    // Five of the 50 series spiked per round after the warm-up, each once: 10 rounds.
+    assert_eq!(l.sent, 50, "{l:?}");
     assert_eq!(l.measured, l.sent, "every spike's anomaly arrived: {l:?}");
     assert!(
         l.p50 > 0.0 && l.p50 <= l.p95 && l.p95 <= l.p99 && l.p99 <= l.max,
@@ -133,7 +134,23 @@ async fn latency_through_all_four_stages_times_every_decision_embedded() {
     )
     .await
     .unwrap();
-    assert_eq!(l.sent, 10, "{l:?}");
+    // Five of the 20 series per round, each once: 4 rounds of spikes.
+    assert_eq!(l.sent, 20, "{l:?}");
+    let hops: Vec<&str> = l.hops.iter().map(|(name, _)| *name).collect();
+    assert_eq!(
+        hops,
+        [
+            "produce → anomaly",
+            "anomaly → recommendation",
+            "recommendation → decision"
+        ]
+    );
+    for (hop, p) in &l.hops {
+        assert!(
+            p.count == l.measured && p.max <= l.max,
+            "{hop}: {p:?} {l:?}"
+        );
+    }
     assert_eq!(l.measured, l.sent, "every spike led to a decision: {l:?}");
     assert!(
         l.p50 > 0.0 && l.p50 <= l.p95 && l.p95 <= l.p99 && l.p99 <= l.max,

@@ -2,8 +2,8 @@
 //! through all four stages, at a fixed offered load.
 //!
 //! A publisher offers `rate` events per second over `series` series (one simulated
-//! minute of event time per round); after the warm-up, one series per round carries a
-//! latency spike (each series at most once: `rounds` ≤ warm-up + `series`). A consumer on
+//! minute of event time per round); after the warm-up, five series per round carry a
+//! latency spike (each series at most once: `rounds` ≤ warm-up + `series` / 5). A consumer on
 //! the anomalies (or decisions) topic records when each spike's anomaly (or the decision
 //! on the scale-out it caused) arrives; the latency is from the moment the spike was
 //! handed to the producer to that arrival, through the broker and every stage's runner.
@@ -23,9 +23,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Latency percentiles in milliseconds.
+/// Latency percentiles in milliseconds, end to end and (through decisions) per hop.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Latency {
+    /// Through decisions: produce → anomaly, anomaly → recommendation and
+    /// recommendation → decision, each between first arrivals on those topics (where the
+    /// time goes).
+    pub hops: Vec<(&'static str, Percentiles)>,
     /// Spikes whose anomaly arrived.
     pub measured: u64,
     /// Spikes sent.
@@ -39,6 +43,52 @@ pub struct Latency {
     /// See `p50`.
     pub max: f64,
 }
+
+/// p50, p95, p99 and max of one hop, in ms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// See the struct.
+    pub p50: f64,
+    /// See the struct.
+    pub p95: f64,
+    /// See the struct.
+    pub p99: f64,
+    /// See the struct.
+    pub max: f64,
+}
+
+impl Percentiles {
+    fn of(samples: impl IntoIterator<Item = Duration>) -> Result<Self, BenchError> {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
+            .map_err(|e| BenchError::Kafka(e.to_string()))?;
+        for d in samples {
+            let _ = h.record((d.as_micros() as u64).max(1));
+        }
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Ok(Percentiles {
+            count: h.len(),
+            p50: ms(0.5),
+            p95: ms(0.95),
+            p99: ms(0.99),
+            max: h.max() as f64 / 1000.0,
+        })
+    }
+}
+
+/// What a watched record is, for the arrival map: the spike's anomaly (target and event
+/// time), or the first recommendation or decision about a target (each target is spiked
+/// once and is otherwise healthy).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Arrival {
+    Anomaly(String, i64),
+    Recommendation(String),
+    Decision(String),
+}
+
+/// Series spiked per round after the warm-up.
+pub const SPIKES_PER_ROUND: u64 = 5;
 
 /// Where the latency is measured to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -61,7 +111,10 @@ pub async fn run(
     let (rate, series, rounds) = load;
     let kafka_err = |e: String| BenchError::Kafka(e);
     let warmup = u64::from(config.detector.warmup_points) + 10;
-    let rounds = rounds.clamp(warmup + 5, warmup + series.max(5));
+    // Spikes per round: every series is spiked at most once, the spiked ones spread
+    // over the partitions, and p99 rests on some hundreds of samples.
+    let stride = (series / SPIKES_PER_ROUND).max(1);
+    let rounds = rounds.clamp(warmup + 1, warmup + stride);
     let shutdown = Shutdown::new();
     let mut stages = Vec::new();
     let watched = match through {
@@ -97,15 +150,20 @@ pub async fn run(
             topics.decisions()
         }
     };
-    // The watcher: first arrival per (target, event time) of an anomaly, per target of a
-    // decision (each target is spiked once).
-    let arrivals: Arc<Mutex<HashMap<(String, i64), Instant>>> = Arc::default();
+    // The watcher: first arrival of each spike's anomaly, and through decisions of the
+    // first recommendation and decision per target.
+    let arrivals: Arc<Mutex<HashMap<Arrival, Instant>>> = Arc::default();
     let consumer: StreamConsumer = kafka
         .consumer_config(&format!("{}bench-latency-watch", topics.prefix))
         .create()
         .map_err(|e| kafka_err(e.to_string()))?;
+    let mut subscribed = vec![watched];
+    if through == Through::Decisions {
+        subscribed.extend([topics.anomalies(), topics.recommendations()]);
+    }
+    let subscribed: Vec<&str> = subscribed.iter().map(String::as_str).collect();
     consumer
-        .subscribe(&[&watched])
+        .subscribe(&subscribed)
         .map_err(|e| kafka_err(e.to_string()))?;
     let watcher = {
         let (arrivals, shutdown) = (arrivals.clone(), shutdown.clone());
@@ -114,8 +172,9 @@ pub async fn run(
                 let m = tokio::select! { _ = shutdown.wait() => break, m = consumer.recv() => m };
                 let Ok(m) = m else { continue };
                 let key = match AnyRecord::decode(m.payload().unwrap_or(&[])) {
-                    Ok(AnyRecord::Anomaly(a)) => (a.target, a.timestamp_ms),
-                    Ok(AnyRecord::Decision(d)) => (d.target, 0),
+                    Ok(AnyRecord::Anomaly(a)) => Arrival::Anomaly(a.target, a.timestamp_ms),
+                    Ok(AnyRecord::Recommendation(r)) => Arrival::Recommendation(r.target),
+                    Ok(AnyRecord::Decision(d)) => Arrival::Decision(d.target),
                     _ => continue,
                 };
                 if let Ok(mut map) = arrivals.lock() {
@@ -130,13 +189,14 @@ pub async fn run(
     let mut publisher =
         MetricPublisher::new(kafka, topics.metrics()).map_err(|e| kafka_err(e.to_string()))?;
     let start_ts = crate::runtime::now_ms() - rounds as i64 * 60_000;
-    let mut sent: HashMap<(String, i64), Instant> = HashMap::new();
+    // Per spike: when it was handed to the producer, and its target and event time.
+    let mut sent: Vec<(Instant, String, i64)> = Vec::new();
     let per_event = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let began = Instant::now();
     let mut n = 0u64;
     for round in 0..rounds {
         let ts = start_ts + round as i64 * 60_000;
-        let spiked = (round >= warmup).then_some(round % series);
+        let spiked = |i: u64| round >= warmup && i % stride == (round - warmup) % stride;
         for i in 0..series {
             // Hold the offered rate.
             let due = began + per_event * n as u32;
@@ -147,15 +207,11 @@ pub async fn run(
             n += 1;
             let target = format!("lat-{i:05}");
             let base = 100.0 + 5.0 * ((n as f64) * 0.7).sin();
-            let spike = spiked == Some(i);
+            let spike = spiked(i);
             let value = if spike { base * 10.0 } else { base };
             let e = MetricEvent::sample("bench", &target, "latency_p99_ms", ts, value);
             if spike {
-                let key = match through {
-                    Through::Anomalies => (target, ts),
-                    Through::Decisions => (target, 0),
-                };
-                sent.insert(key, Instant::now());
+                sent.push((Instant::now(), target, ts));
             }
             publisher
                 .publish(&e)
@@ -168,9 +224,16 @@ pub async fn run(
         .await
         .map_err(|e| kafka_err(e.to_string()))?;
     // Let the last outputs arrive (a decision waits for its window to close).
+    let last = |(_, target, ts): &(Instant, String, i64)| match through {
+        Through::Anomalies => Arrival::Anomaly(target.clone(), *ts),
+        Through::Decisions => Arrival::Decision(target.clone()),
+    };
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
-        let arrived = arrivals.lock().map(|m| m.len()).unwrap_or(0);
+        let arrived = arrivals
+            .lock()
+            .map(|m| sent.iter().filter(|s| m.contains_key(&last(s))).count())
+            .unwrap_or(0);
         if arrived >= sent.len() {
             break;
         }
@@ -184,22 +247,49 @@ pub async fn run(
     }
     let _ = watcher.await;
 
-    let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
-        .map_err(|e| kafka_err(e.to_string()))?;
     let arrivals = arrivals.lock().map(|m| m.clone()).unwrap_or_default();
-    for (key, at) in &sent {
-        if let Some(got) = arrivals.get(key) {
-            let micros = got.saturating_duration_since(*at).as_micros() as u64;
-            let _ = h.record(micros.max(1));
+    let at = |key: Arrival| arrivals.get(&key).copied();
+    let end_to_end = Percentiles::of(
+        sent.iter()
+            .filter_map(|s| at(last(s)).map(|got| got.saturating_duration_since(s.0))),
+    )?;
+    let mut hops = Vec::new();
+    if through == Through::Decisions {
+        // Each hop between first arrivals, for spikes that made it through all three.
+        let chain: Vec<[Instant; 4]> = sent
+            .iter()
+            .filter_map(|(t0, target, ts)| {
+                Some([
+                    *t0,
+                    at(Arrival::Anomaly(target.clone(), *ts))?,
+                    at(Arrival::Recommendation(target.clone()))?,
+                    at(Arrival::Decision(target.clone()))?,
+                ])
+            })
+            .collect();
+        for (i, name) in [
+            "produce → anomaly",
+            "anomaly → recommendation",
+            "recommendation → decision",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let p = Percentiles::of(
+                chain
+                    .iter()
+                    .map(|c| c[i + 1].saturating_duration_since(c[i])),
+            )?;
+            hops.push((name, p));
         }
     }
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     Ok(Latency {
-        measured: h.len(),
+        hops,
+        measured: end_to_end.count,
         sent: sent.len() as u64,
-        p50: ms(0.5),
-        p95: ms(0.95),
-        p99: ms(0.99),
-        max: h.max() as f64 / 1000.0,
+        p50: end_to_end.p50,
+        p95: end_to_end.p95,
+        p99: end_to_end.p99,
+        max: end_to_end.max,
     })
 }

@@ -83,7 +83,8 @@ pub enum BenchError {
 }
 
 /// Publishes `events` metric events over `series` series (one point per series per
-/// minute of event time, ending now) to the metrics topic.
+/// minute of event time, ending now) to the metrics topic: half CPU utilisation, half
+/// p99 latency, each with a wave around a healthy level.
 pub async fn publish(
     kafka: &KafkaOptions,
     topics: &Topics,
@@ -97,14 +98,14 @@ pub async fn publish(
     for n in 0..events {
         let (round, i) = (n / series, n % series);
         let ts = start + round as i64 * 60_000;
-        let value = 50.0 + 10.0 * ((n as f64) * 0.37).sin();
-        let e = MetricEvent::sample(
-            "bench",
-            &format!("svc-{:06}", i / 2),
-            ["cpu_utilization", "latency_p99_ms"][(i % 2) as usize],
-            ts,
-            value,
-        );
+        // A healthy fleet: utilisation 40-60 %, p99 latency 100-140 ms, so the
+        // downstream stages see the usual trickle of recommendations, not a flood.
+        let wave = ((n as f64) * 0.37).sin();
+        let (metric, value) = match i % 2 {
+            0 => ("cpu_utilization", 0.5 + 0.1 * wave),
+            _ => ("latency_p99_ms", 120.0 + 20.0 * wave),
+        };
+        let e = MetricEvent::sample("bench", &format!("svc-{:06}", i / 2), metric, ts, value);
         p.publish(&e)
             .await
             .map_err(|e| BenchError::Kafka(e.to_string()))?;

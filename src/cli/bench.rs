@@ -98,6 +98,10 @@ enum BenchCommand {
 }
 
 pub(super) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if !matches!(args.what, BenchCommand::Memory { .. }) {
+        // Stages pay for their metrics here as in production.
+        crate::telemetry::record_without_endpoint();
+    }
     match args.what {
         BenchCommand::Memory { series, one } => memory_cmd(series, one),
         BenchCommand::Latency {
@@ -125,6 +129,12 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 "p50 {:.1} ms   p95 {:.1} ms   p99 {:.1} ms   max {:.1} ms",
                 l.p50, l.p95, l.p99, l.max
             );
+            for (hop, p) in &l.hops {
+                println!(
+                    "  {hop:<26} p50 {:>6.1} ms   p95 {:>6.1} ms   p99 {:>6.1} ms   max {:>6.1} ms",
+                    p.p50, p.p95, p.p99, p.max
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Throughput {

@@ -56,6 +56,8 @@ pub(super) struct Core<S: Stage> {
     pub(super) stage: S,
     pub(super) cfg: RunnerConfig,
     pub(super) name: &'static str,
+    /// Per-record metric handles.
+    metrics: telemetry::RecordMetrics,
     producer: FutureProducer,
     restorer: Option<StateRestorer>,
     outputs: Vec<S::Output>,
@@ -91,6 +93,7 @@ impl<S: Stage> Core<S> {
     ) -> Self {
         Core {
             name: stage.name(),
+            metrics: telemetry::RecordMetrics::new(stage.name()),
             stage,
             cfg,
             producer,
@@ -142,7 +145,7 @@ impl<S: Stage> Core<S> {
         self.ensure_txn()?;
         self.report.consumed += 1;
         self.cfg.progress.consumed.fetch_add(1, Ordering::Relaxed);
-        telemetry::records_in(self.name, 1);
+        self.metrics.record_in();
         let now = now_ms();
         let meta = RecordMeta {
             partition: m.partition(),
@@ -160,10 +163,10 @@ impl<S: Stage> Core<S> {
         };
         match decoded {
             Ok(input) => {
-                telemetry::event_time_lag(self.name, (now - input.event_time_ms()) as f64 / 1000.0);
+                let lag = (now - input.event_time_ms()) as f64 / 1000.0;
                 let started = Instant::now();
                 self.stage.process(input, &meta, &mut self.outputs);
-                telemetry::processing_time(self.name, started.elapsed().as_secs_f64());
+                self.metrics.processed(lag, started.elapsed().as_secs_f64());
                 self.report.processed += 1;
                 self.send_outputs()?;
             }

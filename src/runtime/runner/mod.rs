@@ -442,6 +442,7 @@ async fn run_loop<S: Stage>(
             m = consumer.recv() => Some(m),
             _ = tokio::time::sleep_until(wake.into()) => None,
         };
+        let mut full = false;
         if let Some(m) = first {
             let mut ok = lock(core).handle(m)?;
             let batch_end = Instant::now() + max_batch_wait;
@@ -453,6 +454,7 @@ async fn run_loop<S: Stage>(
                     _ = tokio::time::sleep_until(batch_end.into()) => break,
                 }
             }
+            full = n >= max_batch;
             if !ok {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -460,21 +462,30 @@ async fn run_loop<S: Stage>(
         if let Some(e) = consumer.context().fatal.get() {
             return Err(RuntimeError::Client(e));
         }
-        let mut c = lock(core);
-        if let Some(e) = c.failure.take() {
-            return Err(e);
+        {
+            let mut c = lock(core);
+            if let Some(e) = c.failure.take() {
+                return Err(e);
+            }
+            if Instant::now() >= next_tick {
+                c.tick()?;
+                next_tick = Instant::now() + tick_interval;
+            }
+            c.settle()?;
+            if Instant::now() >= next_commit {
+                c.commit_due(consumer)?;
+                next_commit = Instant::now() + commit_interval;
+            } else {
+                c.advance_checkpoint(consumer)?;
+            }
+            telemetry::batch(c.name);
         }
-        if Instant::now() >= next_tick {
-            c.tick()?;
-            next_tick = Instant::now() + tick_interval;
+        // librdkafka's queue is not tokio-aware: while records are waiting, `recv` is
+        // always ready and this task would never give its worker thread back. Stages
+        // sharing a process (the demo, the benches, a metrics endpoint) would wait for a
+        // busy stage's backlog; a yield after each full batch lets them in.
+        if full {
+            tokio::task::yield_now().await;
         }
-        c.settle()?;
-        if Instant::now() >= next_commit {
-            c.commit_due(consumer)?;
-            next_commit = Instant::now() + commit_interval;
-        } else {
-            c.advance_checkpoint(consumer)?;
-        }
-        telemetry::batch(c.name);
     }
 }
