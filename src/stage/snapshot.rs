@@ -46,6 +46,8 @@ pub enum RestoreError {
 /// Encodes a state. `None` only if serde refuses it (a sequence of unknown length,
 /// which no state type has; each stage's restore tests encode its state).
 pub fn encode<T: Serialize>(state: &T) -> Option<Vec<u8>> {
+    // Into a buffer sized for a typical state (half the time of `to_allocvec`, which
+    // grows from empty).
     let mut out = Vec::with_capacity(512);
     out.push(SNAPSHOT_VERSION);
     postcard::to_extend(state, out).ok()
@@ -74,6 +76,11 @@ pub trait Partitioned {
     fn partition(&self) -> i32;
     /// Sets it (after a restore, which does not store it).
     fn set_partition(&mut self, partition: i32);
+    /// Whether a decoded state can be used: lengths and indices that the code relies on
+    /// are in range (a damaged or foreign record can decode and still not be).
+    fn well_formed(&self) -> bool {
+        true
+    }
 }
 
 /// The keys of `states` named in `changed` (drained), as state changes: the changelog
@@ -105,9 +112,70 @@ pub fn restore_into<T: DeserializeOwned + Partitioned>(
     bytes: &[u8],
 ) -> Result<(), RestoreError> {
     let mut state: T = decode(bytes)?;
+    if !state.well_formed() {
+        return Err(RestoreError::Decode(
+            "the state decodes but is not well formed (lengths or indices out of range)".into(),
+        ));
+    }
     state.set_partition(partition);
     states.insert(key.to_string(), state);
     Ok(())
+}
+
+/// `#[serde(with = "f32s")]`: a long `Vec<f32>` as one byte string in the binary format
+/// (element by element it took 10 µs per recommender state, the larger part of a
+/// checkpoint), as a list of numbers in JSON.
+pub mod f32s {
+    use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Writes the floats.
+    pub fn serialize<S: Serializer>(v: &[f32], s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return v.serialize(s);
+        }
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        s.serialize_bytes(&bytes)
+    }
+
+    /// Reads them back.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+        if d.is_human_readable() {
+            return Vec::<f32>::deserialize(d);
+        }
+        let bytes = <&[u8]>::deserialize(d)?;
+        if bytes.len() % 4 != 0 {
+            return Err(de::Error::invalid_length(
+                bytes.len(),
+                &"a multiple of 4 bytes",
+            ));
+        }
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+}
+
+/// `#[serde(with = "bytes")]`: a `Vec<u8>` as one byte string in the binary format, as
+/// a list of numbers in JSON.
+pub mod bytes {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Writes the bytes.
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match s.is_human_readable() {
+            true => v.serialize(s),
+            false => s.serialize_bytes(v),
+        }
+    }
+
+    /// Reads them back.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        match d.is_human_readable() {
+            true => Vec::<u8>::deserialize(d),
+            false => <&[u8]>::deserialize(d).map(<[u8]>::to_vec),
+        }
+    }
 }
 
 /// `#[serde(with = "pairs")]`: a map whose keys JSON cannot hold (tuples) as a list of

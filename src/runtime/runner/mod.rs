@@ -33,7 +33,7 @@ use super::{KafkaOptions, Shutdown};
 use crate::stage::{InputLimits, Stage};
 use crate::telemetry;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{ClientContext, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -243,6 +243,8 @@ struct RunnerContext<S: Stage> {
     core: Arc<Mutex<Core<S>>>,
     /// Set by the error callback, read by the loop (no lock needed in the callback).
     fatal: FatalError,
+    /// Set when an asynchronous offset commit failed (the core's flag, shared).
+    commit_failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn lock<S: Stage>(core: &Mutex<Core<S>>) -> MutexGuard<'_, Core<S>> {
@@ -270,6 +272,20 @@ impl<S: Stage> ConsumerContext for RunnerContext<S> {
             // Restored before librdkafka starts fetching the partitions.
             Rebalance::Assign(tpl) => lock(&self.core).on_assign(&topic_partitions(tpl)),
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    /// The outcome of every commit; only failures matter (at-least-once checkpoints
+    /// commit asynchronously). No core lock here: a failure is a flag the next
+    /// checkpoint reads, and then commits every partition again.
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            // No offsets to commit is not a failure.
+            if e.rdkafka_error_code() != Some(RDKafkaErrorCode::NoOffset) {
+                tracing::warn!(error = %e, "offset commit failed; the next checkpoint commits again");
+                self.commit_failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 }
@@ -343,6 +359,7 @@ pub async fn run_stage<S: Stage>(
     let core = Arc::new(Mutex::new(Core::new(stage, cfg, producer, restorer)));
     let consumer: StreamConsumer<RunnerContext<S>> = consumer_config
         .create_with_context(RunnerContext {
+            commit_failed: lock(&core).async_commit_failed.clone(),
             core: core.clone(),
             fatal: FatalError::default(),
         })
@@ -414,6 +431,13 @@ fn check_co_partitioned(
     Ok(())
 }
 
+/// A number in [0, 1), different in every call and process.
+fn jitter() -> f64 {
+    use std::hash::BuildHasher;
+    let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    (random >> 11) as f64 / (1u64 << 53) as f64
+}
+
 async fn run_loop<S: Stage>(
     core: &Mutex<Core<S>>,
     consumer: &StreamConsumer<RunnerContext<S>>,
@@ -429,7 +453,9 @@ async fn run_loop<S: Stage>(
         )
     };
     let mut next_tick = Instant::now() + tick_interval;
-    let mut next_commit = Instant::now() + commit_interval;
+    // The first commit comes after 0.5–1.5 intervals: instances (and stages) started
+    // together would otherwise checkpoint in step, every burst of state at once.
+    let mut next_commit = Instant::now() + commit_interval.mul_f64(0.5 + jitter());
     loop {
         let mut wake = next_tick.min(next_commit);
         if lock(core).checkpoint_pending() {

@@ -70,6 +70,9 @@ impl Partitioned for TargetState {
     fn set_partition(&mut self, partition: i32) {
         self.partition = partition;
     }
+    fn well_formed(&self) -> bool {
+        self.demand.well_formed() && self.usage.values().all(UsageHistogram::well_formed)
+    }
 }
 
 impl TargetState {

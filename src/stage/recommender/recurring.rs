@@ -19,12 +19,23 @@ pub const MIN_DAYS: u8 = 2;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DailyDemand {
     /// Highest demand of the last visit of each bin, and of the visit before.
+    #[serde(with = "crate::stage::snapshot::f32s")]
     last: Vec<f32>,
+    #[serde(with = "crate::stage::snapshot::f32s")]
     previous: Vec<f32>,
+    #[serde(with = "crate::stage::snapshot::bytes")]
     seen: Vec<u8>,
     visit_bin: usize,
     visit_max: f32,
     visiting: bool,
+}
+
+impl DailyDemand {
+    /// Whether a restored state has one value per bin and visits a bin that exists.
+    pub fn well_formed(&self) -> bool {
+        [self.last.len(), self.previous.len(), self.seen.len()] == [BINS; 3]
+            && self.visit_bin < BINS
+    }
 }
 
 impl Default for DailyDemand {

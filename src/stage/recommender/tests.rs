@@ -358,3 +358,77 @@ fn a_restored_recommender_continues_where_the_original_was() {
     assert_eq!(b.active_series(), 0);
     assert!(b.restore(4, "api", &[9, b'{']).is_err());
 }
+
+/// A recommender that has seen a day and a half of forecasts of three metrics, and its
+/// one changelog record.
+fn seasoned() -> (Recommender, Vec<u8>) {
+    let mut r = Recommender::new(Policies::default());
+    for i in 0..2_000i64 {
+        let level = 0.3 + 0.3 * ((i as f64) / 60.0).sin().abs();
+        for metric in ["cpu_utilization", "memory_bytes", "replicas"] {
+            let value = if metric == "memory_bytes" {
+                level * 1e9
+            } else {
+                level
+            };
+            r.observe(&Insight::Forecast(forecast(metric, value, i * 60_000)), 0);
+        }
+    }
+    let mut changes = Vec::new();
+    r.take_state_changes(&mut changes);
+    let bytes = changes.pop().and_then(|c| c.bytes).unwrap();
+    (r, bytes)
+}
+
+#[test]
+fn a_state_with_a_missing_bin_is_refused_not_indexed() {
+    let (r, bytes) = seasoned();
+    let state = r.targets.get("api").unwrap();
+    // 288 bins per day, stored as byte strings: binary state is compact.
+    assert!(bytes.len() < 4000, "{} bytes", bytes.len());
+    let mut short = state.clone();
+    short.demand = serde_json::from_value({
+        let mut v = serde_json::to_value(&state.demand).unwrap();
+        v["last"].as_array_mut().unwrap().pop();
+        v
+    })
+    .unwrap();
+    let mut b = Recommender::new(Policies::default());
+    let encoded = crate::stage::snapshot::encode(&short).unwrap();
+    assert!(matches!(
+        b.restore(0, "api", &encoded),
+        Err(RestoreError::Decode(e)) if e.contains("well formed")
+    ));
+    assert_eq!(b.active_series(), 0);
+    b.restore(0, "api", &bytes).unwrap();
+    assert_eq!(b.active_series(), 1);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// Whatever a damaged changelog record decodes to, the recommender refuses it or
+    /// goes on working with it: it never panics.
+    #[test]
+    fn damaged_state_never_panics(flips in proptest::collection::vec((0usize..4000, 0u8..8), 1..4)) {
+        let (_, bytes) = seasoned_once();
+        let mut damaged = bytes.clone();
+        for (at, bit) in flips {
+            let i = at % damaged.len();
+            damaged[i] ^= 1 << bit;
+        }
+        let mut r = Recommender::new(Policies::default());
+        if r.restore(0, "api", &damaged).is_ok() {
+            for i in 2_000..2_100i64 {
+                for metric in ["cpu_utilization", "memory_bytes", "replicas"] {
+                    r.observe(&Insight::Forecast(forecast(metric, 0.5, i * 60_000)), 0);
+                }
+            }
+        }
+    }
+}
+
+fn seasoned_once() -> &'static (Recommender, Vec<u8>) {
+    static SEASONED: std::sync::OnceLock<(Recommender, Vec<u8>)> = std::sync::OnceLock::new();
+    SEASONED.get_or_init(seasoned)
+}

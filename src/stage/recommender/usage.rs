@@ -17,6 +17,7 @@ const RATIO: f64 = 1.12;
 /// A decaying histogram of usage samples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageHistogram {
+    #[serde(with = "crate::stage::snapshot::f32s")]
     weights: Vec<f32>,
     total: f64,
     /// Event time the weights are relative to.
@@ -24,6 +25,13 @@ pub struct UsageHistogram {
     samples: u32,
     /// Event time usage last pressed against the request.
     pub saturated_ms: Option<i64>,
+}
+
+impl UsageHistogram {
+    /// Whether a restored histogram has its buckets.
+    pub fn well_formed(&self) -> bool {
+        self.weights.len() == BUCKETS
+    }
 }
 
 impl Default for UsageHistogram {
