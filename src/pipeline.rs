@@ -113,7 +113,7 @@ pub async fn run_kind(
             let quarter = std::time::Duration::from_millis(config.coordinator.idle_flush_ms / 4);
             runner.tick_interval = runner
                 .tick_interval
-                .min(quarter.max(std::time::Duration::from_millis(5)));
+                .min(quarter.max(std::time::Duration::from_millis(1)));
             run_stage(core, kafka, runner, shutdown).await?
         }
     })
