@@ -74,7 +74,7 @@ fn survives<S: Stage>(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(ProptestConfig::with_cases(1000))]
 
     #[test]
     fn a_damaged_detector_state_never_panics(flips in proptest::collection::vec((0usize..1000, 0u8..8), 1..4)) {

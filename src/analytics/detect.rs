@@ -123,6 +123,12 @@ pub struct SeriesDetector {
     longest_natural_run: u16,
 }
 
+/// `value` within [lo, hi]. Unlike `f64::clamp` it does not panic when the bounds are
+/// NaN or crossed, which a damaged restored state can make them.
+fn clip(value: f64, lo: f64, hi: f64) -> f64 {
+    value.max(lo).min(hi)
+}
+
 /// Points of an unusual shift during which its usual size is not learnt.
 const SHIFT_HOLD: u16 = 60;
 
@@ -150,6 +156,11 @@ impl Default for SeriesDetector {
 }
 
 impl SeriesDetector {
+    /// Whether a restored detector is in range (see [`SeasonalModel::well_formed`]).
+    pub fn well_formed(&self) -> bool {
+        self.model.well_formed()
+    }
+
     /// Points seen.
     pub fn count(&self) -> u32 {
         self.model.count()
@@ -228,7 +239,7 @@ impl SeriesDetector {
         // Learn: from the fifth point on, the model sees the point clipped to the normal
         // range, so an early spike cannot poison the warm-up either.
         let learn = if n >= 5 {
-            value.clamp(expected - band, expected + band)
+            clip(value, expected - band, expected + band)
         } else {
             value
         };
@@ -263,7 +274,7 @@ impl SeriesDetector {
         // normal range, so one spike is not a shift), against its own usual size. The
         // reference moves at 0.05 per point, slower than the model, so a small shift
         // stays visible for tens of points instead of being absorbed in a few.
-        let deseasonalised = value.clamp(expected - band, expected + band) - prepared.season;
+        let deseasonalised = clip(value, expected - band, expected + band) - prepared.season;
         if n == 1 {
             self.slow_level = deseasonalised;
         }

@@ -80,6 +80,13 @@ pub struct Predicted {
 }
 
 impl SeriesForecaster {
+    /// Whether a restored forecaster is in range (see [`SeasonalModel::well_formed`]).
+    pub fn well_formed(&self) -> bool {
+        self.seasonal.well_formed()
+            && self.yesterday.period_ms() == DAY_MS
+            && usize::from(self.visit_bin) < BINS
+    }
+
     /// Points seen.
     pub fn count(&self) -> u32 {
         self.count
@@ -151,7 +158,7 @@ impl SeriesForecaster {
         // Remember each model's forecast LAG points ahead.
         let step = self.seasonal.step_ms();
         if step > 0.0 {
-            let ahead = ts + (step * LAG as f64) as i64;
+            let ahead = ts.saturating_add((step * LAG as f64) as i64);
             for m in 0..3 {
                 self.pending[m][slot] = self.predict(m, ahead, LAG as u32, p) as f32;
             }

@@ -31,9 +31,10 @@ pub enum Offered {
 }
 
 impl ReorderBuffer {
-    /// Points held.
+    /// Points held. (Bounded by the capacity even if a damaged restored state says
+    /// more: every slice of the arrays goes through this.)
     pub fn len(&self) -> usize {
-        usize::from(self.len)
+        usize::from(self.len).min(REORDER_CAPACITY)
     }
 
     /// Nothing held.
@@ -75,7 +76,7 @@ impl ReorderBuffer {
         let out = (self.ts[0], self.value[0]);
         self.ts.copy_within(1..n, 0);
         self.value.copy_within(1..n, 0);
-        self.len -= 1;
+        self.len = (n - 1) as u8;
         Some(out)
     }
 }

@@ -253,7 +253,22 @@ pub struct Prepared {
     pub predicted: f64,
 }
 
+/// Event times a restored state may hold: ±30 000 years around 1970. Beyond, time
+/// arithmetic could overflow; no real series gets there.
+const TIME_LIMIT_MS: i64 = 1_000_000_000_000_000;
+
 impl SeasonalModel {
+    /// Whether a restored model's periods, bins, interval and times are in range (a
+    /// damaged changelog record can decode into one that is not).
+    pub fn well_formed(&self) -> bool {
+        self.day.period_ms() == DAY_MS
+            && self.week.period_ms() == WEEK_MS
+            && usize::from(self.visit_bin) < BINS
+            && (0.0..=WEEK_MS as f64).contains(&self.step_ms)
+            && self.last_ts.abs() < TIME_LIMIT_MS
+            && self.day_index.abs() < TIME_LIMIT_MS / DAY_MS
+    }
+
     /// Points seen.
     pub fn count(&self) -> u32 {
         self.count

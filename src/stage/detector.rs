@@ -129,6 +129,9 @@ impl Partitioned for SeriesState {
     fn set_partition(&mut self, partition: i32) {
         self.partition = partition;
     }
+    fn well_formed(&self) -> bool {
+        self.detector.well_formed()
+    }
 }
 
 /// Counters the detector keeps (exported by the runner).

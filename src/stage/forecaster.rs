@@ -131,6 +131,9 @@ impl Partitioned for SeriesState {
     fn set_partition(&mut self, partition: i32) {
         self.partition = partition;
     }
+    fn well_formed(&self) -> bool {
+        self.model.well_formed()
+    }
 }
 
 /// The forecaster stage core.

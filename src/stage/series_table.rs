@@ -225,6 +225,12 @@ impl<S: Partitioned> SeriesTable<S> {
             return Err(RestoreError::Full { max: self.max });
         }
         let mut state: S = decode(bytes)?;
+        if !state.well_formed() {
+            return Err(RestoreError::Decode(
+                "the state decodes but is not well formed (lengths, times or indices out of range)"
+                    .into(),
+            ));
+        }
         state.set_partition(partition);
         // A restored series counts as seen now: it gets a full TTL to show up again.
         let newest = newest_of(&self.newest_by_partition, partition);

@@ -21,8 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -67,8 +66,6 @@ pub(super) struct Core<S: Stage> {
     pub(super) name: &'static str,
     /// Per-record metric handles.
     metrics: telemetry::RecordMetrics,
-    /// Set by the consumer's commit callback when an asynchronous commit failed.
-    pub(super) async_commit_failed: Arc<AtomicBool>,
     producer: FutureProducer,
     restorer: Option<StateRestorer>,
     outputs: Vec<S::Output>,
@@ -105,7 +102,6 @@ impl<S: Stage> Core<S> {
         Core {
             name: stage.name(),
             metrics: telemetry::RecordMetrics::new(stage.name()),
-            async_commit_failed: Arc::default(),
             stage,
             cfg,
             producer,
@@ -539,17 +535,15 @@ impl<S: Stage> Core<S> {
         Ok(())
     }
 
-    /// Commits planned offsets. `Async` returns once the commit is queued; its outcome
-    /// arrives in the consumer's commit callback, and a failed one makes the next
-    /// checkpoint commit every partition again.
+    /// Commits planned offsets. `Async` returns once the commit is queued (its outcome
+    /// is logged by the consumer's commit callback) and is not recorded as committed: the
+    /// next checkpoint, or the synchronous commit before partitions are revoked, commits
+    /// the same offsets again rather than trust a commit that may still fail.
     fn commit_offsets<C, K>(&mut self, consumer: &K, planned: Vec<PlannedOffset>, mode: CommitMode)
     where
         C: ConsumerContext,
         K: Consumer<C>,
     {
-        if self.async_commit_failed.swap(false, Ordering::Relaxed) {
-            self.committed.clear();
-        }
         let planned: Vec<PlannedOffset> = planned
             .into_iter()
             .filter(|(tp, o)| self.committed.get(tp) != Some(o))
@@ -569,7 +563,9 @@ impl<S: Stage> Core<S> {
         match result {
             Ok(()) => {
                 self.report.commits += 1;
-                self.committed.extend(planned);
+                if matches!(mode, CommitMode::Sync) {
+                    self.committed.extend(planned);
+                }
             }
             // During a rebalance commits fail; the records are re-processed by the next
             // owner or committed with the next checkpoint.

@@ -243,8 +243,6 @@ struct RunnerContext<S: Stage> {
     core: Arc<Mutex<Core<S>>>,
     /// Set by the error callback, read by the loop (no lock needed in the callback).
     fatal: FatalError,
-    /// Set when an asynchronous offset commit failed (the core's flag, shared).
-    commit_failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn lock<S: Stage>(core: &Mutex<Core<S>>) -> MutexGuard<'_, Core<S>> {
@@ -275,16 +273,14 @@ impl<S: Stage> ConsumerContext for RunnerContext<S> {
         }
     }
 
-    /// The outcome of every commit; only failures matter (at-least-once checkpoints
-    /// commit asynchronously). No core lock here: a failure is a flag the next
-    /// checkpoint reads, and then commits every partition again.
+    /// The outcome of every commit; only failures matter, and only to be seen: an
+    /// asynchronous (checkpoint) commit is never counted as done, so the next one
+    /// commits the same offsets again.
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         if let Err(e) = result {
             // No offsets to commit is not a failure.
             if e.rdkafka_error_code() != Some(RDKafkaErrorCode::NoOffset) {
                 tracing::warn!(error = %e, "offset commit failed; the next checkpoint commits again");
-                self.commit_failed
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }
@@ -359,7 +355,6 @@ pub async fn run_stage<S: Stage>(
     let core = Arc::new(Mutex::new(Core::new(stage, cfg, producer, restorer)));
     let consumer: StreamConsumer<RunnerContext<S>> = consumer_config
         .create_with_context(RunnerContext {
-            commit_failed: lock(&core).async_commit_failed.clone(),
             core: core.clone(),
             fatal: FatalError::default(),
         })
