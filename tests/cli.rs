@@ -228,12 +228,13 @@ fn replay_scores_every_row_and_reports_bad_ones() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "timestamp,series,value,anomaly_score,expected,lower,upper"
+        "timestamp,series,value,anomaly_score,anomaly,expected,lower,upper"
     );
     assert_eq!(lines.len(), 241);
     let spike: Vec<&str> = lines[201].split(',').collect();
     assert_eq!((spike[0], spike[1]), ("2024-05-01 01:40:00", "api"));
     assert!(spike[3].parse::<f64>().unwrap() > 0.9, "{}", lines[201]);
+    assert_eq!(spike[4], "1", "the spike is where an anomaly is emitted");
 
     let out = perfpilot()
         .arg("replay")

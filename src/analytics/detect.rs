@@ -13,13 +13,20 @@
 //! - `flatline`: the value repeats far longer than the series ever repeated before
 //!   (a stuck sensor).
 //!
-//! Each detector maps its statistic to a score that is 0.5 exactly at its threshold;
-//! the point's score is the largest. The residual threshold adapts to the series' own
+//! Each detector maps its statistic to a score that is 0.5 exactly at its threshold.
+//! With classic scoring the point's score is the largest. With likelihood scoring the
+//! detectors say *what* is odd, and whether the point is news is judged by its anomaly
+//! likelihood (see [`super::likelihood`]): how rare the recent run of residuals is
+//! against the series' own history, or whether the value left everything it has shown.
+//! The point's score is then that likelihood mapped so that 0.5 is exactly
+//! [`DetectParams::likelihood_threshold`], and 0 unless some detector fired: a point is
+//! anomalous when it is both odd and rare. The residual threshold adapts to the series' own
 //! tail: it is the larger of the configured threshold and 1.5 × a running estimate of
 //! the 99.9th percentile of |z|, so a heavy-tailed series does not cry wolf on what is
 //! ordinary for it. Anomalous points move the model only up to the edge of the normal
 //! range, so a spike does not drag the expectation along.
 
+use super::likelihood::Likelihood;
 use super::seasonal::{SeasonalModel, SeasonalParams};
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +45,10 @@ pub struct DetectParams {
     pub variance_ratio: f64,
     /// Shortest run of identical values that can be a flatline.
     pub flat_points: u16,
+    /// Likelihood scoring: the anomaly likelihood (in [0, 1]) at which a point whose
+    /// detectors fired is anomalous (score 0.5). `None`: classic scoring, the point's
+    /// score is the largest detector score.
+    pub likelihood_threshold: Option<f64>,
 }
 
 impl Default for DetectParams {
@@ -55,6 +66,7 @@ impl Default for DetectParams {
             shift_threshold: 5.5,
             variance_ratio: 3.0,
             flat_points: 12,
+            likelihood_threshold: None,
         }
     }
 }
@@ -73,12 +85,28 @@ pub struct PointScore {
     pub z: f64,
     /// Score of each detector in [0,1], in [`DETECTORS`] order.
     pub scores: [f64; 4],
-    /// The largest of `scores` (0 during warm-up).
+    /// The anomaly likelihood in [0, 1] (see [`super::likelihood`]).
+    pub likelihood: f64,
+    /// The point's score: the largest detector score (classic), or the likelihood mapped
+    /// so that 0.5 is the likelihood threshold and 0 when no detector fired.
     pub score: f64,
 }
 
+/// Maps a likelihood to a score with 0.5 exactly at `threshold`, monotone, 1 at 1.
+fn calibrated(likelihood: f64, threshold: f64, fired: bool) -> f64 {
+    if !fired {
+        return 0.0;
+    }
+    let t = threshold.clamp(1e-6, 1.0 - 1e-6);
+    if likelihood <= t {
+        0.5 * likelihood / t
+    } else {
+        0.5 + 0.5 * (likelihood - t) / (1.0 - t)
+    }
+}
+
 impl PointScore {
-    /// Whether any detector reached its threshold.
+    /// Whether the point is anomalous: a detector fired and the run is rare enough.
     pub fn anomalous(&self) -> bool {
         self.score >= 0.5
     }
@@ -121,6 +149,7 @@ pub struct SeriesDetector {
     last_value: f64,
     flat_run: u16,
     longest_natural_run: u16,
+    likelihood: Likelihood,
 }
 
 /// `value` within [lo, hi]. Unlike `f64::clamp` it does not panic when the bounds are
@@ -151,6 +180,7 @@ impl Default for SeriesDetector {
             last_value: 0.0,
             flat_run: 0,
             longest_natural_run: 0,
+            likelihood: Likelihood::default(),
         }
     }
 }
@@ -158,7 +188,7 @@ impl Default for SeriesDetector {
 impl SeriesDetector {
     /// Whether a restored detector is in range (see [`SeasonalModel::well_formed`]).
     pub fn well_formed(&self) -> bool {
-        self.model.well_formed()
+        self.model.well_formed() && self.likelihood.well_formed()
     }
 
     /// Points seen.
@@ -187,12 +217,19 @@ impl SeriesDetector {
         let thr = self.threshold(p);
         let z = (value - expected) / sigma;
         let s = squash(z.abs(), thr);
+        let likelihood = self
+            .likelihood
+            .peek(value, value - expected, f64::from(self.long_abs));
         Some(PointScore {
             expected,
             band: thr * sigma,
             z,
             scores: [s, 0.0, 0.0, 0.0],
-            score: s,
+            likelihood,
+            score: match p.likelihood_threshold {
+                Some(t) => calibrated(likelihood, t, s >= 0.5),
+                None => s,
+            },
         })
     }
 
@@ -225,6 +262,7 @@ impl SeriesDetector {
 
         if n == 0 {
             self.model.update(ts, value, p.model);
+            self.likelihood.first(value);
             return None;
         }
         let prepared = self.model.prepare(ts, p.model);
@@ -245,6 +283,14 @@ impl SeriesDetector {
         };
         self.model.update_prepared(ts, learn, prepared, p.model);
         let abs = residual.abs() as f32;
+        let scale_before = if n == 1 { abs } else { self.long_abs };
+        let likelihood = self.likelihood.observe(
+            n.saturating_add(1),
+            value,
+            residual,
+            f64::from(scale_before),
+            warm,
+        );
         if n == 1 {
             self.long_abs = abs;
             self.short_abs = abs;
@@ -337,13 +383,23 @@ impl SeriesDetector {
             },
             squash(flat, 1.0),
         ];
-        let score = scores.iter().copied().fold(0.0, f64::max);
+        let fired = scores.iter().any(|s| *s >= 0.5);
+        // A stuck value is odd by the smallness of its residuals: judged by that tail.
+        let likelihood = if scores[3] >= 0.5 {
+            likelihood.high.max(likelihood.low)
+        } else {
+            likelihood.high
+        };
         Some(PointScore {
             expected,
             band,
             z,
             scores,
-            score,
+            likelihood,
+            score: match p.likelihood_threshold {
+                Some(t) => calibrated(likelihood, t, fired),
+                None => scores.iter().copied().fold(0.0, f64::max),
+            },
         })
     }
 }

@@ -4,6 +4,7 @@
 pub mod detect;
 pub mod forecast;
 pub mod holt;
+pub mod likelihood;
 pub mod reorder;
 pub mod robust;
 pub mod seasonal;

@@ -5,6 +5,12 @@
 /// Uses the complementary error function approximation of Numerical Recipes (erfcc),
 /// whose relative error is below 1.2e-7 everywhere: ample for confidences.
 pub fn normal_cdf(x: f64) -> f64 {
+    1.0 - normal_tail(x)
+}
+
+/// Upper tail of the standard normal, 1 − Φ(x), computed directly so that tiny tails
+/// (1e-10 and below) keep their relative precision.
+pub fn normal_tail(x: f64) -> f64 {
     let z = x / std::f64::consts::SQRT_2;
     let t = 1.0 / (1.0 + 0.5 * z.abs());
     let poly = -z * z - 1.265_512_23
@@ -17,7 +23,7 @@ pub fn normal_cdf(x: f64) -> f64 {
                                 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
     let erfc = t * poly.exp();
     let erfc = if z >= 0.0 { erfc } else { 2.0 - erfc };
-    1.0 - 0.5 * erfc
+    0.5 * erfc
 }
 
 /// Two-sided z value for a central interval of the given coverage (0.5 < level < 1),

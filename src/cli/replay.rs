@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::replay::plot::{draw, PlotCollector};
-use crate::replay::{replay_horizon, replay_scores};
+use crate::replay::{replay_corpus, replay_horizon, replay_scores};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::File;
@@ -16,8 +16,14 @@ pub struct ReplayArgs {
     /// CSV input (`-` for stdin): `timestamp,value`, or `timestamp,series,value` for many
     /// series (told apart by the header, or by the column count). Timestamps: epoch
     /// seconds or milliseconds, ISO-8601 (`2024-05-01T12:00:00Z`, `+02:00`), or
-    /// `YYYY-MM-DD HH:MM:SS` (UTC).
+    /// `YYYY-MM-DD HH:MM:SS` (UTC). With `--labels`, a directory of such files.
     input: PathBuf,
+    /// A NAB-format windows file (`{"relative/path.csv": [["start", "end"], ...]}`): replay
+    /// every file it names under the input directory, each on a fresh detector, and print
+    /// the Numenta Anomaly Benchmark's standard, low-FP and low-FN scores of the emitted
+    /// anomalies and of the `anomaly_score` column.
+    #[arg(long, value_name = "windows.json", conflicts_with_all = ["horizon", "plot", "output"])]
+    labels: Option<PathBuf>,
     /// Where to write the CSV result (default: stdout).
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -39,6 +45,11 @@ pub struct ReplayArgs {
 
 pub(super) fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(args.config.as_deref())?;
+    if let Some(labels) = &args.labels {
+        let report = replay_corpus(&args.input, labels, &config.detector)?;
+        print!("{}", report.table());
+        return Ok(ExitCode::SUCCESS);
+    }
     let (input, size): (Box<dyn Read>, Option<u64>) = if args.input.as_os_str() == "-" {
         (Box::new(std::io::stdin().lock()), None)
     } else {

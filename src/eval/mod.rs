@@ -5,4 +5,5 @@
 //! the figures quoted in the README.
 
 pub mod generator;
+pub mod nab;
 pub mod scoring;

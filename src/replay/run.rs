@@ -5,7 +5,7 @@ use super::plot::{PlotCollector, PlotPoint};
 use crate::analytics::forecast::{SeriesForecaster, MODELS};
 use crate::analytics::stats::z_for_level;
 use crate::event::MetricEvent;
-use crate::stage::detector::{Detector, DetectorConfig};
+use crate::stage::detector::{Detector, DetectorConfig, Scored};
 use crate::stage::forecaster::ForecasterConfig;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{Read, Write};
@@ -114,8 +114,10 @@ fn event(row: &Row) -> MetricEvent {
     MetricEvent::sample("replay", target, "value", row.ts_ms, row.value)
 }
 
-/// Scores every row, in input order: `timestamp,[series,]value,anomaly_score,expected,lower,upper`.
-/// The score is 0 (and the bounds empty) while a series warms up.
+/// Scores every row, in input order:
+/// `timestamp,[series,]value,anomaly_score,anomaly,expected,lower,upper`. `anomaly` is 1
+/// exactly where the detector stage would emit an Anomaly record (an episode opens or
+/// escalates). The score is 0 (and the bounds empty) while a series warms up.
 pub fn replay_scores(
     input: impl Read,
     output: impl Write,
@@ -123,13 +125,9 @@ pub fn replay_scores(
     progress: &mut dyn FnMut(u64),
     mut plot: Option<&mut PlotCollector>,
 ) -> Result<Summary, ReplayError> {
-    let mut detector = Detector::new(cfg.clone())?;
     let mut out = csv::Writer::from_writer(output);
-    let mut summary = Summary::default();
     let mut header_written = false;
-    let mut series = std::collections::HashSet::new();
-    let mut anomalies: BTreeMap<String, u64> = BTreeMap::new();
-    read_rows(input, &mut summary, progress, |row, layout| {
+    let summary = detect_rows(input, cfg, progress, |row, layout, scored| {
         if !header_written {
             if layout.is_long() {
                 out.write_record([
@@ -137,6 +135,7 @@ pub fn replay_scores(
                     "series",
                     "value",
                     "anomaly_score",
+                    "anomaly",
                     "expected",
                     "lower",
                     "upper",
@@ -146,6 +145,7 @@ pub fn replay_scores(
                     "timestamp",
                     "value",
                     "anomaly_score",
+                    "anomaly",
                     "expected",
                     "lower",
                     "upper",
@@ -153,11 +153,6 @@ pub fn replay_scores(
             }
             header_written = true;
         }
-        let scored = detector.score(&event(&row), 0);
-        if scored.anomaly.is_some() {
-            *anomalies.entry(row.series.clone()).or_default() += 1;
-        }
-        series.insert(row.series.clone());
         if let Some(c) = plot.as_deref_mut() {
             if c.wants(&row.series) {
                 let (expected, lower, upper, score) =
@@ -192,22 +187,58 @@ pub fn replay_scores(
             None => ("0".into(), String::new(), String::new(), String::new()),
         };
         let value = format!("{}", row.value);
+        let flag = if scored.anomaly.is_some() { "1" } else { "0" };
         if layout.is_long() {
             out.write_record([
                 &row.ts_text,
                 &row.series,
                 &value,
                 &score,
+                flag,
                 &expected,
                 &lower,
                 &upper,
             ])?;
         } else {
-            out.write_record([&row.ts_text, &value, &score, &expected, &lower, &upper])?;
+            out.write_record([
+                &row.ts_text,
+                &value,
+                &score,
+                flag,
+                &expected,
+                &lower,
+                &upper,
+            ])?;
         }
         Ok(())
     })?;
     out.flush()?;
+    Ok(summary)
+}
+
+/// Runs the detector stage's core over every good row, in input order, calling `each`
+/// with the row and what the stage made of it. One detector serves every series of the
+/// input, as one stage instance does.
+pub fn detect_rows(
+    input: impl Read,
+    cfg: &DetectorConfig,
+    progress: &mut dyn FnMut(u64),
+    mut each: impl FnMut(&Row, Layout, &Scored) -> Result<(), ReplayError>,
+) -> Result<Summary, ReplayError> {
+    let mut detector = Detector::new(cfg.clone())?;
+    let mut summary = Summary::default();
+    let mut series = std::collections::HashSet::new();
+    let mut anomalies: BTreeMap<String, u64> = BTreeMap::new();
+    read_rows(input, &mut summary, progress, |row, layout| {
+        let scored = detector.score(&event(&row), 0);
+        if scored.anomaly.is_some() {
+            *anomalies.entry(row.series.clone()).or_default() += 1;
+        }
+        if !series.contains(&row.series) {
+            series.insert(row.series.clone());
+        }
+        each(&row, layout, &scored)
+    })?;
     summary.anomalies = anomalies;
     let c = detector.detector_counters();
     summary.dropped = c.duplicates + c.late;
@@ -404,7 +435,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "timestamp,value,anomaly_score,expected,lower,upper"
+            "timestamp,value,anomaly_score,anomaly,expected,lower,upper"
         );
         assert_eq!(lines.len(), 201);
         assert_eq!((s.rows, s.bad_count), (202, 2));

@@ -29,8 +29,17 @@ pub struct DetectorConfig {
     /// Points older than the newest by at most this much are scored but do not move
     /// the model; older ones are dropped and counted. Default 60 s.
     pub allowed_lateness_secs: u64,
-    /// Normal points that end an episode (until then no new anomaly is emitted). Default 3.
-    pub quiet_points: u32,
+    /// Normal points that end an episode (until then no new anomaly is emitted). Default
+    /// 3 with classic scoring, 100 with likelihood scoring (one incident, one anomaly).
+    pub quiet_points: Option<u32>,
+    /// How a point's score is made: `classic` (the largest detector score) or
+    /// `likelihood` (how rare the recent run of residuals is for the series, see the
+    /// README's Quality section; it holds up far better on real data). Default classic.
+    pub scoring: Scoring,
+    /// Likelihood scoring: the likelihood (0..1) at which a point whose detectors fired
+    /// is reported; 0.3 is a run of residuals rarer than about one in 10³ for the
+    /// series. Default 0.3.
+    pub likelihood_threshold: f64,
     /// Most series tracked per instance; further series are refused and counted. Default 100 000.
     pub max_series: usize,
     /// A series silent for this long (event time) is evicted. 0 keeps series for ever.
@@ -55,7 +64,9 @@ impl Default for DetectorConfig {
             variance_ratio: p.variance_ratio,
             flat_points: p.flat_points,
             allowed_lateness_secs: 60,
-            quiet_points: 3,
+            quiet_points: None,
+            scoring: Scoring::Classic,
+            likelihood_threshold: 0.3,
             max_series: 100_000,
             series_ttl_secs: 21_600,
             alpha: p.model.alpha,
@@ -76,6 +87,11 @@ impl DetectorConfig {
         if !(self.alpha > 0.0 && self.alpha < 1.0 && self.beta > 0.0 && self.beta < 1.0) {
             return Err(ConfigError::Invalid(
                 "detector: alpha and beta must lie in (0, 1)".into(),
+            ));
+        }
+        if !(self.likelihood_threshold > 0.0 && self.likelihood_threshold < 1.0) {
+            return Err(ConfigError::Invalid(
+                "detector: likelihood_threshold must lie in (0, 1)".into(),
             ));
         }
         for (name, v) in [
@@ -106,8 +122,31 @@ impl DetectorConfig {
             shift_threshold: self.shift_threshold,
             variance_ratio: self.variance_ratio,
             flat_points: self.flat_points,
+            likelihood_threshold: match self.scoring {
+                Scoring::Classic => None,
+                Scoring::Likelihood => Some(self.likelihood_threshold),
+            },
         }
     }
+
+    /// Normal points that end an episode.
+    pub fn quiet_points(&self) -> u32 {
+        self.quiet_points.unwrap_or(match self.scoring {
+            Scoring::Classic => 3,
+            Scoring::Likelihood => 100,
+        })
+    }
+}
+
+/// How the detector scores a point (`scoring` in `[detector]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scoring {
+    /// The largest of the detectors' scores.
+    #[default]
+    Classic,
+    /// The anomaly likelihood of the recent run, when a detector fired.
+    Likelihood,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -233,7 +272,7 @@ impl Detector {
         if !p.anomalous() {
             if state.in_episode {
                 state.quiet_run += 1;
-                if state.quiet_run >= cfg.quiet_points {
+                if state.quiet_run >= cfg.quiet_points() {
                     state.in_episode = false;
                     state.episode_peak_z = 0.0;
                 }
@@ -436,6 +475,36 @@ mod tests {
         assert!(
             d.observe(&ev(120_000, 50.0), 0).is_some(),
             "a new episode is reported"
+        );
+    }
+
+    #[test]
+    fn likelihood_scoring_reports_one_anomaly_per_incident() {
+        let cfg = DetectorConfig {
+            scoring: Scoring::Likelihood,
+            ..DetectorConfig::default()
+        };
+        let mut d = Detector::new(cfg).unwrap();
+        for i in 0..200 {
+            assert!(d.observe(&ev(i * 1000, 10.0 + noise(i)), 0).is_none());
+        }
+        let hits: Vec<_> = (200..205)
+            .filter_map(|i| d.observe(&ev(i * 1000, 50.0), 0))
+            .collect();
+        assert_eq!(hits.len(), 1, "{hits:?}");
+        assert_eq!(hits[0].score, 1.0, "a new extreme is certain");
+        // Within `quiet_points` (100) normal points the episode is still open.
+        for i in 205..270 {
+            d.observe(&ev(i * 1000, 10.0 + noise(i)), 0);
+        }
+        assert!(d.observe(&ev(270_000, 50.0), 0).is_none(), "same episode");
+        for i in 271..400 {
+            assert!(d.observe(&ev(i * 1000, 10.0 + noise(i)), 0).is_none());
+        }
+        let again = d.observe(&ev(400_000, 90.0), 0);
+        assert!(
+            again.as_ref().is_some_and(|a| a.score == 1.0),
+            "a new episode is reported: {again:?}"
         );
     }
 
