@@ -29,8 +29,15 @@ pub struct ReplayArgs {
     output: Option<PathBuf>,
     /// Forecast mode: for each series, learn from all but its last H points and write
     /// `series,timestamp,forecast,lower,upper,actual` for those H points.
+    /// Also prints sMAPE, MASE and OWA (relative to M4's Naive2) of the forecasts, beside
+    /// seasonal naive and Naive2 on the same series. An M4 file (one series per row,
+    /// header `"V1","V2",...`) is read as hourly series.
     #[arg(long, value_name = "H")]
     horizon: Option<usize>,
+    /// Seasonal period (points) for MASE, seasonal naive and Naive2 (default: the points
+    /// in a day at the data's median step, e.g. 24 for hourly data).
+    #[arg(long, value_name = "POINTS", requires = "horizon")]
+    season: Option<usize>,
     /// Draw an SVG of one series: values, expected band, anomalies, and in --horizon
     /// mode the forecast with its interval.
     #[arg(long, value_name = "FILE.svg")]
@@ -41,6 +48,41 @@ pub struct ReplayArgs {
     /// Configuration file: its [detector] and [forecaster] sections apply.
     #[arg(long, env = "PERFPILOT_CONFIG")]
     config: Option<PathBuf>,
+}
+
+/// An M4 competition file (header `"V1","V2",...`; each row a series id then its values,
+/// padded with empty cells) as long-format rows `timestamp,series,value`, hourly from the
+/// epoch. Any other input passes through unchanged.
+fn m4_as_long(mut input: Box<dyn Read>) -> anyhow::Result<Box<dyn Read>> {
+    let mut head = [0u8; 5];
+    let mut got = 0;
+    while got < head.len() {
+        let n = input.read(&mut head[got..])?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let head = head[..got].to_vec();
+    let is_m4 = head.starts_with(b"\"V1\"") || head.starts_with(b"V1,");
+    let rest = std::io::Cursor::new(head).chain(input);
+    if !is_m4 {
+        return Ok(Box::new(rest));
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(rest);
+    let mut out = String::from("timestamp,series,value\n");
+    for record in reader.records() {
+        let record = record?;
+        let mut fields = record.iter();
+        let Some(id) = fields.next() else { continue };
+        for (i, v) in fields.filter(|v| !v.trim().is_empty()).enumerate() {
+            out.push_str(&format!("{},{id},{}\n", i as u64 * 3600, v.trim()));
+        }
+    }
+    Ok(Box::new(std::io::Cursor::new(out.into_bytes())))
 }
 
 pub(super) fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -81,10 +123,11 @@ pub(super) fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         .map(|_| PlotCollector::new(args.plot_series.clone()));
     let summary = match args.horizon {
         Some(h) => replay_horizon(
-            input,
+            m4_as_long(input)?,
             output,
             &config.forecaster,
             h,
+            args.season,
             &mut progress,
             collector.as_mut(),
         )?,
@@ -125,6 +168,9 @@ pub(super) fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         );
     }
     eprintln!("{}", summary.paragraph());
+    if let Some(acc) = &summary.accuracy {
+        eprint!("{}", acc.table());
+    }
     Ok(if summary.bad_count > 0 {
         ExitCode::from(1)
     } else {

@@ -5,5 +5,6 @@
 //! the figures quoted in the README.
 
 pub mod generator;
+pub mod m4;
 pub mod nab;
 pub mod scoring;

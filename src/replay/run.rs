@@ -4,6 +4,7 @@ use super::input::{Layout, Row, RowError};
 use super::plot::{PlotCollector, PlotPoint};
 use crate::analytics::forecast::{SeriesForecaster, MODELS};
 use crate::analytics::stats::z_for_level;
+use crate::eval::m4::{naive2, seasonal_naive, Accuracy};
 use crate::event::MetricEvent;
 use crate::stage::detector::{Detector, DetectorConfig, Scored};
 use crate::stage::forecaster::ForecasterConfig;
@@ -36,6 +37,22 @@ pub struct Summary {
     pub models: BTreeMap<&'static str, u64>,
     /// Whether the input had many series.
     pub long: bool,
+    /// Horizon mode: M4 accuracy of the forecaster, seasonal naive and Naive2 over the
+    /// same series, and the seasonal period they were scaled by.
+    pub accuracy: Option<HorizonAccuracy>,
+}
+
+/// M4 metrics of a horizon replay (see [`crate::eval::m4`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HorizonAccuracy {
+    /// The seasonal period (points) of MASE, seasonal naive and Naive2.
+    pub period: usize,
+    /// The forecaster.
+    pub model: Accuracy,
+    /// The last period repeated.
+    pub seasonal_naive: Accuracy,
+    /// M4's Naive2.
+    pub naive2: Accuracy,
 }
 
 /// Errors that stop a replay (bad rows do not).
@@ -254,12 +271,16 @@ pub fn replay_horizon(
     output: impl Write,
     cfg: &ForecasterConfig,
     horizon: usize,
+    season: Option<usize>,
     progress: &mut dyn FnMut(u64),
     mut plot: Option<&mut PlotCollector>,
 ) -> Result<Summary, ReplayError> {
     let params = cfg.params();
     let z = z_for_level(cfg.interval_level);
     let mut models: HashMap<String, (SeriesForecaster, VecDeque<Row>)> = HashMap::new();
+    // Each series' learnt values (for MASE's scale and the baselines) and its steps.
+    let mut history: HashMap<String, Vec<f64>> = HashMap::new();
+    let mut steps: Vec<i64> = Vec::new();
     let mut summary = Summary::default();
     let mut order: Vec<String> = Vec::new();
     let horizon = horizon.max(1);
@@ -289,7 +310,14 @@ pub fn replay_horizon(
                     }
                 }
                 if entry.0.count() == 0 || old.ts_ms > entry.0.last_ts() {
+                    if entry.0.count() > 0 && steps.len() < 10_000 {
+                        steps.push(old.ts_ms - entry.0.last_ts());
+                    }
                     entry.0.observe(old.ts_ms, old.value, &params);
+                    history
+                        .entry(old.series.clone())
+                        .or_default()
+                        .push(old.value);
                 } else {
                     dropped += 1;
                 }
@@ -308,6 +336,11 @@ pub fn replay_horizon(
         "actual",
     ])?;
     let (mut abs, mut inside) = (0.0, 0u64);
+    let period = season.unwrap_or_else(|| points_per_day(&mut steps)).max(1);
+    let mut acc = HorizonAccuracy {
+        period,
+        ..HorizonAccuracy::default()
+    };
     for name in &order {
         let Some((model, held)) = models.get(name) else {
             continue;
@@ -316,6 +349,15 @@ pub fn replay_horizon(
             continue;
         }
         let (chosen, predicted) = model.forecast(held.len() as u32, &params);
+        if let Some(past) = history.get(name) {
+            let actual: Vec<f64> = held.iter().map(|r| r.value).collect();
+            let values: Vec<f64> = predicted.iter().map(|p| p.value).collect();
+            acc.model.add(past, &actual, &values, period);
+            let sn = seasonal_naive(past, period, actual.len());
+            acc.seasonal_naive.add(past, &actual, &sn, period);
+            let n2 = naive2(past, period, actual.len());
+            acc.naive2.add(past, &actual, &n2, period);
+        }
         *summary.models.entry(MODELS[chosen]).or_default() += 1;
         for (p, actual) in predicted.iter().zip(held) {
             let (lower, upper) = (p.value - z * p.sd, p.value + z * p.sd);
@@ -350,7 +392,55 @@ pub fn replay_horizon(
     summary.forecast_mae = abs / n;
     summary.coverage = inside as f64 / n;
     summary.series = order.len();
+    summary.accuracy = Some(acc);
     Ok(summary)
+}
+
+/// The number of points in a day at the median step, when that is a whole number of at
+/// least 2 (hourly data: 24); otherwise 1 (no seasonal period).
+fn points_per_day(steps: &mut [i64]) -> usize {
+    if steps.is_empty() {
+        return 1;
+    }
+    steps.sort_unstable();
+    let step = steps[steps.len() / 2];
+    if step <= 0 || 86_400_000 % step != 0 {
+        return 1;
+    }
+    let n = (86_400_000 / step) as usize;
+    if n >= 2 {
+        n
+    } else {
+        1
+    }
+}
+
+impl HorizonAccuracy {
+    /// The table printed after a horizon replay.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "M4 metrics over {} series (seasonal period {} points; OWA relative to Naive2)\n",
+            self.model.series, self.period
+        );
+        s.push_str(&format!(
+            "{:<16} {:>8} {:>8} {:>8}\n",
+            "method", "sMAPE", "MASE", "OWA"
+        ));
+        for (name, a) in [
+            ("perfpilot", &self.model),
+            ("seasonal naive", &self.seasonal_naive),
+            ("Naive2", &self.naive2),
+        ] {
+            s.push_str(&format!(
+                "{:<16} {:>8.3} {:>8.3} {:>8.3}\n",
+                name,
+                a.smape(),
+                a.mase(),
+                a.owa(&self.naive2)
+            ));
+        }
+        s
+    }
 }
 
 impl Summary {
@@ -469,6 +559,7 @@ mod tests {
             &mut out,
             &ForecasterConfig::default(),
             10,
+            None,
             &mut |_| {},
             None,
         )
