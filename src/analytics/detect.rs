@@ -284,13 +284,6 @@ impl SeriesDetector {
         self.model.update_prepared(ts, learn, prepared, p.model);
         let abs = residual.abs() as f32;
         let scale_before = if n == 1 { abs } else { self.long_abs };
-        let likelihood = self.likelihood.observe(
-            n.saturating_add(1),
-            value,
-            residual,
-            f64::from(scale_before),
-            warm,
-        );
         if n == 1 {
             self.long_abs = abs;
             self.short_abs = abs;
@@ -357,6 +350,21 @@ impl SeriesDetector {
         }
 
         let ratio = f64::from(self.short_abs) / f64::from(self.long_abs).max(1e-12);
+        // The persistent detectors' statistics in residual-threshold units, so a run of
+        // shifted or noisier points counts as a run of large residuals.
+        let extra = if n >= 3 * p.warmup {
+            (p.threshold * shift / p.shift_threshold).max(p.threshold * ratio / p.variance_ratio)
+        } else {
+            0.0
+        };
+        let likelihood = self.likelihood.observe(
+            n.saturating_add(1),
+            value,
+            residual,
+            f64::from(scale_before),
+            extra,
+            warm,
+        );
         let flat_needed = p
             .flat_points
             .max(self.longest_natural_run.saturating_mul(3));

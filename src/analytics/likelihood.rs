@@ -30,6 +30,12 @@ pub const RAW_CAP: f64 = 10.0;
 pub const SPREAD_FLOOR: f64 = 0.02;
 /// A value more than this share of the historical range beyond it is a new extreme.
 pub const EXTREME_MARGIN: f64 = 0.05;
+/// A residual more than this many times the largest the series has shown is certain
+/// news too (a spike in a clean series), even as a single point.
+pub const PEAK_FACTOR: f32 = 1.5;
+/// Per-point decay of that largest residual (a half-life of about 7 000 points), so one
+/// old outlier does not blind the rule for ever.
+const PEAK_DECAY: f32 = 0.9999;
 
 /// The likelihood's state for one series.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -45,6 +51,8 @@ pub struct Likelihood {
     /// Smallest and largest value seen.
     lo: f64,
     hi: f64,
+    /// Largest |residual| in scales seen (decaying).
+    peak: f32,
 }
 
 /// The likelihood of one point.
@@ -74,14 +82,20 @@ impl Likelihood {
             && self.var >= 0.0
             && self.lo.is_finite()
             && self.hi.is_finite()
+            && self.peak.is_finite()
     }
 
-    fn raw(&self, value: f64, residual: f64, scale: f64) -> f64 {
+    /// |residual| in scales, floored by the spread.
+    fn z(&self, value: f64, residual: f64, scale: f64) -> f64 {
         let sigma = (1.2533 * scale)
             .max(SPREAD_FLOOR * f64::from(self.spread))
             .max(1e-9 * value.abs())
             .max(1e-12);
-        (residual / sigma).abs().min(RAW_CAP)
+        (residual / sigma).abs()
+    }
+
+    fn raw(&self, value: f64, residual: f64, scale: f64, extra: f64) -> f64 {
+        self.z(value, residual, scale).max(extra).min(RAW_CAP)
     }
 
     /// Learns the `n`-th value (1-based) without a residual yet (the series' first point).
@@ -101,6 +115,7 @@ impl Likelihood {
         value: f64,
         residual: f64,
         scale: f64,
+        extra: f64,
         judge: bool,
     ) -> Scored {
         let n = n.max(2);
@@ -108,7 +123,10 @@ impl Likelihood {
         let spread_rate = if n < 1000 { f64::from(young) } else { 0.001 };
         self.spread += (spread_rate * ((value - self.level).abs() - f64::from(self.spread))) as f32;
         self.level += 0.01 * (value - self.level);
-        let raw = self.raw(value, residual, scale) as f32;
+        let z = self.z(value, residual, scale) as f32;
+        let raw = self.raw(value, residual, scale, extra) as f32;
+        let peak_exceeded = judge && self.peak > 0.0 && z > PEAK_FACTOR * self.peak;
+        self.peak = (self.peak * PEAK_DECAY).max(z);
         if n == 2 {
             self.short = raw;
             self.mean = raw;
@@ -124,10 +142,11 @@ impl Likelihood {
         self.mean += rate * d;
         self.var += rate * (d * d - self.var);
         let range = self.hi - self.lo;
-        let extreme = judge
-            && range > 0.0
-            && (value > self.hi + EXTREME_MARGIN * range
-                || value < self.lo - EXTREME_MARGIN * range);
+        let extreme = peak_exceeded
+            || judge
+                && range > 0.0
+                && (value > self.hi + EXTREME_MARGIN * range
+                    || value < self.lo - EXTREME_MARGIN * range);
         self.lo = self.lo.min(value);
         self.hi = self.hi.max(value);
         Scored {
@@ -138,7 +157,7 @@ impl Likelihood {
 
     /// The score a point would get, without learning it (out-of-order points).
     pub fn peek(&self, value: f64, residual: f64, scale: f64) -> f64 {
-        let raw = self.raw(value, residual, scale) as f32;
+        let raw = self.raw(value, residual, scale, 0.0) as f32;
         let short = self.short + (2.0 / (SHORT_POINTS + 1.0)) * (raw - self.short);
         let d = short - self.mean;
         score_of_tail(normal_tail(
@@ -166,14 +185,14 @@ mod tests {
         let mut worst = 0.0f64;
         for n in 2..3000 {
             let v = 10.0 + noise(n);
-            worst = worst.max(l.observe(n, v, noise(n), 0.5, n > 30).high);
+            worst = worst.max(l.observe(n, v, noise(n), 0.5, 0.0, n > 30).high);
         }
         assert!(worst < 0.3, "noise scored {worst}");
         // Residuals four times their usual size for 40 points: a rare run.
         let mut best = 0.0f64;
         for n in 3000..3040 {
             let v = 10.0 + 4.0 * noise(n);
-            best = best.max(l.observe(n, v, 4.0 * noise(n), 0.5, true).high);
+            best = best.max(l.observe(n, v, 4.0 * noise(n), 0.5, 0.0, true).high);
         }
         assert!(best > 0.5, "the change scored {best}");
     }
@@ -184,10 +203,10 @@ mod tests {
         l.first(10.0);
         let noise = |i: u32| ((i.wrapping_mul(2_654_435_761) >> 8) % 1000) as f64 / 500.0 - 1.0;
         for n in 2..3000 {
-            l.observe(n, 10.0 + noise(n), noise(n), 0.5, true);
+            l.observe(n, 10.0 + noise(n), noise(n), 0.5, 0.0, true);
         }
         let low = (3000..3100)
-            .map(|n| l.observe(n, 10.0, 0.0, 0.5, true).low)
+            .map(|n| l.observe(n, 10.0, 0.0, 0.5, 0.0, true).low)
             .fold(0.0, f64::max);
         assert!(low > 0.5, "the stuck run scored {low}");
     }
@@ -198,16 +217,16 @@ mod tests {
         l.first(0.0);
         for n in 2..100 {
             let v = f64::from(n % 10);
-            l.observe(n, v, 0.0, 1.0, true);
+            l.observe(n, v, 0.0, 1.0, 0.0, true);
         }
         assert!(
-            l.observe(100, 20.0, 0.0, 1.0, false).high < 0.5,
+            l.observe(100, 20.0, 0.0, 1.0, 0.0, false).high < 0.5,
             "not judged in warm-up"
         );
         assert!(l.peek(40.0, 0.0, 1.0) < 0.5, "peek does not judge extremes");
-        assert_eq!(l.observe(101, 40.0, 0.0, 1.0, true).high, 1.0);
+        assert_eq!(l.observe(101, 40.0, 0.0, 1.0, 0.0, true).high, 1.0);
         // The range now reaches 40: 41 is within its margin.
-        assert!(l.observe(102, 41.0, 0.0, 1.0, true).high < 0.5);
+        assert!(l.observe(102, 41.0, 0.0, 1.0, 0.0, true).high < 0.5);
         assert!(l.well_formed());
     }
 }

@@ -34,11 +34,11 @@ pub struct DetectorConfig {
     pub quiet_points: Option<u32>,
     /// How a point's score is made: `classic` (the largest detector score) or
     /// `likelihood` (how rare the recent run of residuals is for the series, see the
-    /// README's Quality section; it holds up far better on real data). Default classic.
+    /// README's Quality section; it holds up far better on real data). Default likelihood.
     pub scoring: Scoring,
     /// Likelihood scoring: the likelihood (0..1) at which a point whose detectors fired
-    /// is reported; 0.3 is a run of residuals rarer than about one in 10³ for the
-    /// series. Default 0.3.
+    /// is reported (0.1: the recent run is rarer than one in 10 for the series; 0.3: one
+    /// in 10³). New extremes and residuals 1.5× the largest seen score 1. Default 0.1.
     pub likelihood_threshold: f64,
     /// Most series tracked per instance; further series are refused and counted. Default 100 000.
     pub max_series: usize,
@@ -65,8 +65,8 @@ impl Default for DetectorConfig {
             flat_points: p.flat_points,
             allowed_lateness_secs: 60,
             quiet_points: None,
-            scoring: Scoring::Classic,
-            likelihood_threshold: 0.3,
+            scoring: Scoring::Likelihood,
+            likelihood_threshold: 0.1,
             max_series: 100_000,
             series_ttl_secs: 21_600,
             alpha: p.model.alpha,
@@ -142,10 +142,10 @@ impl DetectorConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scoring {
-    /// The largest of the detectors' scores.
-    #[default]
+    /// The largest of the detectors' scores (the scoring before likelihoods).
     Classic,
     /// The anomaly likelihood of the recent run, when a detector fired.
+    #[default]
     Likelihood,
 }
 
@@ -284,8 +284,11 @@ impl Detector {
         }
         state.quiet_run = 0;
         // Inside an episode, only an escalation is news: a deviation more than twice the
-        // largest of the episode so far (a spike on top of a shift, say).
-        let escalated = p.z.abs() > ESCALATION * state.episode_peak_z && p.scores[0] >= 0.5;
+        // largest of the episode so far (a spike on top of a shift, say), or a certain one
+        // (a new extreme of the series, likelihood 1) beyond the episode's largest.
+        let beyond = p.z.abs() > state.episode_peak_z && p.scores[0] >= 0.5;
+        let escalated =
+            beyond && (p.z.abs() > ESCALATION * state.episode_peak_z || p.likelihood >= 1.0);
         if state.in_episode && !escalated {
             state.episode_peak_z = state.episode_peak_z.max(p.z.abs());
             counters.suppressed += 1;
@@ -461,7 +464,12 @@ mod tests {
 
     #[test]
     fn one_anomaly_per_episode() {
-        let mut d = Detector::new(DetectorConfig::default()).unwrap();
+        // Classic scoring: an episode closes after 3 normal points.
+        let mut d = Detector::new(DetectorConfig {
+            scoring: Scoring::Classic,
+            ..DetectorConfig::default()
+        })
+        .unwrap();
         for i in 0..50 {
             d.observe(&ev(i * 1000, 10.0 + noise(i)), 0);
         }
