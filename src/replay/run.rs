@@ -146,28 +146,12 @@ pub fn replay_scores(
     let mut header_written = false;
     let summary = detect_rows(input, cfg, progress, |row, layout, scored| {
         if !header_written {
-            if layout.is_long() {
-                out.write_record([
-                    "timestamp",
-                    "series",
-                    "value",
-                    "anomaly_score",
-                    "anomaly",
-                    "expected",
-                    "lower",
-                    "upper",
-                ])?;
-            } else {
-                out.write_record([
-                    "timestamp",
-                    "value",
-                    "anomaly_score",
-                    "anomaly",
-                    "expected",
-                    "lower",
-                    "upper",
-                ])?;
+            let mut header = vec!["timestamp", "series", "value", "anomaly_score"];
+            header.extend(["anomaly", "expected", "lower", "upper"]);
+            if !layout.is_long() {
+                header.remove(1);
             }
+            out.write_record(&header)?;
             header_written = true;
         }
         if let Some(c) = plot.as_deref_mut() {
@@ -205,28 +189,12 @@ pub fn replay_scores(
         };
         let value = format!("{}", row.value);
         let flag = if scored.anomaly.is_some() { "1" } else { "0" };
-        if layout.is_long() {
-            out.write_record([
-                &row.ts_text,
-                &row.series,
-                &value,
-                &score,
-                flag,
-                &expected,
-                &lower,
-                &upper,
-            ])?;
-        } else {
-            out.write_record([
-                &row.ts_text,
-                &value,
-                &score,
-                flag,
-                &expected,
-                &lower,
-                &upper,
-            ])?;
+        let mut record = vec![row.ts_text.as_str(), row.series.as_str(), &value, &score];
+        record.extend([flag, &expected, &lower, &upper]);
+        if !layout.is_long() {
+            record.remove(1);
         }
+        out.write_record(&record)?;
         Ok(())
     })?;
     out.flush()?;
