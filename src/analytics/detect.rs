@@ -85,7 +85,8 @@ pub struct PointScore {
     pub z: f64,
     /// Score of each detector in [0,1], in [`DETECTORS`] order.
     pub scores: [f64; 4],
-    /// The anomaly likelihood in [0, 1] (see [`super::likelihood`]).
+    /// The anomaly likelihood in [0, 1] (see [`super::likelihood`]); 0 when no detector
+    /// fired (it is not computed then).
     pub likelihood: f64,
     /// The point's score: the largest detector score (classic), or the likelihood mapped
     /// so that 0.5 is the likelihood threshold and 0 when no detector fired.
@@ -393,10 +394,13 @@ impl SeriesDetector {
         ];
         let fired = scores.iter().any(|s| *s >= 0.5);
         // A stuck value is odd by the smallness of its residuals: judged by that tail.
-        let likelihood = if scores[3] >= 0.5 {
-            likelihood.high.max(likelihood.low)
+        // Computed only when a detector fired (otherwise the score is 0 regardless).
+        let likelihood = if !fired {
+            0.0
+        } else if scores[3] >= 0.5 {
+            likelihood.high().max(likelihood.low())
         } else {
-            likelihood.high
+            likelihood.high()
         };
         Some(PointScore {
             expected,

@@ -55,13 +55,30 @@ pub struct Likelihood {
     peak: f32,
 }
 
-/// The likelihood of one point.
+/// The likelihood of one point. The scores are computed on demand (two exponentials
+/// and a logarithm each), since most points are never asked for theirs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scored {
+    /// The short mean's distance from its long-run mean, in standard deviations.
+    t: f64,
+    /// Whether the point is a new extreme (or a residual past the largest seen).
+    extreme: bool,
+}
+
+impl Scored {
     /// How rare the recent run of large residuals is (or 1 for a new extreme).
-    pub high: f64,
+    pub fn high(&self) -> f64 {
+        if self.extreme {
+            1.0
+        } else {
+            score_of_tail(normal_tail(self.t))
+        }
+    }
+
     /// How rare the recent run of small residuals is (a stuck value).
-    pub low: f64,
+    pub fn low(&self) -> f64 {
+        score_of_tail(normal_tail(-self.t))
+    }
 }
 
 /// Smallest variance of the short mean (in scales²) that a tail is judged against.
@@ -136,8 +153,6 @@ impl Likelihood {
         }
         let d = self.short - self.mean;
         let t = f64::from(d) / f64::from(self.var.max(MIN_VAR)).sqrt();
-        let low = score_of_tail(normal_tail(-t));
-        let q = normal_tail(t);
         let rate = young.max(LONG_RATE);
         self.mean += rate * d;
         self.var += rate * (d * d - self.var);
@@ -149,10 +164,7 @@ impl Likelihood {
                     || value < self.lo - EXTREME_MARGIN * range);
         self.lo = self.lo.min(value);
         self.hi = self.hi.max(value);
-        Scored {
-            high: if extreme { 1.0 } else { score_of_tail(q) },
-            low,
-        }
+        Scored { t, extreme }
     }
 
     /// The score a point would get, without learning it (out-of-order points).
@@ -185,14 +197,14 @@ mod tests {
         let mut worst = 0.0f64;
         for n in 2..3000 {
             let v = 10.0 + noise(n);
-            worst = worst.max(l.observe(n, v, noise(n), 0.5, 0.0, n > 30).high);
+            worst = worst.max(l.observe(n, v, noise(n), 0.5, 0.0, n > 30).high());
         }
         assert!(worst < 0.3, "noise scored {worst}");
         // Residuals four times their usual size for 40 points: a rare run.
         let mut best = 0.0f64;
         for n in 3000..3040 {
             let v = 10.0 + 4.0 * noise(n);
-            best = best.max(l.observe(n, v, 4.0 * noise(n), 0.5, 0.0, true).high);
+            best = best.max(l.observe(n, v, 4.0 * noise(n), 0.5, 0.0, true).high());
         }
         assert!(best > 0.5, "the change scored {best}");
     }
@@ -206,7 +218,7 @@ mod tests {
             l.observe(n, 10.0 + noise(n), noise(n), 0.5, 0.0, true);
         }
         let low = (3000..3100)
-            .map(|n| l.observe(n, 10.0, 0.0, 0.5, 0.0, true).low)
+            .map(|n| l.observe(n, 10.0, 0.0, 0.5, 0.0, true).low())
             .fold(0.0, f64::max);
         assert!(low > 0.5, "the stuck run scored {low}");
     }
@@ -220,13 +232,13 @@ mod tests {
             l.observe(n, v, 0.0, 1.0, 0.0, true);
         }
         assert!(
-            l.observe(100, 20.0, 0.0, 1.0, 0.0, false).high < 0.5,
+            l.observe(100, 20.0, 0.0, 1.0, 0.0, false).high() < 0.5,
             "not judged in warm-up"
         );
         assert!(l.peek(40.0, 0.0, 1.0) < 0.5, "peek does not judge extremes");
-        assert_eq!(l.observe(101, 40.0, 0.0, 1.0, 0.0, true).high, 1.0);
+        assert_eq!(l.observe(101, 40.0, 0.0, 1.0, 0.0, true).high(), 1.0);
         // The range now reaches 40: 41 is within its margin.
-        assert!(l.observe(102, 41.0, 0.0, 1.0, 0.0, true).high < 0.5);
+        assert!(l.observe(102, 41.0, 0.0, 1.0, 0.0, true).high() < 0.5);
         assert!(l.well_formed());
     }
 }
