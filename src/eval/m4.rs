@@ -119,7 +119,11 @@ pub fn naive2(history: &[f64], period: usize, horizon: usize) -> Vec<f64> {
     }
     let idx = seasonal_indices(history, period);
     let n = history.len();
-    let level = last / idx[(n - 1) % period];
+    let last_index = idx[(n - 1) % period];
+    if last_index <= 0.0 || !last_index.is_finite() {
+        return vec![last; horizon];
+    }
+    let level = last / last_index;
     (0..horizon)
         .map(|h| level * idx[(n + h) % period])
         .collect()
