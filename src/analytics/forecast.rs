@@ -1,26 +1,51 @@
-//! Per-series forecasting with several models and adaptive selection.
+//! Per-series forecasting with several models and adaptive selection, in two tiers.
 //!
-//! Three models are updated with every point:
+//! **Point tier** (horizons shorter than an hour): three models are updated with every
+//! point —
 //! - `seasonal`: additive Holt–Winters with damped trend and daily/weekly profiles
 //!   that are used only when the data shows them ([`SeasonalModel`]);
 //! - `damped_trend`: Holt's exponential smoothing with a damped trend;
-//! - `seasonal_naive`: what the series did one day earlier (hourly means, interpolated),
-//!   or the last value before a day has been seen.
+//! - `seasonal_naive`: what the series did one day earlier (hourly means from the slot
+//!   history, interpolated), or the last value before a day has been seen.
 //!
-//! Each model's forecast `K` points ahead is remembered and scored when that point
-//! arrives: the running mean absolute error at lag `K` is a rolling out-of-sample
-//! measure, re-evaluated as the series changes, and the model with the lowest one
-//! forecasts. Prediction intervals come from the same out-of-sample errors, so their
-//! width is what the series has actually shown, not what a model assumes.
+//! Each model's forecast `LAG` points ahead is remembered and scored when that point
+//! arrives: the running mean absolute error at lag `LAG` is a rolling out-of-sample
+//! measure, and the model with the lowest one forecasts.
+//!
+//! **Slot tier** (horizons of an hour and more): the series' hourly means are kept for
+//! eight days ([`SlotHistory`]) and the models of `analytics::slots` — seasonal naive
+//! over a day, a week or a period found in the data, with drift, mixed, or through a
+//! seasonal profile — are scored at lags up to 48 slots whenever an hour completes.
+//! The model with the lowest error over the horizon asked forecasts.
+//!
+//! Prediction intervals come from the same out-of-sample errors, so their width is what
+//! the series has actually shown, not what a model assumes. A series that has never
+//! been negative is never forecast, nor bounded, below 0.
 
+use super::history::{SlotHistory, Slotted};
 use super::holt::{Holt, HoltParams};
-use super::seasonal::{Profile, SeasonalModel, SeasonalParams, BINS, DAY_MS};
+use super::seasonal::{SeasonalModel, SeasonalParams, DAY_MS};
+use super::slots::{SlotModels, SLOT_MODELS};
 use serde::{Deserialize, Serialize};
 
-/// Lag (in points) at which the models are scored.
+/// Lag (in points) at which the point-tier models are scored.
 pub const LAG: usize = 6;
-/// The models, in the order of the error array.
-pub const MODELS: [&str; 3] = ["seasonal", "damped_trend", "seasonal_naive"];
+/// Point-tier models, in the order of their error array.
+const POINT_MODELS: usize = 3;
+/// Every model, point tier first: the index [`SeriesForecaster::forecast`] returns.
+pub const MODELS: [&str; POINT_MODELS + SLOT_MODELS.len()] = [
+    "seasonal",
+    "damped_trend",
+    "seasonal_naive",
+    SLOT_MODELS[0],
+    SLOT_MODELS[1],
+    SLOT_MODELS[2],
+    SLOT_MODELS[3],
+    SLOT_MODELS[4],
+    SLOT_MODELS[5],
+    SLOT_MODELS[6],
+    SLOT_MODELS[7],
+];
 
 /// Smoothing parameters of the models.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,16 +61,16 @@ pub struct ForecastParams {
 pub struct SeriesForecaster {
     seasonal: SeasonalModel,
     holt: Holt,
-    /// Absolute hourly means of the last day (for the seasonal naive model).
-    yesterday: Profile<BINS>,
-    visit_bin: u8,
-    visit_sum: f32,
-    visit_points: u16,
+    /// Hourly means of the last eight days, and the models over them.
+    history: SlotHistory,
+    slots: SlotModels,
     last_value: f64,
-    /// Forecasts made `LAG` points ago for now, per model (a ring).
-    pending: [[f32; LAG]; 3],
-    /// Running mean absolute error at lag `LAG`, per model.
-    errors: [f32; 3],
+    /// No value below 0 has been seen.
+    never_negative: bool,
+    /// Forecasts made `LAG` points ago for now, per point-tier model (a ring).
+    pending: [[f32; LAG]; POINT_MODELS],
+    /// Running mean absolute error at lag `LAG`, per point-tier model.
+    errors: [f32; POINT_MODELS],
     scored: u32,
     count: u32,
 }
@@ -55,13 +80,12 @@ impl Default for SeriesForecaster {
         SeriesForecaster {
             seasonal: SeasonalModel::default(),
             holt: Holt::default(),
-            yesterday: Profile::new(DAY_MS, true),
-            visit_bin: 0,
-            visit_sum: 0.0,
-            visit_points: 0,
+            history: SlotHistory::default(),
+            slots: SlotModels::default(),
             last_value: 0.0,
-            pending: [[0.0; LAG]; 3],
-            errors: [0.0; 3],
+            never_negative: true,
+            pending: [[0.0; LAG]; POINT_MODELS],
+            errors: [0.0; POINT_MODELS],
             scored: 0,
             count: 0,
         }
@@ -77,14 +101,24 @@ pub struct Predicted {
     pub value: f64,
     /// Standard deviation of its error.
     pub sd: f64,
+    /// The least the series can take (0 for one never seen below 0).
+    pub floor: f64,
+}
+
+impl Predicted {
+    /// The prediction interval `value ± z·sd`, never below the floor.
+    pub fn interval(&self, z: f64) -> (f64, f64) {
+        (
+            (self.value - z * self.sd).max(self.floor),
+            (self.value + z * self.sd).max(self.floor),
+        )
+    }
 }
 
 impl SeriesForecaster {
     /// Whether a restored forecaster is in range (see [`SeasonalModel::well_formed`]).
     pub fn well_formed(&self) -> bool {
-        self.seasonal.well_formed()
-            && self.yesterday.period_ms() == DAY_MS
-            && usize::from(self.visit_bin) < BINS
+        self.seasonal.well_formed() && self.history.well_formed() && self.slots.well_formed()
     }
 
     /// Points seen.
@@ -102,19 +136,25 @@ impl SeriesForecaster {
         self.seasonal.step_ms()
     }
 
-    /// Running out-of-sample mean absolute error at lag [`LAG`] of each model.
-    pub fn errors(&self) -> [f32; 3] {
+    /// Running out-of-sample mean absolute error at lag [`LAG`] of each point-tier model.
+    pub fn errors(&self) -> [f32; POINT_MODELS] {
         self.errors
     }
 
-    /// The model that forecasts now: the lowest out-of-sample error once every model
-    /// has been scored a few times; Holt–Winters before that.
+    /// The slot-tier models (their errors, the period found).
+    pub fn slot_models(&self) -> &SlotModels {
+        &self.slots
+    }
+
+    /// The point-tier model that forecasts short horizons now: the lowest
+    /// out-of-sample error once every model has been scored a few times; Holt–Winters
+    /// before that.
     pub fn selected(&self) -> usize {
         if self.scored < 2 * LAG as u32 {
             return 0;
         }
         let mut best = 0;
-        for m in 1..3 {
+        for m in 1..POINT_MODELS {
             if self.errors[m] < self.errors[best] {
                 best = m;
             }
@@ -123,8 +163,10 @@ impl SeriesForecaster {
     }
 
     fn naive(&self, ts: i64) -> f64 {
-        if self.yesterday.complete() {
-            self.yesterday.raw_value(ts)
+        if self.history.complete_len() * self.history.slot_ms().max(1) as usize
+            >= DAY_MS as usize
+        {
+            self.history.at(ts - DAY_MS).unwrap_or(self.last_value)
         } else {
             self.last_value
         }
@@ -143,7 +185,7 @@ impl SeriesForecaster {
         // Score the forecasts made LAG points ago for this point.
         let slot = self.count as usize % LAG;
         if self.count as usize >= LAG {
-            for m in 0..3 {
+            for m in 0..POINT_MODELS {
                 let err = (value - f64::from(self.pending[m][slot])).abs() as f32;
                 let rate = (1.0 / (self.scored + 1) as f32).max(0.05);
                 self.errors[m] += rate * (err - self.errors[m]);
@@ -152,63 +194,101 @@ impl SeriesForecaster {
         }
         self.seasonal.update(ts, value, p.seasonal);
         self.holt.update(value, p.holt);
-        self.learn_yesterday(ts, value);
+        self.never_negative &= value >= 0.0;
+        if self.history.slot_ms() == 0 && self.seasonal.step_ms() > 0.0 {
+            self.history.start(self.seasonal.step_ms());
+            self.slots.start(self.history.slot_ms());
+        }
+        if self.history.observe(ts, value) == Slotted::Completed {
+            self.slots.on_complete(&self.history);
+        }
         self.last_value = value;
         self.count = self.count.saturating_add(1);
         // Remember each model's forecast LAG points ahead.
         let step = self.seasonal.step_ms();
         if step > 0.0 {
             let ahead = ts.saturating_add((step * LAG as f64) as i64);
-            for m in 0..3 {
+            for m in 0..POINT_MODELS {
                 self.pending[m][slot] = self.predict(m, ahead, LAG as u32, p) as f32;
             }
         }
     }
 
-    fn learn_yesterday(&mut self, ts: i64, value: f64) {
-        let step = self.seasonal.step_ms();
-        if step <= 0.0 || step * 8.0 > DAY_MS as f64 {
-            return;
+    fn floor(&self) -> f64 {
+        if self.never_negative {
+            0.0
+        } else {
+            f64::NEG_INFINITY
         }
-        let bin = ((ts.rem_euclid(DAY_MS) * BINS as i64) / DAY_MS) as u8;
-        if bin != self.visit_bin && self.visit_points > 0 {
-            let at = i64::from(self.visit_bin) * (DAY_MS / BINS as i64);
-            // Rate 1: each bin holds its last visit's mean — yesterday, hour by hour.
-            self.yesterday.update(
-                at,
-                f64::from(self.visit_sum) / f64::from(self.visit_points),
-                1.0,
-            );
-            self.visit_sum = 0.0;
-            self.visit_points = 0;
-        }
-        self.visit_bin = bin;
-        self.visit_sum += value as f32;
-        self.visit_points = self.visit_points.saturating_add(1);
     }
 
-    /// Forecasts `horizon` points ahead with the selected model. The error of point `h`
-    /// has standard deviation from the out-of-sample errors: the lag-`LAG` mean absolute
-    /// error × √(π/2), scaled by √(h/LAG), and never below the model's own one-step
-    /// error.
+    /// Forecasts `horizon` points ahead. A horizon that reaches past the next slot
+    /// boundary uses the slot model with the lowest error over it (once one has been
+    /// scored enough); a shorter one the selected point-tier model.
     pub fn forecast(&self, horizon: u32, p: &ForecastParams) -> (usize, Vec<Predicted>) {
-        let m = self.selected();
         let step = self.seasonal.step_ms().max(1.0);
         let last = self.seasonal.last_ts();
+        let end = last + (step * f64::from(horizon)) as i64;
+        let slot_ms = self.history.slot_ms();
+        if slot_ms > 0 && step * f64::from(horizon) >= slot_ms as f64 {
+            let ahead = self.history.slot_of(end) - self.history.newest_complete();
+            if ahead >= 1 {
+                if let Some(m) = self.slots.choose(&self.history, ahead as usize) {
+                    if let Some(points) = self.slot_forecast(m, horizon, step, last) {
+                        return (POINT_MODELS + m, points);
+                    }
+                }
+            }
+        }
+        let m = self.selected();
         let lag_sd = 1.2533 * f64::from(self.errors[m]);
         let one_step = self.seasonal.error_var().sqrt();
+        let floor = self.floor();
         let points = (1..=horizon)
             .map(|h| {
                 let ts = last + (step * f64::from(h)) as i64;
                 let sd = (lag_sd * (f64::from(h) / LAG as f64).sqrt()).max(one_step);
                 Predicted {
                     ts,
-                    value: self.predict(m, ts, h, p),
+                    value: self.predict(m, ts, h, p).max(floor),
                     sd,
+                    floor,
                 }
             })
             .collect();
         (m, points)
+    }
+
+    /// The slot model `m`'s forecast at each point of the horizon: the forecast of the
+    /// slot it falls in (interpolated between slot centres when a slot holds several
+    /// points).
+    fn slot_forecast(&self, m: usize, horizon: u32, step: f64, last: i64) -> Option<Vec<Predicted>> {
+        let slot_ms = self.history.slot_ms();
+        let newest = self.history.newest_complete();
+        let several = slot_ms as f64 > step * 1.5;
+        let floor = self.floor();
+        let at = |ahead: i64| self.slots.forecast(m, &self.history, ahead.max(1) as usize);
+        let mut points = Vec::with_capacity(horizon as usize);
+        for h in 1..=horizon {
+            let ts = last + (step * f64::from(h)) as i64;
+            let (value, sd) = if several {
+                let centred = ts - slot_ms / 2;
+                let slot = centred.div_euclid(slot_ms);
+                let w = (centred - slot * slot_ms) as f64 / slot_ms as f64;
+                let (a, b) = (at(slot - newest)?, at(slot + 1 - newest)?);
+                (a.value + w * (b.value - a.value), a.sd.max(b.sd))
+            } else {
+                let f = at(self.history.slot_of(ts) - newest)?;
+                (f.value, f.sd)
+            };
+            points.push(Predicted {
+                ts,
+                value: value.max(floor),
+                sd,
+                floor,
+            });
+        }
+        Some(points)
     }
 }
 

@@ -3,9 +3,11 @@
 
 pub mod detect;
 pub mod forecast;
+pub mod history;
 pub mod holt;
 pub mod likelihood;
 pub mod reorder;
 pub mod robust;
 pub mod seasonal;
+pub mod slots;
 pub mod stats;

@@ -148,7 +148,8 @@ pub fn forecast(
             let actual = series.points[j].1;
             abs += (p.value - actual).abs();
             naive_abs += (series.points[j - per_day].1 - actual).abs();
-            inside += u64::from((actual - p.value).abs() <= z * p.sd);
+            let (lower, upper) = p.interval(z);
+            inside += u64::from((lower..=upper).contains(&actual));
             count += 1;
         }
     }

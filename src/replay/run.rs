@@ -328,7 +328,7 @@ pub fn replay_horizon(
         }
         *summary.models.entry(MODELS[chosen]).or_default() += 1;
         for (p, actual) in predicted.iter().zip(held) {
-            let (lower, upper) = (p.value - z * p.sd, p.value + z * p.sd);
+            let (lower, upper) = p.interval(z);
             out.write_record([
                 name.as_str(),
                 &actual.ts_text,

@@ -223,11 +223,14 @@ fn learn(
         .and_then(|&thr| early_warning(&predicted, thr));
     let points = predicted
         .iter()
-        .map(|p| ForecastPoint {
-            timestamp_ms: p.ts,
-            value: p.value,
-            lower: p.value - z * p.sd,
-            upper: p.value + z * p.sd,
+        .map(|p| {
+            let (lower, upper) = p.interval(z);
+            ForecastPoint {
+                timestamp_ms: p.ts,
+                value: p.value,
+                lower,
+                upper,
+            }
         })
         .collect();
     Some(Forecast {
