@@ -2,8 +2,8 @@
 //!
 //! **Point tier** (horizons shorter than an hour): three models are updated with every
 //! point —
-//! - `seasonal`: additive Holt–Winters with damped trend and daily/weekly profiles
-//!   that are used only when the data shows them ([`SeasonalModel`]);
+//! - `seasonal`: the damped trend plus the change the series made over the same span
+//!   one day earlier (from the slot history);
 //! - `damped_trend`: Holt's exponential smoothing with a damped trend;
 //! - `seasonal_naive`: what the series did one day earlier (hourly means from the slot
 //!   history, interpolated), or the last value before a day has been seen.
@@ -24,9 +24,12 @@
 
 use super::history::{SlotHistory, Slotted};
 use super::holt::{Holt, HoltParams};
-use super::seasonal::{SeasonalModel, SeasonalParams, DAY_MS};
+use super::seasonal::DAY_MS;
 use super::slots::{SlotModels, SLOT_MODELS};
 use serde::{Deserialize, Serialize};
+
+/// Event times a restored state may hold: ±30 000 years around 1970.
+const TIME_LIMIT_MS: i64 = 1_000_000_000_000_000;
 
 /// Lag (in points) at which the point-tier models are scored.
 pub const LAG: usize = 6;
@@ -50,8 +53,6 @@ pub const MODELS: [&str; POINT_MODELS + SLOT_MODELS.len()] = [
 /// Smoothing parameters of the models.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ForecastParams {
-    /// Holt–Winters smoothing.
-    pub seasonal: SeasonalParams,
     /// Holt smoothing.
     pub holt: HoltParams,
 }
@@ -59,8 +60,10 @@ pub struct ForecastParams {
 /// Per-series state of the forecaster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeriesForecaster {
-    seasonal: SeasonalModel,
     holt: Holt,
+    /// Exponentially weighted sampling interval in ms (0 before the second point).
+    step_ms: f64,
+    last_ts: i64,
     /// Hourly means of the last eight days, and the models over them.
     history: SlotHistory,
     slots: SlotModels,
@@ -78,8 +81,9 @@ pub struct SeriesForecaster {
 impl Default for SeriesForecaster {
     fn default() -> Self {
         SeriesForecaster {
-            seasonal: SeasonalModel::default(),
             holt: Holt::default(),
+            step_ms: 0.0,
+            last_ts: 0,
             history: SlotHistory::default(),
             slots: SlotModels::default(),
             last_value: 0.0,
@@ -116,9 +120,13 @@ impl Predicted {
 }
 
 impl SeriesForecaster {
-    /// Whether a restored forecaster is in range (see [`SeasonalModel::well_formed`]).
+    /// Whether a restored forecaster is in range (a damaged changelog record can decode
+    /// into one that is not).
     pub fn well_formed(&self) -> bool {
-        self.seasonal.well_formed() && self.history.well_formed() && self.slots.well_formed()
+        (0.0..=7.0 * DAY_MS as f64).contains(&self.step_ms)
+            && self.last_ts.abs() < TIME_LIMIT_MS
+            && self.history.well_formed()
+            && self.slots.well_formed()
     }
 
     /// Points seen.
@@ -128,12 +136,12 @@ impl SeriesForecaster {
 
     /// Newest timestamp.
     pub fn last_ts(&self) -> i64 {
-        self.seasonal.last_ts()
+        self.last_ts
     }
 
     /// Mean sampling interval.
     pub fn step_ms(&self) -> f64 {
-        self.seasonal.step_ms()
+        self.step_ms
     }
 
     /// Running out-of-sample mean absolute error at lag [`LAG`] of each point-tier model.
@@ -162,21 +170,26 @@ impl SeriesForecaster {
         best
     }
 
-    fn naive(&self, ts: i64) -> f64 {
-        if self.history.complete_len() * self.history.slot_ms().max(1) as usize
-            >= DAY_MS as usize
-        {
-            self.history.at(ts - DAY_MS).unwrap_or(self.last_value)
-        } else {
-            self.last_value
+    /// The series one day before `ts`, once the history holds a day.
+    fn day_before(&self, ts: i64) -> Option<f64> {
+        let held = self.history.complete_len() as i64 * self.history.slot_ms();
+        if held < DAY_MS {
+            return None;
         }
+        self.history.at(ts - DAY_MS)
     }
 
     fn predict(&self, model: usize, ts: i64, h: u32, p: &ForecastParams) -> f64 {
         match model {
-            0 => self.seasonal.predict(ts, h, p.seasonal),
+            0 => {
+                let trend = self.holt.point(h, p.holt);
+                match (self.day_before(ts), self.day_before(self.last_ts)) {
+                    (Some(then), Some(now)) => trend + then - now,
+                    _ => trend,
+                }
+            }
             1 => self.holt.point(h, p.holt),
-            _ => self.naive(ts),
+            _ => self.day_before(ts).unwrap_or(self.last_value),
         }
     }
 
@@ -192,11 +205,19 @@ impl SeriesForecaster {
             }
             self.scored = self.scored.saturating_add(1);
         }
-        self.seasonal.update(ts, value, p.seasonal);
+        if self.count > 0 {
+            let dt = (ts - self.last_ts).max(1) as f64;
+            self.step_ms = if self.step_ms == 0.0 {
+                dt
+            } else {
+                0.95 * self.step_ms + 0.05 * dt
+            };
+        }
+        self.last_ts = ts;
         self.holt.update(value, p.holt);
         self.never_negative &= value >= 0.0;
-        if self.history.slot_ms() == 0 && self.seasonal.step_ms() > 0.0 {
-            self.history.start(self.seasonal.step_ms());
+        if self.history.slot_ms() == 0 && self.step_ms > 0.0 {
+            self.history.start(self.step_ms);
             self.slots.start(self.history.slot_ms());
         }
         if self.history.observe(ts, value) == Slotted::Completed {
@@ -205,7 +226,7 @@ impl SeriesForecaster {
         self.last_value = value;
         self.count = self.count.saturating_add(1);
         // Remember each model's forecast LAG points ahead.
-        let step = self.seasonal.step_ms();
+        let step = self.step_ms;
         if step > 0.0 {
             let ahead = ts.saturating_add((step * LAG as f64) as i64);
             for m in 0..POINT_MODELS {
@@ -226,8 +247,8 @@ impl SeriesForecaster {
     /// boundary uses the slot model with the lowest error over it (once one has been
     /// scored enough); a shorter one the selected point-tier model.
     pub fn forecast(&self, horizon: u32, p: &ForecastParams) -> (usize, Vec<Predicted>) {
-        let step = self.seasonal.step_ms().max(1.0);
-        let last = self.seasonal.last_ts();
+        let step = self.step_ms.max(1.0);
+        let last = self.last_ts;
         let end = last + (step * f64::from(horizon)) as i64;
         let slot_ms = self.history.slot_ms();
         if slot_ms > 0 && step * f64::from(horizon) >= slot_ms as f64 {
@@ -242,7 +263,7 @@ impl SeriesForecaster {
         }
         let m = self.selected();
         let lag_sd = 1.2533 * f64::from(self.errors[m]);
-        let one_step = self.seasonal.error_var().sqrt();
+        let one_step = self.holt.error_var().sqrt();
         let floor = self.floor();
         let points = (1..=horizon)
             .map(|h| {
@@ -262,7 +283,13 @@ impl SeriesForecaster {
     /// The slot model `m`'s forecast at each point of the horizon: the forecast of the
     /// slot it falls in (interpolated between slot centres when a slot holds several
     /// points).
-    fn slot_forecast(&self, m: usize, horizon: u32, step: f64, last: i64) -> Option<Vec<Predicted>> {
+    fn slot_forecast(
+        &self,
+        m: usize,
+        horizon: u32,
+        step: f64,
+        last: i64,
+    ) -> Option<Vec<Predicted>> {
         let slot_ms = self.history.slot_ms();
         let newest = self.history.newest_complete();
         let several = slot_ms as f64 > step * 1.5;
@@ -308,14 +335,13 @@ mod tests {
     #[test]
     fn selects_the_model_that_forecasts_best() {
         let p = ForecastParams {
-            seasonal: SeasonalParams::default(),
             holt: HoltParams {
                 alpha: 0.3,
                 beta: 0.05,
                 phi: 0.98,
             },
         };
-        // A daily cycle: Holt–Winters or seasonal naive must win over the damped trend.
+        // A daily cycle: the seasonal point models must win over the damped trend.
         let mut f = SeriesForecaster::default();
         let step = 10 * 60_000;
         for i in 0..(6 * DAY_MS / step) {

@@ -4,7 +4,7 @@
 //! the data (see `analytics::slots`).
 //!
 //! Values are stored as 16-bit codes over the ring's range (`lo + code × scale`), so a
-//! week and a day of hourly slots take 352 bytes; the rounding error is below 1/65 000
+//! week of hourly slots takes 340 bytes; the rounding error is below 1/65 000
 //! of the range. A value outside the range re-encodes the ring over a wider one, and
 //! once per ring length the range is tightened to what the ring holds (a spike that
 //! has rolled out no longer costs precision).
@@ -12,9 +12,9 @@
 use super::seasonal::serde_arrays;
 use serde::{Deserialize, Serialize};
 
-/// Slots kept: a week of hours and one more day, so a value one week before any of the
-/// last 24 hours is still there.
-pub const SLOTS: usize = 192;
+/// Slots kept: a week of hours and two more, so the value one week before the newest
+/// slot is still there when that slot is scored.
+pub const SLOTS: usize = 170;
 /// The shortest slot: an hour.
 pub const HOUR_MS: i64 = 3_600_000;
 const CODES: f64 = 65_535.0;
@@ -328,7 +328,11 @@ mod tests {
         let mut h = SlotHistory::default();
         h.start(HOUR_MS as f64);
         for i in 0..(3 * SLOTS as i64) {
-            let v = if i == 10 { 1e6 } else { 10.0 + (i % 24) as f64 * 0.01 };
+            let v = if i == 10 {
+                1e6
+            } else {
+                10.0 + (i % 24) as f64 * 0.01
+            };
             h.observe(i * HOUR_MS, v);
         }
         // Long after the spike, the ring holds small values precisely.

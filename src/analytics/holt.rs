@@ -34,6 +34,11 @@ impl Holt {
         self.count
     }
 
+    /// Exponentially weighted mean squared one-step error.
+    pub fn error_var(&self) -> f64 {
+        self.error_var
+    }
+
     /// Current level.
     pub fn level(&self) -> f64 {
         self.level

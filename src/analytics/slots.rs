@@ -12,7 +12,7 @@
 //!
 //! When a slot completes, every model's forecast made 1, 2, … 48 slots earlier for it
 //! is recomputed from the history (16 sampled lags) and scored; the absolute errors
-//! are kept per band of lags (1–3, 4–12, 13–24, 25–48) as running means over about
+//! are kept per band of lags (1–6, 7–24, 25–48) as running means over about
 //! eight days. A forecast `K` slots ahead uses the model with the lowest error over
 //! lags 1..K, and its intervals come from that model's error at each lag. The day-over-
 //! day change and the profile at the time of each past forecast are taken as they are
@@ -37,7 +37,7 @@ const N: usize = SLOT_MODELS.len();
 /// Lags (in slots) at which past forecasts are scored.
 const LAGS: [usize; 16] = [1, 2, 3, 4, 6, 9, 12, 15, 18, 21, 24, 28, 33, 38, 43, 48];
 /// The last lag of each error band.
-const BAND_END: [usize; 4] = [3, 12, 24, 48];
+const BAND_END: [usize; 3] = [6, 24, 48];
 const BANDS: usize = BAND_END.len();
 /// Bins of the seasonal profile (its period is a day, or a week when a day is one slot).
 const PROFILE_BINS: usize = 24;
@@ -53,7 +53,10 @@ const DRIFT_WINDOW: f64 = 336.0;
 const PERIOD_MIN_ACF: f64 = 0.3;
 
 fn band_of(lag: usize) -> usize {
-    BAND_END.iter().position(|&end| lag <= end).unwrap_or(BANDS - 1)
+    BAND_END
+        .iter()
+        .position(|&end| lag <= end)
+        .unwrap_or(BANDS - 1)
 }
 
 /// The slot models' state of one series.
@@ -72,10 +75,13 @@ pub struct SlotModels {
     profile_mean: f32,
     profile_updates: u32,
     /// Running mean of the change over one day, per day.
-    drift: f64,
+    drift: f32,
     drift_updates: u32,
-    /// Running mean absolute error per model and band of lags.
+    /// Running mean absolute error per model and band of lags (what selection uses).
     errors: [[f32; BANDS]; N],
+    /// Running mean squared error per model and band (what intervals use: large
+    /// errors weigh in as they do in coverage).
+    squares: [[f32; BANDS]; N],
     scored: [u16; N],
     completions: u32,
 }
@@ -94,6 +100,7 @@ impl Default for SlotModels {
             drift: 0.0,
             drift_updates: 0,
             errors: [[f32::INFINITY; BANDS]; N],
+            squares: [[f32::INFINITY; BANDS]; N],
             scored: [0; N],
             completions: 0,
         }
@@ -204,8 +211,9 @@ impl SlotModels {
             1 => Self::repeat(h, self.day, age, ahead),
             2 => {
                 let base = Self::repeat(h, self.day, age, ahead)?;
-                (self.drift_updates >= u32::from(self.day))
-                    .then(|| base + ahead.div_ceil(usize::from(self.day)) as f64 * self.drift)
+                (self.drift_updates >= u32::from(self.day)).then(|| {
+                    base + ahead.div_ceil(usize::from(self.day)) as f64 * f64::from(self.drift)
+                })
             }
             3 => Self::repeat(h, self.week, age, ahead),
             4 => Some(
@@ -248,11 +256,14 @@ impl SlotModels {
         };
         for m in 0..N {
             let mut sums = [0.0f32; BANDS];
+            let mut sums_sq = [0.0f32; BANDS];
             let mut counts = [0u8; BANDS];
             for &lag in &LAGS {
                 if let Some(f) = self.predict(m, h, lag, lag) {
                     let b = band_of(lag);
-                    sums[b] += (actual - f).abs() as f32;
+                    let e = (actual - f).abs() as f32;
+                    sums[b] += e;
+                    sums_sq[b] += e * e;
                     counts[b] += 1;
                 }
             }
@@ -264,9 +275,17 @@ impl SlotModels {
                 if counts[b] == 0 {
                     continue;
                 }
-                let err = sums[b] / f32::from(counts[b]);
-                let e = &mut self.errors[m][b];
-                *e = if e.is_finite() { *e + rate * (err - *e) } else { err };
+                let n = f32::from(counts[b]);
+                for (e, new) in [
+                    (&mut self.errors[m][b], sums[b] / n),
+                    (&mut self.squares[m][b], sums_sq[b] / n),
+                ] {
+                    *e = if e.is_finite() {
+                        *e + rate * (new - *e)
+                    } else {
+                        new
+                    };
+                }
             }
             self.scored[m] = self.scored[m].saturating_add(1);
         }
@@ -281,7 +300,8 @@ impl SlotModels {
         if let Some(before) = h.get(usize::from(self.day)).filter(|_| self.day >= 2) {
             let n = self.drift_updates.saturating_add(1);
             let rate = (1.0 / f64::from(n)).max(1.0 / DRIFT_WINDOW);
-            self.drift += rate * ((actual - before) - self.drift);
+            let drift = f64::from(self.drift);
+            self.drift = (drift + rate * ((actual - before) - drift)) as f32;
             self.drift_updates = n;
         }
         if actual <= 0.0 && !self.additive {
@@ -340,13 +360,7 @@ impl SlotModels {
             self.found = 0;
             return;
         }
-        let acf = |lag: usize| {
-            dev.iter()
-                .zip(&dev[lag..])
-                .map(|(a, b)| a * b)
-                .sum::<f64>()
-                / total
-        };
+        let acf = |lag: usize| dev.iter().zip(&dev[lag..]).map(|(a, b)| a * b).sum::<f64>() / total;
         let max_lag = n / 2;
         let r: Vec<f64> = (0..=max_lag + 1).map(acf).collect();
         let mut best = (0usize, PERIOD_MIN_ACF);
@@ -370,7 +384,11 @@ impl SlotModels {
             let mut cost = 0.0f32;
             let mut from = 1;
             for (b, &end) in BAND_END.iter().enumerate() {
-                let to = if b == BANDS - 1 { ahead } else { end.min(ahead) };
+                let to = if b == BANDS - 1 {
+                    ahead
+                } else {
+                    end.min(ahead)
+                };
                 if to >= from {
                     cost += (to + 1 - from) as f32 * self.errors[m][b];
                 }
@@ -387,14 +405,11 @@ impl SlotModels {
     pub fn forecast(&self, m: usize, h: &SlotHistory, ahead: usize) -> Option<SlotForecast> {
         let value = self.predict(m, h, 0, ahead.max(1))?;
         let band = band_of(ahead);
-        let mut mae = f64::from(self.errors[m][band]);
+        let mut sd = f64::from(self.squares[m][band]).sqrt();
         if ahead > BAND_END[BANDS - 1] {
-            mae *= (ahead as f64 / 36.0).sqrt();
+            sd *= (ahead as f64 / 36.0).sqrt();
         }
-        Some(SlotForecast {
-            value,
-            sd: 1.2533 * mae,
-        })
+        Some(SlotForecast { value, sd })
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::replay::plot::{draw, PlotCollector};
-use crate::replay::{replay_corpus, replay_horizon, replay_scores};
+use crate::replay::{replay_corpus, replay_horizon, replay_scores, Backtest};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::File;
@@ -38,6 +38,12 @@ pub struct ReplayArgs {
     /// in a day at the data's median step, e.g. 24 for hourly data).
     #[arg(long, value_name = "POINTS", requires = "horizon")]
     season: Option<usize>,
+    /// Rolling-origin backtest: forecast from K origins, H points apart, the last one H
+    /// points before the end; each origin has learnt every point before it. Metrics are
+    /// over all K × H points.
+    #[arg(long, value_name = "K", default_value_t = 1, requires = "horizon",
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    origins: u16,
     /// Draw an SVG of one series: values, expected band, anomalies, and in --horizon
     /// mode the forecast with its interval.
     #[arg(long, value_name = "FILE.svg")]
@@ -126,8 +132,11 @@ pub(super) fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             m4_as_long(input)?,
             output,
             &config.forecaster,
-            h,
-            args.season,
+            Backtest {
+                horizon: h,
+                origins: usize::from(args.origins),
+                season: args.season,
+            },
             &mut progress,
             collector.as_mut(),
         )?,
@@ -147,6 +156,10 @@ pub(super) fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             .filter(|s| !s.is_empty())
             .unwrap_or("series");
         let title = match args.horizon {
+            Some(h) if args.origins > 1 => format!(
+                "{name}: {} × {h} points forecast, each from the points before",
+                args.origins
+            ),
             Some(h) => format!("{name}: last {h} points forecast from the rest"),
             None => format!("{name}: values, expected range and anomalies"),
         };

@@ -23,6 +23,21 @@ pub struct PlotPoint {
     pub forecast: bool,
 }
 
+impl PlotPoint {
+    /// A point the model learnt from, with no expectation drawn.
+    pub fn learnt(ts_ms: i64, value: f64) -> Self {
+        PlotPoint {
+            ts_ms,
+            value,
+            expected: f64::NAN,
+            lower: f64::NAN,
+            upper: f64::NAN,
+            score: 0.0,
+            forecast: false,
+        }
+    }
+}
+
 /// Collects the points of one series during a replay, bounded.
 #[derive(Debug, Default)]
 pub struct PlotCollector {

@@ -8,7 +8,6 @@ use super::{RecordMeta, Stage, StateChange};
 use crate::analytics::forecast::{ForecastParams, Predicted, SeriesForecaster, MODELS};
 use crate::analytics::holt::HoltParams;
 use crate::analytics::reorder::{Offered, ReorderBuffer};
-use crate::analytics::seasonal::SeasonalParams;
 use crate::analytics::stats::{normal_cdf, z_for_level};
 use crate::config::ConfigError;
 use crate::event::{EarlyWarning, Forecast, ForecastPoint, MetricEvent};
@@ -72,12 +71,6 @@ impl ForecasterConfig {
     /// The models' parameters.
     pub fn params(&self) -> ForecastParams {
         ForecastParams {
-            seasonal: SeasonalParams {
-                alpha: self.alpha,
-                beta: self.beta,
-                phi: self.phi,
-                ..SeasonalParams::default()
-            },
             holt: HoltParams {
                 alpha: self.alpha,
                 beta: self.beta,
