@@ -1,12 +1,10 @@
 //! Per-series forecasting with several models and adaptive selection, in two tiers.
 //!
-//! **Point tier** (horizons shorter than an hour): three models are updated with every
+//! **Point tier** (horizons shorter than an hour): two models are updated with every
 //! point —
 //! - `seasonal`: the damped trend plus the change the series made over the same span
-//!   one day earlier (from the slot history);
-//! - `damped_trend`: Holt's exponential smoothing with a damped trend;
-//! - `seasonal_naive`: what the series did one day earlier (hourly means from the slot
-//!   history, interpolated), or the last value before a day has been seen.
+//!   one day earlier (hourly means from the slot history, interpolated);
+//! - `damped_trend`: Holt's exponential smoothing with a damped trend.
 //!
 //! Each model's forecast `LAG` points ahead is remembered and scored when that point
 //! arrives: the running mean absolute error at lag `LAG` is a rolling out-of-sample
@@ -34,12 +32,11 @@ const TIME_LIMIT_MS: i64 = 1_000_000_000_000_000;
 /// Lag (in points) at which the point-tier models are scored.
 pub const LAG: usize = 6;
 /// Point-tier models, in the order of their error array.
-const POINT_MODELS: usize = 3;
+const POINT_MODELS: usize = 2;
 /// Every model, point tier first: the index [`SeriesForecaster::forecast`] returns.
 pub const MODELS: [&str; POINT_MODELS + SLOT_MODELS.len()] = [
     "seasonal",
     "damped_trend",
-    "seasonal_naive",
     SLOT_MODELS[0],
     SLOT_MODELS[1],
     SLOT_MODELS[2],
@@ -62,12 +59,11 @@ pub struct ForecastParams {
 pub struct SeriesForecaster {
     holt: Holt,
     /// Exponentially weighted sampling interval in ms (0 before the second point).
-    step_ms: f64,
+    step_ms: f32,
     last_ts: i64,
     /// Hourly means of the last eight days, and the models over them.
     history: SlotHistory,
     slots: SlotModels,
-    last_value: f64,
     /// No value below 0 has been seen.
     never_negative: bool,
     /// Forecasts made `LAG` points ago for now, per point-tier model (a ring).
@@ -86,7 +82,6 @@ impl Default for SeriesForecaster {
             last_ts: 0,
             history: SlotHistory::default(),
             slots: SlotModels::default(),
-            last_value: 0.0,
             never_negative: true,
             pending: [[0.0; LAG]; POINT_MODELS],
             errors: [0.0; POINT_MODELS],
@@ -123,7 +118,7 @@ impl SeriesForecaster {
     /// Whether a restored forecaster is in range (a damaged changelog record can decode
     /// into one that is not).
     pub fn well_formed(&self) -> bool {
-        (0.0..=7.0 * DAY_MS as f64).contains(&self.step_ms)
+        (0.0..=7.0 * DAY_MS as f64).contains(&f64::from(self.step_ms))
             && self.last_ts.abs() < TIME_LIMIT_MS
             && self.history.well_formed()
             && self.slots.well_formed()
@@ -141,7 +136,7 @@ impl SeriesForecaster {
 
     /// Mean sampling interval.
     pub fn step_ms(&self) -> f64 {
-        self.step_ms
+        f64::from(self.step_ms)
     }
 
     /// Running out-of-sample mean absolute error at lag [`LAG`] of each point-tier model.
@@ -180,16 +175,13 @@ impl SeriesForecaster {
     }
 
     fn predict(&self, model: usize, ts: i64, h: u32, p: &ForecastParams) -> f64 {
-        match model {
-            0 => {
-                let trend = self.holt.point(h, p.holt);
-                match (self.day_before(ts), self.day_before(self.last_ts)) {
-                    (Some(then), Some(now)) => trend + then - now,
-                    _ => trend,
-                }
-            }
-            1 => self.holt.point(h, p.holt),
-            _ => self.day_before(ts).unwrap_or(self.last_value),
+        let trend = self.holt.point(h, p.holt);
+        if model == 1 {
+            return trend;
+        }
+        match (self.day_before(ts), self.day_before(self.last_ts)) {
+            (Some(then), Some(now)) => trend + then - now,
+            _ => trend,
         }
     }
 
@@ -206,27 +198,27 @@ impl SeriesForecaster {
             self.scored = self.scored.saturating_add(1);
         }
         if self.count > 0 {
-            let dt = (ts - self.last_ts).max(1) as f64;
-            self.step_ms = if self.step_ms == 0.0 {
+            let dt = (ts - self.last_ts).clamp(1, 7 * DAY_MS) as f64;
+            let step = self.step_ms();
+            self.step_ms = if step == 0.0 {
                 dt
             } else {
-                0.95 * self.step_ms + 0.05 * dt
-            };
+                0.95 * step + 0.05 * dt
+            } as f32;
         }
         self.last_ts = ts;
         self.holt.update(value, p.holt);
         self.never_negative &= value >= 0.0;
         if self.history.slot_ms() == 0 && self.step_ms > 0.0 {
-            self.history.start(self.step_ms);
+            self.history.start(self.step_ms());
             self.slots.start(self.history.slot_ms());
         }
         if self.history.observe(ts, value) == Slotted::Completed {
             self.slots.on_complete(&self.history);
         }
-        self.last_value = value;
         self.count = self.count.saturating_add(1);
         // Remember each model's forecast LAG points ahead.
-        let step = self.step_ms;
+        let step = self.step_ms();
         if step > 0.0 {
             let ahead = ts.saturating_add((step * LAG as f64) as i64);
             for m in 0..POINT_MODELS {
@@ -247,7 +239,7 @@ impl SeriesForecaster {
     /// boundary uses the slot model with the lowest error over it (once one has been
     /// scored enough); a shorter one the selected point-tier model.
     pub fn forecast(&self, horizon: u32, p: &ForecastParams) -> (usize, Vec<Predicted>) {
-        let step = self.step_ms.max(1.0);
+        let step = self.step_ms().max(1.0);
         let last = self.last_ts;
         let end = last + (step * f64::from(horizon)) as i64;
         let slot_ms = self.history.slot_ms();
@@ -303,7 +295,11 @@ impl SeriesForecaster {
                 let slot = centred.div_euclid(slot_ms);
                 let w = (centred - slot * slot_ms) as f64 / slot_ms as f64;
                 let (a, b) = (at(slot - newest)?, at(slot + 1 - newest)?);
-                (a.value + w * (b.value - a.value), a.sd.max(b.sd))
+                let slot_sd = a.sd.max(b.sd);
+                (
+                    a.value + w * (b.value - a.value),
+                    (slot_sd * slot_sd + self.history.within_var()).sqrt(),
+                )
             } else {
                 let f = at(self.history.slot_of(ts) - newest)?;
                 (f.value, f.sd)

@@ -37,6 +37,9 @@ pub struct SlotHistory {
     expected: u16,
     open_points: u16,
     open_sum: f64,
+    /// Running variance of points around their slot's mean: what a forecast of slot
+    /// means leaves out when it is read at single points.
+    within_var: f32,
     /// Completions since the range was last tightened.
     since_tighten: u16,
     lo: f32,
@@ -56,6 +59,7 @@ impl Default for SlotHistory {
             expected: 1,
             open_points: 0,
             open_sum: 0.0,
+            within_var: 0.0,
             since_tighten: 0,
             lo: 0.0,
             scale: 0.0,
@@ -95,6 +99,12 @@ impl SlotHistory {
             && self.expected >= 1
             && self.scale.is_finite()
             && self.lo.is_finite()
+            && self.within_var.is_finite()
+    }
+
+    /// Variance of single points around their slot's mean (0 with one point a slot).
+    pub fn within_var(&self) -> f64 {
+        f64::from(self.within_var)
     }
 
     /// Slot width in ms (0 before the start).
@@ -171,25 +181,28 @@ impl SlotHistory {
     }
 
     /// Re-encodes the held slots over a range that holds them (and `value`), with a
-    /// quarter of the span to spare on each side.
+    /// quarter of the span to spare on each side. (In place: no allocation.)
     fn rescale(&mut self, value: Option<f64>) {
-        let held: Vec<f64> = (0..usize::from(self.len))
-            .map(|age| {
-                let i = (usize::from(self.head) + SLOTS - age) % SLOTS;
-                self.decode(self.codes[i])
-            })
-            .collect();
-        let first = value.or_else(|| held.first().copied()).unwrap_or(0.0);
-        let (mut lo, mut hi) = (first, first);
-        for &v in &held {
+        let held = usize::from(self.len);
+        let at = |age: usize| (usize::from(self.head) + SLOTS - age) % SLOTS;
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for v in (0..held)
+            .map(|age| self.decode(self.codes[at(age)]))
+            .chain(value)
+        {
             lo = lo.min(v);
             hi = hi.max(v);
         }
+        if !lo.is_finite() || !hi.is_finite() {
+            return;
+        }
+        let old = (self.lo, self.scale);
         let span = (hi - lo).max(lo.abs().max(hi.abs()) * 1e-3).max(1e-9);
         self.lo = (lo - 0.25 * span) as f32;
         self.scale = (1.5 * span / CODES) as f32;
-        for (age, v) in held.into_iter().enumerate() {
-            let i = (usize::from(self.head) + SLOTS - age) % SLOTS;
+        for age in 0..held {
+            let i = at(age);
+            let v = f64::from(old.0) + f64::from(self.codes[i]) * f64::from(old.1);
             self.codes[i] = self.encode(v);
         }
     }
@@ -236,6 +249,7 @@ impl SlotHistory {
             *self = SlotHistory {
                 slot_ms: self.slot_ms,
                 expected: self.expected,
+                within_var: self.within_var,
                 ..SlotHistory::default()
             };
             self.newest = slot;
@@ -269,6 +283,16 @@ impl SlotHistory {
             }
             return Slotted::Open;
         }
+        // The point against the mean of the slot's earlier points: n/(n+1) of its squared
+        // deviation estimates the variance within a slot without bias.
+        let n = f64::from(self.open_points);
+        let dev = value - self.open_sum / n;
+        let sample = (dev * dev * n / (n + 1.0)) as f32;
+        self.within_var = if self.within_var > 0.0 {
+            self.within_var + 0.02 * (sample - self.within_var)
+        } else {
+            sample
+        };
         self.open_points = self.open_points.saturating_add(1);
         self.open_sum += value;
         self.write_newest(self.open_sum / f64::from(self.open_points));

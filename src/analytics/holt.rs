@@ -25,13 +25,13 @@ pub struct Holt {
     /// Exponentially weighted mean of squared one-step errors.
     error_var: f64,
     /// Points seen.
-    count: u64,
+    count: u32,
 }
 
 impl Holt {
     /// Points seen so far.
     pub fn count(&self) -> u64 {
-        self.count
+        u64::from(self.count)
     }
 
     /// Exponentially weighted mean squared one-step error.
@@ -70,7 +70,7 @@ impl Holt {
             self.trend = p.beta * (new_level - self.level) + (1.0 - p.beta) * p.phi * self.trend;
             self.level = new_level;
         }
-        self.count += 1;
+        self.count = self.count.saturating_add(1);
     }
 
     /// Point forecast `h` steps ahead (h ≥ 1), without the interval.

@@ -11,7 +11,7 @@
 //! data by autocorrelation that is neither a day nor a week (`period_naive`).
 //!
 //! When a slot completes, every model's forecast made 1, 2, … 48 slots earlier for it
-//! is recomputed from the history (16 sampled lags) and scored; the absolute errors
+//! is recomputed from the history (16 sampled lags) and scored; the squared errors
 //! are kept per band of lags (1–6, 7–24, 25–48) as running means over about
 //! eight days. A forecast `K` slots ahead uses the model with the lowest error over
 //! lags 1..K, and its intervals come from that model's error at each lag. The day-over-
@@ -73,17 +73,15 @@ pub struct SlotModels {
     additive: bool,
     profile: [f32; PROFILE_BINS],
     profile_mean: f32,
-    profile_updates: u32,
+    profile_updates: u16,
     /// Running mean of the change over one day, per day.
     drift: f32,
-    drift_updates: u32,
-    /// Running mean absolute error per model and band of lags (what selection uses).
-    errors: [[f32; BANDS]; N],
-    /// Running mean squared error per model and band (what intervals use: large
-    /// errors weigh in as they do in coverage).
+    drift_updates: u16,
+    /// Running mean squared error per model and band of lags: selection compares their
+    /// roots, and intervals use them (large errors weigh in as they do in coverage).
     squares: [[f32; BANDS]; N],
     scored: [u16; N],
-    completions: u32,
+    completions: u16,
 }
 
 impl Default for SlotModels {
@@ -99,7 +97,6 @@ impl Default for SlotModels {
             profile_updates: 0,
             drift: 0.0,
             drift_updates: 0,
-            errors: [[f32::INFINITY; BANDS]; N],
             squares: [[f32::INFINITY; BANDS]; N],
             scored: [0; N],
             completions: 0,
@@ -148,14 +145,15 @@ impl SlotModels {
         self.found
     }
 
-    /// Slot model errors per band of lags (for inspection and tests).
+    /// Root mean squared error of each slot model per band of lags (lags 1–6, 7–24,
+    /// 25–48 slots), infinite while unscored.
     pub fn errors(&self) -> [[f32; BANDS]; N] {
-        self.errors
+        self.squares.map(|bands| bands.map(f32::sqrt))
     }
 
     fn profile_ready(&self) -> bool {
         let p = u32::from(self.profile_period);
-        p >= 2 && self.profile_updates >= p
+        p >= 2 && u32::from(self.profile_updates) >= p
     }
 
     fn phase(&self, slot: i64) -> usize {
@@ -211,7 +209,7 @@ impl SlotModels {
             1 => Self::repeat(h, self.day, age, ahead),
             2 => {
                 let base = Self::repeat(h, self.day, age, ahead)?;
-                (self.drift_updates >= u32::from(self.day)).then(|| {
+                (self.drift_updates >= self.day).then(|| {
                     base + ahead.div_ceil(usize::from(self.day)) as f64 * f64::from(self.drift)
                 })
             }
@@ -255,14 +253,12 @@ impl SlotModels {
             return;
         };
         for m in 0..N {
-            let mut sums = [0.0f32; BANDS];
             let mut sums_sq = [0.0f32; BANDS];
             let mut counts = [0u8; BANDS];
             for &lag in &LAGS {
                 if let Some(f) = self.predict(m, h, lag, lag) {
                     let b = band_of(lag);
-                    let e = (actual - f).abs() as f32;
-                    sums[b] += e;
+                    let e = (actual - f) as f32;
                     sums_sq[b] += e * e;
                     counts[b] += 1;
                 }
@@ -275,17 +271,13 @@ impl SlotModels {
                 if counts[b] == 0 {
                     continue;
                 }
-                let n = f32::from(counts[b]);
-                for (e, new) in [
-                    (&mut self.errors[m][b], sums[b] / n),
-                    (&mut self.squares[m][b], sums_sq[b] / n),
-                ] {
-                    *e = if e.is_finite() {
-                        *e + rate * (new - *e)
-                    } else {
-                        new
-                    };
-                }
+                let new = sums_sq[b] / f32::from(counts[b]);
+                let e = &mut self.squares[m][b];
+                *e = if e.is_finite() {
+                    *e + rate * (new - *e)
+                } else {
+                    new
+                };
             }
             self.scored[m] = self.scored[m].saturating_add(1);
         }
@@ -338,7 +330,7 @@ impl SlotModels {
         };
         let slot = h.newest_complete() - centre as i64;
         let bin = self.phase(slot);
-        let cycles = self.profile_updates / p as u32;
+        let cycles = self.profile_updates / p as u16;
         let rate = (1.0 / (cycles as f32 + 1.0)).max(PROFILE_RATE);
         self.profile[bin] += rate * (target as f32 - self.profile[bin]);
         self.profile_updates = self.profile_updates.saturating_add(1);
@@ -352,9 +344,17 @@ impl SlotModels {
         if n < super::history::SLOTS {
             return;
         }
-        let values: Vec<f64> = (0..n).filter_map(|age| h.get(age)).collect();
-        let mean = values.iter().sum::<f64>() / n as f64;
-        let dev: Vec<f64> = values.iter().map(|v| v - mean).collect();
+        // On the stack: this runs on the per-event path (once a day of slots).
+        let mut dev = [0.0f64; super::history::SLOTS];
+        for (age, d) in dev.iter_mut().enumerate().take(n) {
+            *d = h.get(age).unwrap_or(0.0);
+        }
+        let dev = &mut dev[..n];
+        let mean = dev.iter().sum::<f64>() / n as f64;
+        for d in dev.iter_mut() {
+            *d -= mean;
+        }
+        let dev: &[f64] = dev;
         let total: f64 = dev.iter().map(|d| d * d).sum();
         if total <= 0.0 {
             self.found = 0;
@@ -362,12 +362,14 @@ impl SlotModels {
         }
         let acf = |lag: usize| dev.iter().zip(&dev[lag..]).map(|(a, b)| a * b).sum::<f64>() / total;
         let max_lag = n / 2;
-        let r: Vec<f64> = (0..=max_lag + 1).map(acf).collect();
         let mut best = (0usize, PERIOD_MIN_ACF);
+        let (mut before, mut here) = (acf(1), acf(2));
         for lag in 2..=max_lag {
-            if r[lag] > r[lag - 1] && r[lag] >= r[lag + 1] && r[lag] > best.1 {
-                best = (lag, r[lag]);
+            let after = acf(lag + 1);
+            if here > before && here >= after && here > best.1 {
+                best = (lag, here);
             }
+            (before, here) = (here, after);
         }
         self.found = best.0 as u16;
     }
@@ -390,7 +392,7 @@ impl SlotModels {
                     end.min(ahead)
                 };
                 if to >= from {
-                    cost += (to + 1 - from) as f32 * self.errors[m][b];
+                    cost += (to + 1 - from) as f32 * self.squares[m][b].sqrt();
                 }
                 from = end + 1;
             }
