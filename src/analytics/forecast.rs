@@ -2,8 +2,8 @@
 //!
 //! **Point tier** (horizons shorter than an hour): two models are updated with every
 //! point —
-//! - `seasonal`: the damped trend plus the change the series made over the same span
-//!   one day earlier (hourly means from the slot history, interpolated);
+//! - `seasonal`: the level plus the change the series made over the same span one day
+//!   earlier (hourly means from the slot history, interpolated);
 //! - `damped_trend`: Holt's exponential smoothing with a damped trend.
 //!
 //! Each model's forecast `LAG` points ahead is remembered and scored when that point
@@ -179,8 +179,10 @@ impl SeriesForecaster {
         if model == 1 {
             return trend;
         }
+        // The level moved by what the series did over the same span a day earlier (the
+        // trend is not added: on a daily cycle it is that day's slope, counted twice).
         match (self.day_before(ts), self.day_before(self.last_ts)) {
-            (Some(then), Some(now)) => trend + then - now,
+            (Some(then), Some(now)) => self.holt.level() + then - now,
             _ => trend,
         }
     }
