@@ -23,7 +23,7 @@
 use super::history::{SlotHistory, Slotted};
 use super::holt::{Holt, HoltParams};
 use super::seasonal::DAY_MS;
-use super::slots::{SlotModels, SLOT_MODELS};
+use super::slots::{SlotForecast, SlotModels, SLOT_MODELS};
 use serde::{Deserialize, Serialize};
 
 /// Event times a restored state may hold: ±30 000 years around 1970.
@@ -288,7 +288,15 @@ impl SeriesForecaster {
         let newest = self.history.newest_complete();
         let several = slot_ms as f64 > step * 1.5;
         let floor = self.floor();
-        let at = |ahead: i64| self.slots.forecast(m, &self.history, ahead.max(1) as usize);
+        // A slot already complete is known: interpolation starts from its mean.
+        let at = |ahead: i64| match usize::try_from(ahead) {
+            Ok(ahead) if ahead >= 1 => self.slots.forecast(m, &self.history, ahead),
+            _ => self
+                .history
+                .get(ahead.unsigned_abs() as usize)
+                .map(|value| SlotForecast { value, sd: 0.0 })
+                .or_else(|| self.slots.forecast(m, &self.history, 1)),
+        };
         let mut points = Vec::with_capacity(horizon as usize);
         for h in 1..=horizon {
             let ts = last + (step * f64::from(h)) as i64;
@@ -328,6 +336,70 @@ mod tests {
         let d = std::mem::size_of::<SeriesDetector>();
         eprintln!("bytes per series: forecaster {f}, detector {d}");
         assert!(f <= 1024 && d <= 1024, "forecaster {f} B, detector {d} B");
+    }
+
+    fn params() -> ForecastParams {
+        ForecastParams {
+            holt: HoltParams {
+                alpha: 0.3,
+                beta: 0.05,
+                phi: 0.98,
+            },
+        }
+    }
+
+    #[test]
+    fn a_series_never_below_zero_is_never_forecast_nor_bounded_below_zero() {
+        let p = params();
+        let hour = 3_600_000;
+        // Mostly 0 with bursts, falling toward 0 at the end: a trend would cross it.
+        let value = |i: i64| {
+            let burst = if i % 24 < 3 { 50.0 } else { 0.0 };
+            burst + (((i * 7919) % 13) as f64 * 0.1) + (300 - i).max(0) as f64 * 0.2
+        };
+        let mut f = SeriesForecaster::default();
+        for i in 0..400 {
+            f.observe(i * hour, value(i), &p);
+        }
+        for horizon in [3, 48] {
+            let (_, points) = f.forecast(horizon, &p);
+            for pt in points {
+                let (lower, _) = pt.interval(1.645);
+                assert!(pt.value >= 0.0 && lower >= 0.0, "{pt:?}");
+            }
+        }
+        // One negative value lifts the floor.
+        f.observe(400 * hour, -1.0, &p);
+        let (_, points) = f.forecast(48, &p);
+        assert!(points.iter().any(|pt| pt.interval(1.645).0 < 0.0));
+    }
+
+    #[test]
+    fn long_horizons_use_the_slot_models_short_ones_the_point_models() {
+        let p = params();
+        let step = 5 * 60_000;
+        let mut f = SeriesForecaster::default();
+        for i in 0..(10 * DAY_MS / step) {
+            let ts = i * step;
+            let v = 50.0 + 20.0 * (std::f64::consts::TAU * ts as f64 / DAY_MS as f64).sin();
+            f.observe(ts, v, &p);
+        }
+        let (short, _) = f.forecast(6, &p);
+        assert!(short < POINT_MODELS, "{}", MODELS[short]);
+        let (long, points) = f.forecast(48, &p);
+        assert!(long >= POINT_MODELS, "{}", MODELS[long]);
+        assert_eq!(points.len(), 48);
+        let last = f.last_ts();
+        for pt in points {
+            let truth = 50.0 + 20.0 * (std::f64::consts::TAU * pt.ts as f64 / DAY_MS as f64).sin();
+            assert!(
+                (pt.value - truth).abs() < 1.0,
+                "{} {} vs {truth} at +{} min",
+                MODELS[long],
+                pt.value,
+                (pt.ts - last) / 60_000
+            );
+        }
     }
 
     #[test]

@@ -543,6 +543,45 @@ mod tests {
     }
 
     #[test]
+    fn each_origin_learns_the_points_before_it_and_none_after() {
+        // Flat at 10, then 100 from the first held-back point on.
+        let mut input = String::from("time,series,value\n");
+        for i in 0..400 {
+            let v = if i < 370 { 10.0 } else { 100.0 };
+            input.push_str(&format!("{},a,{v}\n", 1_700_000_000 + i * 60));
+        }
+        let mut out = Vec::new();
+        let test = Backtest {
+            horizon: 10,
+            origins: 3,
+            season: None,
+        };
+        let s = replay_horizon(
+            input.as_bytes(),
+            &mut out,
+            &ForecasterConfig::default(),
+            test,
+            &mut |_| {},
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.forecast_points, 30);
+        let text = String::from_utf8(out).unwrap();
+        let forecasts: Vec<f64> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+            .collect();
+        // The first origin has seen only the flat part; the third has seen the jump.
+        assert!(
+            forecasts[..10].iter().all(|f| (f - 10.0).abs() < 1.0),
+            "{forecasts:?}"
+        );
+        assert!(forecasts[20..].iter().all(|f| *f > 60.0), "{forecasts:?}");
+        assert_eq!(s.accuracy.map(|a| a.model.series), Some(3));
+    }
+
+    #[test]
     fn long_format_and_horizon_never_sees_the_held_back_points() {
         let mut input = String::from("time,series,value\n");
         for i in 0..300 {
