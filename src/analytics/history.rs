@@ -9,7 +9,6 @@
 //! once per ring length the range is tightened to what the ring holds (a spike that
 //! has rolled out no longer costs precision).
 
-use super::seasonal::serde_arrays;
 use serde::{Deserialize, Serialize};
 
 /// Slots kept: a week of hours and two more, so the value one week before the newest
@@ -44,7 +43,7 @@ pub struct SlotHistory {
     since_tighten: u16,
     lo: f32,
     scale: f32,
-    #[serde(with = "serde_arrays")]
+    #[serde(with = "codes_as_bytes")]
     codes: [u16; SLOTS],
 }
 
@@ -65,6 +64,55 @@ impl Default for SlotHistory {
             scale: 0.0,
             codes: [0; SLOTS],
         }
+    }
+}
+
+/// The codes as 2 × [`SLOTS`] little-endian bytes: a varint format (postcard) would spend
+/// 3 bytes on most of them, and a snapshot is written per changed series.
+mod codes_as_bytes {
+    use super::SLOTS;
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(codes: &[u16; SLOTS], s: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = [0u8; 2 * SLOTS];
+        for (pair, code) in bytes.chunks_exact_mut(2).zip(codes) {
+            pair.copy_from_slice(&code.to_le_bytes());
+        }
+        s.serialize_bytes(&bytes)
+    }
+
+    struct Codes;
+
+    impl<'de> Visitor<'de> for Codes {
+        type Value = [u16; SLOTS];
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "{} bytes", 2 * SLOTS)
+        }
+
+        fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
+            if bytes.len() != 2 * SLOTS {
+                return Err(E::invalid_length(bytes.len(), &self));
+            }
+            let mut codes = [0u16; SLOTS];
+            for (code, pair) in codes.iter_mut().zip(bytes.chunks_exact(2)) {
+                *code = u16::from_le_bytes([pair[0], pair[1]]);
+            }
+            Ok(codes)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut bytes = Vec::with_capacity(2 * SLOTS);
+            while let Some(b) = seq.next_element::<u8>()? {
+                bytes.push(b);
+            }
+            self.visit_bytes(&bytes)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u16; SLOTS], D::Error> {
+        d.deserialize_bytes(Codes)
     }
 }
 

@@ -38,7 +38,7 @@ pub struct Profile<const N: usize> {
 }
 
 /// Serde for fixed-size arrays of any length (serde derives only up to 32).
-pub(crate) mod serde_arrays {
+mod serde_arrays {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<S: Serializer, T: Serialize, const N: usize>(
