@@ -60,6 +60,35 @@ fn models(c: &mut Criterion) {
             black_box(f.len())
         })
     });
+    g.finish();
+    // Hourly points: every event completes an hour, so the slot models score their
+    // past forecasts (16 lags × 8 models) on every event — the slot tier's full cost.
+    let hourly: Vec<(usize, i64, f64)> = (0..400i64)
+        .flat_map(|t| {
+            (0..100usize).map(move |i| {
+                let day = (t % 24) as f64 / 24.0 * std::f64::consts::TAU;
+                (
+                    i,
+                    t * 3_600_000,
+                    50.0 + 10.0 * day.sin() + ((t * 31 + i as i64) % 7) as f64,
+                )
+            })
+        })
+        .collect();
+    let mut g = c.benchmark_group("model");
+    g.throughput(Throughput::Elements(hourly.len() as u64));
+    g.bench_function("forecaster_hourly", |b| {
+        b.iter(|| {
+            let mut f = vec![SeriesForecaster::default(); 100];
+            for &(i, ts, v) in &hourly {
+                f[i].observe(ts, v, &fp);
+            }
+            black_box(f.len())
+        })
+    });
+    g.finish();
+    let mut g = c.benchmark_group("model");
+    g.throughput(Throughput::Elements(points.len() as u64));
     g.bench_function("detector+forecaster", |b| {
         b.iter(|| {
             let mut d = vec![SeriesDetector::default(); series];

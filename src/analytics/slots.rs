@@ -49,6 +49,9 @@ const MIN_SCORED: u16 = 24;
 const PROFILE_RATE: f32 = 0.15;
 /// The day-over-day change is a running mean over about two weeks of slots.
 const DRIFT_WINDOW: f64 = 336.0;
+/// Completed slots between two searches for a period (the search costs ~15 000
+/// multiply-adds; once a week of hourly slots).
+const PERIOD_SEARCH_EVERY: u16 = 168;
 /// Autocorrelation a found period must reach.
 const PERIOD_MIN_ACF: f64 = 0.3;
 
@@ -203,6 +206,19 @@ impl SlotModels {
     /// Model `m`'s forecast, made when the slot `age` slots before the newest complete
     /// one was the newest, for `ahead` slots after that.
     fn predict(&self, m: usize, h: &SlotHistory, age: usize, ahead: usize) -> Option<f64> {
+        self.predict_with(m, h, age, ahead, None)
+    }
+
+    /// [`Self::predict`], with the deseasonalised level at the origin when the caller has
+    /// it (scoring computes every origin's level from one running sum).
+    fn predict_with(
+        &self,
+        m: usize,
+        h: &SlotHistory,
+        age: usize,
+        ahead: usize,
+        level: Option<f64>,
+    ) -> Option<f64> {
         let origin = h.newest_complete() - age as i64;
         match m {
             0 => h.get(age),
@@ -222,12 +238,11 @@ impl SlotModels {
                 if !self.profile_ready() {
                     return None;
                 }
-                let p = usize::from(self.profile_period);
-                let mut level = 0.0;
-                for back in 0..p {
-                    level += self.deseason(h.get(age + back)?, origin - back as i64);
-                }
-                Some(self.reseason(level / p as f64, origin + ahead as i64))
+                let level = match level {
+                    Some(level) => level,
+                    None => self.level(h, age)?,
+                };
+                Some(self.reseason(level, origin + ahead as i64))
             }
             6 => {
                 if !self.profile_ready() {
@@ -252,11 +267,12 @@ impl SlotModels {
         let Some(actual) = h.get(0) else {
             return;
         };
+        let levels = self.levels(h);
         for m in 0..N {
             let mut sums_sq = [0.0f32; BANDS];
             let mut counts = [0u8; BANDS];
-            for &lag in &LAGS {
-                if let Some(f) = self.predict(m, h, lag, lag) {
+            for (k, &lag) in LAGS.iter().enumerate() {
+                if let Some(f) = self.predict_with(m, h, lag, lag, levels[k]) {
                     let b = band_of(lag);
                     let e = (actual - f) as f32;
                     sums_sq[b] += e * e;
@@ -283,9 +299,53 @@ impl SlotModels {
         }
         self.learn(h, actual);
         self.completions = self.completions.wrapping_add(1);
-        if self.completions % 24 == 0 {
+        // First when the history has filled, then once a week of slots.
+        if self.completions % PERIOD_SEARCH_EVERY == 0
+            || usize::from(self.completions) == super::history::SLOTS
+        {
             self.find_period(h);
         }
+    }
+
+    /// The deseasonalised level (mean over one profile period) at the origin `age`
+    /// slots back.
+    fn level(&self, h: &SlotHistory, age: usize) -> Option<f64> {
+        let p = usize::from(self.profile_period);
+        let origin = h.newest_complete() - age as i64;
+        let mut level = 0.0;
+        for back in 0..p {
+            level += self.deseason(h.get(age + back)?, origin - back as i64);
+        }
+        Some(level / p as f64)
+    }
+
+    /// [`Self::level`] at every scored lag, from one pass over the history (the window
+    /// slides: each level is the last one plus the slots it gains less those it loses).
+    fn levels(&self, h: &SlotHistory) -> [Option<f64>; LAGS.len()] {
+        let mut out = [None; LAGS.len()];
+        if !self.profile_ready() {
+            return out;
+        }
+        let p = usize::from(self.profile_period);
+        let newest = h.newest_complete();
+        let des = |age: usize| Some(self.deseason(h.get(age)?, newest - age as i64));
+        // Window sum over ages age..age+p, for age from the largest lag down to the first.
+        let Some(mut sum) = (0..p).try_fold(0.0, |acc, back| Some(acc + des(LAGS[0] + back)?))
+        else {
+            return out;
+        };
+        let mut age = LAGS[0];
+        for (k, &lag) in LAGS.iter().enumerate() {
+            while age < lag {
+                match (des(age), des(age + p)) {
+                    (Some(gone), Some(new)) => sum += new - gone,
+                    _ => return out,
+                }
+                age += 1;
+            }
+            out[k] = Some(sum / p as f64);
+        }
+        out
     }
 
     fn learn(&mut self, h: &SlotHistory, actual: f64) {
