@@ -131,7 +131,7 @@ impl SlotHistory {
     /// Starts the history for a series sampled every `step_ms` (the slot is an hour, or
     /// the step rounded to whole hours when coarser). Does nothing once started.
     pub fn start(&mut self, step_ms: f64) {
-        if self.slot_ms > 0 || !(step_ms > 0.0) {
+        if self.slot_ms > 0 || step_ms.is_nan() || step_ms <= 0.0 {
             return;
         }
         let hours = (step_ms / HOUR_MS as f64).round().max(1.0);
