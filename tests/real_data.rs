@@ -107,35 +107,33 @@ fn m4_backtest(file: &std::path::Path, origins: u32) -> (f64, f64, f64, String) 
 #[test]
 fn the_forecaster_holds_its_m4_floors_on_the_hourly_training_series() {
     let Some(file) = m4_hourly() else { return };
-    // Measured at the time of writing: OWA 0.424 (seasonal naive 0.629), 89.2 % of the
-    // actuals inside the 90 % intervals; before the slot models, OWA 0.902 and 95.6 %.
-    let (owa, naive_owa, coverage, csv) = m4_backtest(&file, 1);
-    assert!(owa <= 0.45, "OWA {owa}");
-    assert!(
-        owa <= 0.75 * naive_owa,
-        "OWA {owa} vs seasonal naive {naive_owa}"
-    );
-    assert!((88.0..=92.0).contains(&coverage), "coverage {coverage} %");
-    // Every M4 Hourly value is positive: no forecast and no bound may go below 0.
-    let mut rows = 0;
-    for line in csv.lines().skip(1) {
-        let f: Vec<f64> = line
-            .split(',')
-            .skip(2)
-            .map(|v| v.parse().unwrap())
-            .collect();
-        assert!(f[3] >= 0.0, "{line}");
-        assert!(f[0] >= 0.0 && f[1] >= 0.0, "below 0: {line}");
-        rows += 1;
+    // Measured at the time of writing: last 48 held back, OWA 0.427 (seasonal naive 0.629),
+    // 89.1 % of the actuals inside the 90 % intervals (before the slot models: OWA 0.902,
+    // 95.6 %); three origins 48 h apart, each having learnt what came before it, OWA
+    // 0.422 (seasonal naive 0.657), 89.7 %.
+    for origins in [1, 3] {
+        let (owa, naive_owa, coverage, csv) = m4_backtest(&file, origins);
+        assert!(owa <= 0.45, "{origins} origin(s): OWA {owa}");
+        assert!(
+            owa <= 0.75 * naive_owa,
+            "{origins} origin(s): OWA {owa} vs seasonal naive {naive_owa}"
+        );
+        assert!(
+            (88.0..=92.0).contains(&coverage),
+            "{origins} origin(s): coverage {coverage} %"
+        );
+        // Every M4 Hourly value is positive: no forecast and no bound may go below 0.
+        let mut rows = 0;
+        for line in csv.lines().skip(1) {
+            let f: Vec<f64> = line
+                .split(',')
+                .skip(2)
+                .map(|v| v.parse().unwrap())
+                .collect();
+            assert!(f[3] >= 0.0, "{line}");
+            assert!(f[0] >= 0.0 && f[1] >= 0.0, "below 0: {line}");
+            rows += 1;
+        }
+        assert_eq!(rows, 414 * 48 * origins as usize);
     }
-    assert_eq!(rows, 414 * 48);
-    // Three origins, 48 h apart (each has learnt what came before it): measured 0.420
-    // (seasonal naive 0.657), 89.8 %.
-    let (owa, naive_owa, coverage, _) = m4_backtest(&file, 3);
-    assert!(owa <= 0.45, "OWA over 3 origins {owa}");
-    assert!(
-        owa <= 0.75 * naive_owa,
-        "OWA {owa} vs seasonal naive {naive_owa}"
-    );
-    assert!((88.0..=92.0).contains(&coverage), "coverage {coverage} %");
 }
