@@ -99,20 +99,25 @@ async fn produce_reports_bad_lines_and_tail_prints_the_good_ones() {
         .unwrap();
     child
         .stdin
-        .take()
+        .as_mut()
         .unwrap()
         .write_all(lines.join("\n").as_bytes())
         .unwrap();
+    // Line 7 is not UTF-8; line 8, after it, must still be published.
+    let mut tail = b"\n{\"target\":\"x\xff\",\"metric\":\"m\",\"value\":1}\n".to_vec();
+    tail.extend_from_slice(br#"{"target":"cache","metric":"hit_ratio","value":0.9}"#);
+    child.stdin.as_mut().unwrap().write_all(&tail).unwrap();
+    drop(child.stdin.take());
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .unwrap()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "some lines were bad: {err}");
-    for bad in ["line 2:", "line 4:", "line 6:"] {
+    for bad in ["line 2:", "line 4:", "line 6:", "line 7: not UTF-8"] {
         assert!(err.contains(bad), "{bad} not reported: {err}");
     }
-    assert!(err.contains("published 2 events"), "{err}");
+    assert!(err.contains("published 3 events"), "{err}");
 
     let bootstrap = c.kafka.bootstrap_servers.clone();
     let prefix = c.topics.prefix.clone();
@@ -123,7 +128,7 @@ async fn produce_reports_bad_lines_and_tail_prints_the_good_ones() {
                 "metrics",
                 "--from-beginning",
                 "--max",
-                "2",
+                "3",
                 "--idle-timeout",
                 "20s",
             ])
@@ -143,13 +148,13 @@ async fn produce_reports_bad_lines_and_tail_prints_the_good_ones() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(records.len(), 2, "{text}");
+    assert_eq!(records.len(), 3, "{text}");
     let mut targets: Vec<&str> = records
         .iter()
         .map(|r| r["target"].as_str().unwrap())
         .collect();
     targets.sort();
-    assert_eq!(targets, ["api", "db"]);
+    assert_eq!(targets, ["api", "cache", "db"]);
     assert!(records.iter().all(|r| r["type"] == "MetricEvent"));
     let db = records.iter().find(|r| r["target"] == "db").unwrap();
     assert_eq!(db["labels"]["zone"], "a");

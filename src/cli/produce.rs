@@ -58,14 +58,31 @@ pub fn parse_line(line: &str, default_source: &str, now: i64) -> Result<MetricEv
 pub(super) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let topic = args.kafka.topics().metrics();
     let mut publisher = MetricPublisher::new(&args.kafka.options(), &topic)?;
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut input = tokio::io::BufReader::new(tokio::io::stdin());
     let (mut n, mut bad) = (0u64, 0u64);
-    while let Some(line) = lines.next_line().await? {
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        if input.read_until(b'\n', &mut raw).await? == 0 {
+            break;
+        }
         n += 1;
+        // Bytes that are not UTF-8 make a bad line like any other, not the end of the run.
+        let line = match std::str::from_utf8(&raw) {
+            Ok(line) => line.trim_end_matches(['\n', '\r']),
+            Err(e) => {
+                bad += 1;
+                eprintln!(
+                    "line {n}: not UTF-8 (invalid byte at column {}); skipped",
+                    e.valid_up_to() + 1
+                );
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
-        match parse_line(&line, &args.source, now_ms()) {
+        match parse_line(line, &args.source, now_ms()) {
             Ok(event) => publisher.publish(&event).await?,
             Err(e) => {
                 bad += 1;
