@@ -6,6 +6,7 @@
 #   scripts/kafka.sh fetch            download the jars (once; cached)
 #   scripts/kafka.sh start            start a broker on a free port, print its bootstrap address
 #   scripts/kafka.sh stop             stop it
+#   scripts/kafka.sh restart          stop it and start it again on its data, same address
 #   scripts/kafka.sh status           say whether it runs, and where
 #   scripts/kafka.sh bootstrap        print the bootstrap address of the running broker
 #   scripts/kafka.sh sasl-bootstrap   print its SASL_PLAINTEXT listener (user perfpilot,
@@ -97,23 +98,34 @@ auto.create.topics.enable=true
 log.cleaner.backoff.ms=1000
 PROPS
   write_log4j "$DIR"
-  local cp="$LIBS/*"
-  # The JVM flags of Kafka's own kafka-run-class.sh (KAFKA_JVM_PERFORMANCE_OPTS): G1
-  # aiming at 20 ms pauses. Without the pause goal a young collection stopped the broker
-  # for ~28 ms, 16 times in a 15 s latency bench, and made the produce → decision tail.
-  local jopts=(-Xms256m -Xmx768m ${KAFKA_GC_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20
-               -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent}
-               -XX:MaxInlineLevel=15 -Djava.awt.headless=true
-               "-Dlog4j2.configurationFile=$DIR/log4j2.properties")
   local id
-  id="$(java "${jopts[@]}" -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
+  id="$(java $(single_jopts) -cp "$LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
   [ -n "$id" ] || die "StorageTool random-uuid printed nothing"
-  java "${jopts[@]}" -cp "$cp" kafka.tools.StorageTool format --standalone -t "$id" \
+  java $(single_jopts) -cp "$LIBS/*" kafka.tools.StorageTool format --standalone -t "$id" \
     -c "$DIR/server.properties" \
     --add-scram 'SCRAM-SHA-256=[name=perfpilot,password=perfpilot-secret]' \
     --add-scram 'SCRAM-SHA-512=[name=perfpilot,password=perfpilot-secret]' \
     > "$DIR/format.log" 2>&1 || { cat "$DIR/format.log" >&2; die "format failed"; }
-  nohup java "${jopts[@]}" -cp "$cp" kafka.Kafka "$DIR/server.properties" > "$DIR/stdout.log" 2>&1 &
+  echo "127.0.0.1:$port" > "$DIR/bootstrap"
+  echo "127.0.0.1:$sport" > "$DIR/sasl-bootstrap"
+  launch_single
+}
+
+# The JVM flags of Kafka's own kafka-run-class.sh (KAFKA_JVM_PERFORMANCE_OPTS): G1 aiming
+# at 20 ms pauses. Without the pause goal a young collection stopped the broker for
+# ~28 ms, 16 times in a 15 s latency bench, and made the produce → decision tail.
+single_jopts() {
+  echo "-Xms256m -Xmx768m ${KAFKA_GC_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20" \
+    "-XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent}" \
+    "-XX:MaxInlineLevel=15 -Djava.awt.headless=true -Dlog4j2.configurationFile=$DIR/log4j2.properties"
+}
+
+# launch_single: runs the broker of $DIR on its formatted data and waits until it serves.
+launch_single() {
+  local port; port="$(cut -d: -f2 < "$DIR/bootstrap")"
+  # A restart must wait for this start's line, not the last one's.
+  [ -f "$DIR/server.log" ] && mv "$DIR/server.log" "$DIR/server.log.previous"
+  nohup java $(single_jopts) -cp "$LIBS/*" kafka.Kafka "$DIR/server.properties" > "$DIR/stdout.log" 2>&1 &
   echo $! > "$DIR/pid"
   local deadline=$((SECONDS + 90))
   until grep -q 'Kafka Server started' "$DIR/server.log" 2>/dev/null && port_open "$port"; do
@@ -121,10 +133,18 @@ PROPS
     [ $SECONDS -lt $deadline ] || { tail -n 40 "$DIR/server.log" >&2; die "broker did not start within 90 s"; }
     sleep 0.5
   done
-  echo "127.0.0.1:$port" > "$DIR/bootstrap"
-  echo "127.0.0.1:$sport" > "$DIR/sasl-bootstrap"
   log "Apache Kafka $VERSION is up at 127.0.0.1:$port (pid $(cat "$DIR/pid"), logs in $DIR)"
   echo "127.0.0.1:$port"
+}
+
+# restart: stops the broker and starts it again on its data, at the same address (its
+# topics, offsets and transactions survive; `start` always begins empty).
+restart() {
+  [ -f "$DIR/server.properties" ] && [ -f "$DIR/bootstrap" ] \
+    || die "no broker state in $DIR to restart (run start first)"
+  fetch
+  stop
+  launch_single
 }
 
 # write_log4j DIR: the broker's logging (the POM brings no SLF4J binding; fetch adds one).
@@ -266,6 +286,7 @@ case "${1:-}" in
   fetch) fetch ;;
   start) start ;;
   stop) stop ;;
+  restart) restart ;;
   status) if running; then echo "running at $(cat "$DIR/bootstrap") (pid $(cat "$DIR/pid"))"; else echo "not running"; exit 1; fi ;;
   bootstrap) running || die "not running"; cat "$DIR/bootstrap" ;;
   sasl-bootstrap) running || die "not running"; cat "$DIR/sasl-bootstrap" ;;
