@@ -43,8 +43,6 @@ pub const MODELS: [&str; POINT_MODELS + SLOT_MODELS.len()] = [
     SLOT_MODELS[3],
     SLOT_MODELS[4],
     SLOT_MODELS[5],
-    SLOT_MODELS[6],
-    SLOT_MODELS[7],
 ];
 
 /// Smoothing parameters of the models.

@@ -35,7 +35,7 @@ pub struct SlotHistory {
     /// Points expected per slot at the series' step.
     expected: u16,
     open_points: u16,
-    open_sum: f64,
+    open_sum: f32,
     /// Running variance of points around their slot's mean: what a forecast of slot
     /// means leaves out when it is read at single points.
     within_var: f32,
@@ -303,7 +303,7 @@ impl SlotHistory {
             self.newest = slot;
             self.len = 1;
             self.open_points = 1;
-            self.open_sum = value;
+            self.open_sum = value as f32;
             self.write_newest(value);
             return self.settle();
         }
@@ -319,7 +319,7 @@ impl SlotHistory {
             }
             self.push(value);
             self.open_points = 1;
-            self.open_sum = value;
+            self.open_sum = value as f32;
             self.complete = false;
             if self.settle() == Slotted::Completed {
                 return Slotted::Completed;
@@ -334,7 +334,7 @@ impl SlotHistory {
         // The point against the mean of the slot's earlier points: n/(n+1) of its squared
         // deviation estimates the variance within a slot without bias.
         let n = f64::from(self.open_points);
-        let dev = value - self.open_sum / n;
+        let dev = value - f64::from(self.open_sum) / n;
         let sample = (dev * dev * n / (n + 1.0)) as f32;
         self.within_var = if self.within_var > 0.0 {
             self.within_var + 0.02 * (sample - self.within_var)
@@ -342,8 +342,8 @@ impl SlotHistory {
             sample
         };
         self.open_points = self.open_points.saturating_add(1);
-        self.open_sum += value;
-        self.write_newest(self.open_sum / f64::from(self.open_points));
+        self.open_sum += value as f32;
+        self.write_newest(f64::from(self.open_sum) / f64::from(self.open_points));
         if self.complete {
             return Slotted::Open;
         }
