@@ -277,7 +277,12 @@ impl SeriesDetector {
 
         // Learn: from the fifth point on, the model sees the point clipped to the normal
         // range, so an early spike cannot poison the warm-up either.
-        let learn = if n >= 5 {
+        // A first point beyond the normal range is not learnt at all (an isolated spike
+        // leaves no aftermath); from the second in a row it is learnt clipped.
+        let isolated = n >= 5 && residual.abs() > band && !self.exceeded_last;
+        let learn = if isolated {
+            expected
+        } else if n >= 5 {
             clip(value, expected - band, expected + band)
         } else {
             value
@@ -314,7 +319,7 @@ impl SeriesDetector {
         // normal range, so one spike is not a shift), against its own usual size. The
         // reference moves at 0.05 per point, slower than the model, so a small shift
         // stays visible for tens of points instead of being absorbed in a few.
-        let deseasonalised = clip(value, expected - band, expected + band) - prepared.season;
+        let deseasonalised = learn.min(expected + band).max(expected - band) - prepared.season;
         if n == 1 {
             self.slow_level = deseasonalised;
         }
