@@ -242,6 +242,13 @@ impl SeriesDetector {
             .max(1e-9)
     }
 
+    /// Shortest run of repeated values reported as a flatline: the configured minimum,
+    /// or three times the longest run the series has ended.
+    fn flat_needed(&self, p: &DetectParams) -> u16 {
+        p.flat_points
+            .max(self.longest_natural_run.saturating_mul(3))
+    }
+
     fn threshold(&self, p: &DetectParams) -> f64 {
         p.threshold.max(1.5 * f64::from(self.tail_q))
     }
@@ -254,9 +261,10 @@ impl SeriesDetector {
         if repeated {
             self.flat_run = self.flat_run.saturating_add(1);
         } else {
-            if n < p.warmup * 4 {
-                self.longest_natural_run = self.longest_natural_run.max(self.flat_run);
-            }
+            // Every run that ended is the series' own behaviour, learnt for ever (not only
+            // in the warm-up): a series that idles for hours now and then is reported
+            // for the first such run, not for every one after it.
+            self.longest_natural_run = self.longest_natural_run.max(self.flat_run);
             self.flat_run = 0;
         }
         self.last_value = value;
@@ -371,9 +379,7 @@ impl SeriesDetector {
             extra,
             warm,
         );
-        let flat_needed = p
-            .flat_points
-            .max(self.longest_natural_run.saturating_mul(3));
+        let flat_needed = self.flat_needed(p);
         let flat = if self.long_abs > 0.0 {
             f64::from(self.flat_run) / f64::from(flat_needed.max(1))
         } else {
