@@ -33,9 +33,10 @@ fn the_detector_holds_its_nab_floors_on_the_development_files() {
     );
     assert!(report.unmatched_windows.is_empty());
     // (profile, floor) on what the stage emits, threshold optimised over their scores.
-    // Measured at the time of writing: 64.25 / 56.27 / 69.64 (classic scoring: 3.51 /
-    // 0.00 / 29.88).
-    let floors = [64.0, 56.0, 69.5];
+    // Measured at the time of writing: 71.94 / 63.98 / 76.62 (before value novelty and
+    // the spike and flatline fixes: 64.25 / 56.27 / 69.64; classic scoring: 3.51 / 0.00 /
+    // 29.88).
+    let floors = [71.5, 63.5, 76.0];
     for (score, floor) in report.emitted_scored.iter().zip(floors) {
         assert!(
             score.normalized >= floor,
@@ -45,13 +46,13 @@ fn the_detector_holds_its_nab_floors_on_the_development_files() {
         );
     }
     // The point score is not pinned through episodes: the graded column scores too
-    // (measured: 50.27).
+    // (measured: 61.54).
     assert!(
-        report.graded[0].normalized >= 50.0,
+        report.graded[0].normalized >= 61.0,
         "{:?}",
         report.graded[0]
     );
-    // Measured: 177 anomalies on the 28 files (classic scoring: 914).
+    // Measured: 182 anomalies on the 28 files (classic scoring: 914).
     assert!(report.anomalies <= 190, "{}", report.anomalies);
 }
 

@@ -11,7 +11,12 @@
 //!   naturally autocorrelated (an unmodelled cycle, a wandering level) from alarming;
 //! - `variance`: short- over long-run residual scale (the noise changed);
 //! - `flatline`: the value repeats far longer than the series ever repeated before
-//!   (a stuck sensor).
+//!   (a stuck sensor);
+//! - `novel`: a value unlike any of the series' last few thousand (see
+//!   [`super::novelty`]). It confirms the others: an odd point whose value the series
+//!   has not shown recently is reported without the likelihood's doubt (likelihood 1),
+//!   which on irregular series (bursty counters, idling CPU) is what finds a move to new
+//!   values. Alone it is not enough, since the tails of heavy noise are novel now and then.
 //!
 //! Each detector maps its statistic to a score that is 0.5 exactly at its threshold.
 //! With classic scoring the point's score is the largest. With likelihood scoring the
@@ -23,10 +28,12 @@
 //! anomalous when it is both odd and rare. The residual threshold adapts to the series' own
 //! tail: it is the larger of the configured threshold and 1.5 × a running estimate of
 //! the 99.9th percentile of |z|, so a heavy-tailed series does not cry wolf on what is
-//! ordinary for it. Anomalous points move the model only up to the edge of the normal
-//! range, so a spike does not drag the expectation along.
+//! ordinary for it. A first point beyond the normal range is not learnt at all and the
+//! following ones only up to the edge of the normal range, so a spike leaves no
+//! aftermath (no dragged expectation, no false shift after it).
 
 use super::likelihood::Likelihood;
+use super::novelty::ValueNovelty;
 use super::seasonal::{SeasonalModel, SeasonalParams};
 use serde::{Deserialize, Serialize};
 
@@ -72,7 +79,13 @@ impl Default for DetectParams {
 }
 
 /// Names of the detectors, in the order of [`PointScore::scores`].
-pub const DETECTORS: [&str; 4] = ["residual", "shift", "variance", "flatline"];
+pub const DETECTORS: [&str; 5] = ["residual", "shift", "variance", "flatline", "novel"];
+
+/// Points before a value can be novel: the range must have been explored first.
+const NOVELTY_WARMUP: u32 = 100;
+/// Points after a novel value during which another is not reported (one alarm for a
+/// move to new values, not one per new bin it reaches).
+const NOVELTY_REST: u16 = 300;
 
 /// How one point was judged.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -84,7 +97,7 @@ pub struct PointScore {
     /// Residual in units of the series' residual scale.
     pub z: f64,
     /// Score of each detector in [0,1], in [`DETECTORS`] order.
-    pub scores: [f64; 4],
+    pub scores: [f64; 5],
     /// The anomaly likelihood in [0, 1] (see [`super::likelihood`]); 0 when no detector
     /// fired (it is not computed then).
     pub likelihood: f64,
@@ -151,6 +164,9 @@ pub struct SeriesDetector {
     flat_run: u16,
     longest_natural_run: u16,
     likelihood: Likelihood,
+    novelty: ValueNovelty,
+    /// Points since a novel value was last reported (saturating).
+    since_novel: u16,
 }
 
 /// `value` within [lo, hi]. Unlike `f64::clamp` it does not panic when the bounds are
@@ -182,6 +198,8 @@ impl Default for SeriesDetector {
             flat_run: 0,
             longest_natural_run: 0,
             likelihood: Likelihood::default(),
+            novelty: ValueNovelty::default(),
+            since_novel: u16::MAX,
         }
     }
 }
@@ -189,7 +207,7 @@ impl Default for SeriesDetector {
 impl SeriesDetector {
     /// Whether a restored detector is in range (see [`SeasonalModel::well_formed`]).
     pub fn well_formed(&self) -> bool {
-        self.model.well_formed() && self.likelihood.well_formed()
+        self.model.well_formed() && self.likelihood.well_formed() && self.novelty.well_formed()
     }
 
     /// Points seen.
@@ -225,7 +243,7 @@ impl SeriesDetector {
             expected,
             band: thr * sigma,
             z,
-            scores: [s, 0.0, 0.0, 0.0],
+            scores: [s, 0.0, 0.0, 0.0, 0.0],
             likelihood,
             score: match p.likelihood_threshold {
                 Some(t) => calibrated(likelihood, t, s >= 0.5),
@@ -268,6 +286,8 @@ impl SeriesDetector {
             self.flat_run = 0;
         }
         self.last_value = value;
+        let novel_value = self.novelty.observe(value) && n >= NOVELTY_WARMUP;
+        self.since_novel = self.since_novel.saturating_add(1);
 
         if n == 0 {
             self.model.update(ts, value, p.model);
@@ -389,7 +409,7 @@ impl SeriesDetector {
         // The shift and variance detectors compare running means over ~100 points; they
         // speak only once those have seen three warm-ups' worth of data.
         let settled = n >= 3 * p.warmup;
-        let scores = [
+        let mut scores = [
             squash(z.abs(), thr),
             if settled {
                 squash(shift, p.shift_threshold)
@@ -402,12 +422,24 @@ impl SeriesDetector {
                 0.0
             },
             squash(flat, 1.0),
+            0.0,
         ];
-        let fired = scores.iter().any(|s| *s >= 0.5);
+        let others = scores.iter().any(|s| *s >= 0.5);
+        // Novelty confirms: a point another detector finds odd is certain news when its
+        // value is also one the series has not shown (it skips the likelihood's doubt).
+        // Alone it is not enough: the tails of heavy noise are novel now and then.
+        let novel = novel_value && self.since_novel > NOVELTY_REST && others;
+        if novel {
+            self.since_novel = 0;
+            scores[4] = 1.0;
+        }
+        let fired = others;
         // A stuck value is odd by the smallness of its residuals: judged by that tail.
         // Computed only when a detector fired (otherwise the score is 0 regardless).
         let likelihood = if !fired {
             0.0
+        } else if scores[4] >= 0.5 {
+            1.0
         } else if scores[3] >= 0.5 {
             likelihood.high().max(likelihood.low())
         } else {

@@ -6,6 +6,7 @@ pub mod forecast;
 pub mod history;
 pub mod holt;
 pub mod likelihood;
+pub mod novelty;
 pub mod reorder;
 pub mod robust;
 pub mod seasonal;

@@ -15,7 +15,7 @@ use serde::{de::DeserializeOwned, Serialize};
 /// The snapshot format this build writes: postcard. (2 was postcard of the states
 /// before the likelihood scoring and the slot forecaster; it is refused and counted,
 /// and those series relearn.)
-pub const SNAPSHOT_VERSION: u8 = 3;
+pub const SNAPSHOT_VERSION: u8 = 4;
 
 /// The JSON format of earlier builds, still read.
 pub const SNAPSHOT_VERSION_JSON: u8 = 1;
