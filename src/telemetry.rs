@@ -10,6 +10,8 @@ pub const RECORDS_IN: &str = "perfpilot_records_in_total";
 pub const RECORDS_OUT: &str = "perfpilot_records_out_total";
 /// Inputs sent to the dead-letter topic (labels: stage, reason).
 pub const DEAD_LETTERED: &str = "perfpilot_dead_lettered_total";
+/// Records not written because they exceed `--max-record-bytes` (labels: stage, topic).
+pub const RECORDS_TOO_LARGE: &str = "perfpilot_records_too_large_total";
 /// Time the core spent on one record (labels: stage).
 pub const PROCESSING_SECONDS: &str = "perfpilot_processing_seconds";
 /// Wall clock minus the event time of the last record (labels: stage).
@@ -40,8 +42,12 @@ pub const STATE_WRITES: &str = "perfpilot_state_writes_total";
 pub const TXN_ABORTS: &str = "perfpilot_transactions_aborted_total";
 
 /// Every exported metric with its help text (for the README and `/metrics` HELP lines).
-pub const ALL: [(&str, &str); 17] = [
+pub const ALL: [(&str, &str); 18] = [
     (RECORDS_IN, "records consumed by a stage"),
+    (
+        RECORDS_TOO_LARGE,
+        "records not written for exceeding --max-record-bytes",
+    ),
     (RECORDS_OUT, "records produced by a stage"),
     (
         DEAD_LETTERED,
@@ -217,6 +223,11 @@ pub fn dead_lettered(
         detail,
         "record dead-lettered"
     );
+}
+
+/// A record that was not written for being larger than the record limit.
+pub fn record_too_large(stage: &'static str, topic: &str) {
+    counter!(RECORDS_TOO_LARGE, "stage" => stage, "topic" => topic.to_string()).increment(1);
 }
 
 /// A commit and its duration.

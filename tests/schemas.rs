@@ -289,6 +289,8 @@ fn samples() -> (
         key: Some(b"k".to_vec()),
         payload: Some(vec![0, 1, 2, 255]),
         dead_lettered_ms: 60,
+        original_size: Some(1_000_000),
+        original_hash: Some("00112233aabbccdd".into()),
     };
     (event, anomaly, forecast, rec, decision, dead)
 }

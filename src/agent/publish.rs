@@ -1,6 +1,7 @@
 //! Publishing metric events to the metrics topic, keyed by target, many in flight.
 
 use crate::event::{encode, EncodeError, MetricEvent};
+use crate::runtime::kafka::WatchedContext;
 use crate::runtime::KafkaOptions;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -20,7 +21,7 @@ pub enum PublishError {
 
 /// Sends metric events with up to `max_in_flight` unacknowledged at once.
 pub struct MetricPublisher {
-    producer: FutureProducer,
+    producer: FutureProducer<WatchedContext>,
     topic: String,
     in_flight: VecDeque<DeliveryFuture>,
     max_in_flight: usize,
@@ -31,7 +32,9 @@ impl MetricPublisher {
     /// A publisher to `topic`.
     pub fn new(kafka: &KafkaOptions, topic: impl Into<String>) -> Result<Self, KafkaError> {
         Ok(MetricPublisher {
-            producer: kafka.producer_config().create()?,
+            producer: kafka
+                .producer_config()
+                .create_with_context(WatchedContext::default())?,
             topic: topic.into(),
             in_flight: VecDeque::new(),
             max_in_flight: 10_000,

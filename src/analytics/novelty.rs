@@ -13,10 +13,11 @@
 //! unchanged.
 //!
 //! State: the range (two `f64`) and one byte per bin, the coarse time of its last visit
-//! (an epoch of [`EPOCH_POINTS`] points, 0 = not within memory). When the range widens,
-//! the bins are remapped onto the new range, keeping the most recent visit of the bins
-//! that merge. Cost per point: one bin lookup and a scan of 2 × [`NEAR`] + 1 bytes; every
-//! [`EPOCH_POINTS`] points one pass over the bins forgets visits older than the memory.
+//! (an epoch of [`EPOCH_POINTS`] points, 0 = not visited). When the range widens, the
+//! bins are remapped onto the new range, keeping the most recent visit of the bins that
+//! merge. Cost per point: one bin lookup and a scan of
+//! 2 × [`NEAR`] + 1 bytes; every 512 points one pass over the bins forgets visits older
+//! than the memory, so epoch numbers can cycle through a byte.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,15 +31,19 @@ pub const MEMORY: u32 = 3000;
 pub const EPOCH_POINTS: u32 = 16;
 /// Epochs in the memory.
 const MEMORY_EPOCHS: u32 = MEMORY / EPOCH_POINTS;
-/// Epoch numbers cycle through 1..=CYCLE (0 means "not visited within memory").
+/// Epoch numbers cycle through 1..=CYCLE (0 means "not visited").
 const CYCLE: u32 = 255;
+/// Epochs between passes that clear visits older than the memory. A visit must be
+/// cleared before its age could wrap past [`CYCLE`] and look recent again.
+const SWEEP_EPOCHS: u32 = 32;
+const _: () = assert!(MEMORY_EPOCHS + SWEEP_EPOCHS < CYCLE);
 
 /// Per-series novelty state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ValueNovelty {
     lo: f64,
     hi: f64,
-    /// Per bin, the epoch of its last visit (1..=255), 0 when not visited within memory.
+    /// Per bin, the epoch of its last visit (1..=255), 0 when not visited (or forgotten).
     /// Empty until the range opens (the series has shown two different values).
     seen: Vec<u8>,
     /// Points seen.
@@ -78,6 +83,11 @@ impl ValueNovelty {
         (u32::from(now) + CYCLE - u32::from(then)) % CYCLE
     }
 
+    /// Whether a bin's visit lies within the memory.
+    fn recent(now: u8, then: u8) -> bool {
+        then != 0 && Self::age(now, then) <= MEMORY_EPOCHS
+    }
+
     fn bin(&self, value: f64) -> usize {
         let width = self.hi - self.lo;
         let b = ((value - self.lo) / width * BINS as f64).floor();
@@ -100,7 +110,7 @@ impl ValueNovelty {
             self.hi = value;
             return false;
         }
-        if self.points % EPOCH_POINTS == 0 && !self.seen.is_empty() {
+        if self.points % (EPOCH_POINTS * SWEEP_EPOCHS) == 0 && !self.seen.is_empty() {
             self.forget_old();
         }
         let now = self.epoch();
@@ -124,11 +134,13 @@ impl ValueNovelty {
         } else if value >= self.lo && value <= self.hi {
             let b = self.bin(value);
             let near = &self.seen[b.saturating_sub(NEAR)..(b + NEAR + 1).min(BINS)];
-            near.iter().all(|&e| e == 0)
+            near.iter().all(|&e| !Self::recent(now, e))
         } else {
             false
         };
         if value < self.lo || value > self.hi {
+            // Exactly to the value: headroom (fewer remaps) coarsens the bins and cost
+            // 2.3 NAB points when tried.
             self.widen(value.min(self.lo), value.max(self.hi));
         }
         let b = self.bin(value);
@@ -141,7 +153,13 @@ impl ValueNovelty {
     fn widen(&mut self, lo: f64, hi: f64) {
         let now = self.epoch();
         let (old_lo, old_width) = (self.lo, self.hi - self.lo);
-        let old = std::mem::replace(&mut self.seen, vec![0; BINS]);
+        if self.seen.len() != BINS {
+            // Not a state this build wrote: start the bins afresh.
+            self.seen = vec![0; BINS];
+        }
+        let mut old = [0u8; BINS];
+        old.copy_from_slice(&self.seen);
+        self.seen.fill(0);
         self.lo = lo;
         self.hi = hi;
         for (i, &e) in old.iter().enumerate() {

@@ -1,7 +1,7 @@
 //! `perfpilot produce`: JSON lines on stdin → metric events on Kafka.
 
 use super::KafkaArgs;
-use crate::agent::publish::MetricPublisher;
+use crate::agent::publish::{MetricPublisher, PublishError};
 use crate::event::{validate_metric, Labels, MetricEvent, MAX_FUTURE_MS_DEFAULT};
 use crate::runtime::now_ms;
 use clap::Args;
@@ -57,7 +57,22 @@ pub fn parse_line(line: &str, default_source: &str, now: i64) -> Result<MetricEv
 
 pub(super) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let topic = args.kafka.topics().metrics();
-    let mut publisher = MetricPublisher::new(&args.kafka.options(), &topic)?;
+    let options = args.kafka.options();
+    let mut publisher = MetricPublisher::new(&options, &topic)?;
+    // Name the address and what to check: a bare "MessageTimedOut" says neither.
+    let failed = |e: PublishError| -> anyhow::Error {
+        match &e {
+            PublishError::Kafka(k) => {
+                let hint = crate::runtime::kafka::hint_for(k, "");
+                anyhow::anyhow!(
+                    "publishing to {topic} at {} failed: {k}{}{hint}",
+                    options.bootstrap_servers,
+                    if hint.is_empty() { "" } else { "; " }
+                )
+            }
+            PublishError::Encode(_) => e.into(),
+        }
+    };
     let mut input = tokio::io::BufReader::new(tokio::io::stdin());
     let (mut n, mut bad) = (0u64, 0u64);
     let mut raw = Vec::new();
@@ -83,14 +98,14 @@ pub(super) async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         match parse_line(line, &args.source, now_ms()) {
-            Ok(event) => publisher.publish(&event).await?,
+            Ok(event) => publisher.publish(&event).await.map_err(failed)?,
             Err(e) => {
                 bad += 1;
                 eprintln!("line {n}: {e}; skipped");
             }
         }
     }
-    let sent = publisher.flush().await?;
+    let sent = publisher.flush().await.map_err(failed)?;
     eprintln!("published {sent} events to {topic}; {bad} bad lines skipped");
     Ok(if bad > 0 {
         ExitCode::from(1)

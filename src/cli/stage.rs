@@ -55,6 +55,11 @@ pub struct RunArgs {
     /// before the stage goes on with what it read.
     #[arg(long, default_value = "5min", value_parser = parse_duration)]
     restore_timeout: Duration,
+    /// Largest record (key + value) the stage writes: set it to the smallest
+    /// max.message.bytes of the topics it writes. A dead letter above it keeps its
+    /// metadata and the first bytes of the original, with the original's size and hash.
+    #[arg(long, default_value_t = crate::runtime::runner::DEFAULT_MAX_RECORD_BYTES)]
+    max_record_bytes: usize,
 }
 
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -74,6 +79,11 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         runner.instance_id = id;
     }
     runner.restore_timeout = args.restore_timeout;
+    anyhow::ensure!(
+        args.max_record_bytes >= 4096,
+        "--max-record-bytes must be at least 4096 (a dead letter's metadata must fit)"
+    );
+    runner.max_record_bytes = args.max_record_bytes;
     tracing::info!(properties = ?kafka.redacted_properties(), "kafka client properties");
     maybe_serve_metrics(args.metrics_addr);
     let shutdown = Shutdown::new();

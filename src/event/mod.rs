@@ -422,11 +422,133 @@ pub struct DeadLetter {
     pub payload: Option<Vec<u8>>,
     /// Wall-clock time of rejection.
     pub dead_lettered_ms: i64,
+    /// Set when the original key or payload was too large to keep whole: the original
+    /// payload's size in bytes (`key` and `payload` then hold their first bytes only).
+    #[serde(default)]
+    pub original_size: Option<i64>,
+    /// Set with `original_size`: FNV-1a 64-bit hash (16 hex digits) of the whole
+    /// original payload.
+    #[serde(default)]
+    pub original_hash: Option<String>,
+}
+
+/// Bytes of a dead letter besides its key, payload and strings: the fixed fields, the
+/// Avro framing and the Kafka record's own overhead, with margin.
+const DEAD_LETTER_OVERHEAD: usize = 1024;
+/// Longest `detail` and kept key of a dead letter that had to be cut to fit.
+const DEAD_LETTER_TEXT_MAX: usize = 1024;
+
+/// FNV-1a, 64 bits, of `bytes`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncate_str(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+impl DeadLetter {
+    /// The dead letter cut to fit a record of `max_bytes` (key and value): when the
+    /// original key and payload do not fit whole, they keep their first bytes, and
+    /// `original_size` and `original_hash` say what the payload was. The metadata
+    /// (stage, reason, source topic, partition and offset) is always whole, so a poison
+    /// pill of any size is dead-lettered, never a reason for the stage to stop.
+    pub fn fit(mut self, max_bytes: usize) -> Self {
+        let text = self.stage.len() + self.reason.len() + self.source_topic.len();
+        // The key counts twice: the field and the Kafka record's key.
+        let whole = DEAD_LETTER_OVERHEAD
+            + text
+            + self.detail.len()
+            + 2 * self.key.as_ref().map_or(0, Vec::len)
+            + self.payload.as_ref().map_or(0, Vec::len);
+        if whole <= max_bytes {
+            return self;
+        }
+        let original = self.payload.as_deref().unwrap_or_default();
+        self.original_size = Some(original.len() as i64);
+        self.original_hash = Some(format!("{:016x}", fnv1a(original)));
+        truncate_str(&mut self.detail, DEAD_LETTER_TEXT_MAX);
+        if let Some(k) = self.key.as_mut() {
+            k.truncate(DEAD_LETTER_TEXT_MAX);
+        }
+        let kept = DEAD_LETTER_OVERHEAD
+            + text
+            + self.detail.len()
+            + 2 * self.key.as_ref().map_or(0, Vec::len);
+        let room = max_bytes.saturating_sub(kept);
+        if let Some(p) = self.payload.as_mut() {
+            p.truncate(room);
+        }
+        self
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dead_letter(key: usize, payload: usize) -> DeadLetter {
+        DeadLetter {
+            stage: "detector".into(),
+            reason: "bad_marker".into(),
+            detail: "é".repeat(5000),
+            source_topic: "perfpilot.metrics".into(),
+            source_partition: 2,
+            source_offset: 41,
+            key: Some(vec![b'k'; key]),
+            payload: Some((0..payload).map(|i| (i % 251) as u8).collect()),
+            dead_lettered_ms: 7,
+            original_size: None,
+            original_hash: None,
+        }
+    }
+
+    #[test]
+    fn a_dead_letter_too_large_for_a_record_keeps_its_metadata_and_a_prefix() {
+        let small = dead_letter(10, 100);
+        assert_eq!(small.clone().fit(1_000_000), small, "fits: unchanged");
+
+        let big = dead_letter(10, 1_000_000);
+        let whole = big.payload.clone().unwrap();
+        let cut = big.fit(1_000_000);
+        let encoded = encode(&cut).unwrap();
+        assert!(encoded.len() + 10 <= 1_000_000, "{} bytes", encoded.len());
+        let payload = cut.payload.as_deref().unwrap();
+        assert!(
+            payload.len() > 990_000,
+            "keeps most of it: {}",
+            payload.len()
+        );
+        assert_eq!(payload, &whole[..payload.len()]);
+        assert_eq!(cut.original_size, Some(1_000_000));
+        assert_eq!(
+            cut.original_hash.as_deref(),
+            Some(format!("{:016x}", fnv1a(&whole)).as_str())
+        );
+        assert_eq!((cut.source_partition, cut.source_offset), (2, 41));
+        assert_eq!(
+            (cut.stage.as_str(), cut.reason.as_str()),
+            ("detector", "bad_marker")
+        );
+        assert!(cut.detail.len() <= 1024 && cut.detail.starts_with('é'));
+
+        // A huge key is cut too, and a tiny limit still gives a record with the metadata.
+        let cut = dead_letter(2_000_000, 10).fit(1_000_000);
+        assert_eq!(cut.key.as_ref().map(Vec::len), Some(1024));
+        assert_eq!(cut.original_size, Some(10));
+        let cut = dead_letter(10, 10_000).fit(100);
+        assert_eq!(cut.payload.as_ref().map(Vec::len), Some(0));
+        assert_eq!(cut.source_offset, 41);
+    }
 
     #[test]
     fn derived_ids_are_stable_and_tell_labelled_series_apart() {

@@ -6,6 +6,14 @@ use super::MetricEvent;
 /// means a broken clock or a unit mistake (µs or ns instead of ms).
 pub const MAX_FUTURE_MS_DEFAULT: i64 = 24 * 3600 * 1000;
 
+/// Most labels a metric event may carry: the series key (target, metric and labels) is
+/// the key of every state record, output and changelog entry of the series.
+pub const MAX_LABELS: usize = 32;
+
+/// Most bytes of a series key (target, metric and every label name and value): one
+/// series' state and outputs must fit a Kafka record whatever the input.
+pub const MAX_SERIES_KEY_BYTES: usize = 4096;
+
 /// Why a decoded metric event is unusable. Each variant is a dead-letter reason.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InvalidMetric {
@@ -31,6 +39,12 @@ pub enum InvalidMetric {
     /// Negative timestamp.
     #[error("timestamp {0} is before 1970")]
     NegativeTimestamp(i64),
+    /// More labels than [`MAX_LABELS`].
+    #[error("{0} labels (at most {MAX_LABELS})")]
+    TooManyLabels(usize),
+    /// Target, metric and labels longer than [`MAX_SERIES_KEY_BYTES`] together.
+    #[error("target, metric and labels take {0} bytes (at most {MAX_SERIES_KEY_BYTES}); the series' state and outputs would not fit a record")]
+    SeriesKeyTooLong(usize),
 }
 
 impl InvalidMetric {
@@ -42,6 +56,8 @@ impl InvalidMetric {
             InvalidMetric::EmptyMetric => "empty_metric",
             InvalidMetric::FutureTimestamp { .. } => "future_timestamp",
             InvalidMetric::NegativeTimestamp(_) => "negative_timestamp",
+            InvalidMetric::TooManyLabels(_) => "too_many_labels",
+            InvalidMetric::SeriesKeyTooLong(_) => "series_key_too_long",
         }
     }
 }
@@ -60,6 +76,18 @@ pub fn validate_metric(
     }
     if e.metric.trim().is_empty() {
         return Err(InvalidMetric::EmptyMetric);
+    }
+    if e.labels.len() > MAX_LABELS {
+        return Err(InvalidMetric::TooManyLabels(e.labels.len()));
+    }
+    let key_bytes = e.target.len()
+        + e.metric.len()
+        + e.labels
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum::<usize>();
+    if key_bytes > MAX_SERIES_KEY_BYTES {
+        return Err(InvalidMetric::SeriesKeyTooLong(key_bytes));
     }
     if e.timestamp_ms < 0 {
         return Err(InvalidMetric::NegativeTimestamp(e.timestamp_ms));
@@ -90,6 +118,16 @@ mod tests {
             value: 1.0,
             unit: String::new(),
         }
+    }
+
+    /// `n` labels, the first with a value of `len` bytes.
+    fn labelled(n: usize, len: usize) -> MetricEvent {
+        let mut e = ok();
+        for i in 0..n {
+            let v = if i == 0 { "v".repeat(len) } else { "v".into() };
+            e.labels.insert(format!("l{i}"), v);
+        }
+        e
     }
 
     #[test]
@@ -145,6 +183,17 @@ mod tests {
                     ..ok()
                 },
                 None,
+            ),
+            (labelled(MAX_LABELS, 1), None),
+            (labelled(MAX_LABELS + 1, 1), Some("too_many_labels")),
+            (labelled(1, 1_000_000), Some("series_key_too_long")),
+            (labelled(1, MAX_SERIES_KEY_BYTES - 20), None),
+            (
+                MetricEvent {
+                    target: "t".repeat(MAX_SERIES_KEY_BYTES),
+                    ..ok()
+                },
+                Some("series_key_too_long"),
             ),
         ];
         for (e, want) in cases {

@@ -1,9 +1,12 @@
 //! Kafka client settings shared by every perfpilot process.
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// True for client errors that retrying cannot cure: refused credentials, a failed TLS
 /// handshake, missing permissions. A command stops on them with the cause instead of
@@ -59,7 +62,9 @@ pub fn check_connection(kafka: &KafkaOptions, timeout: std::time::Duration) -> R
     loop {
         producer.poll(std::time::Duration::from_millis(100));
         if let Some(e) = fatal.get() {
-            return Err(e);
+            return Err(format!(
+                "{e}; check the security settings (-X, PERFPILOT_KAFKA_X_*)"
+            ));
         }
         match producer
             .client()
@@ -68,7 +73,7 @@ pub fn check_connection(kafka: &KafkaOptions, timeout: std::time::Duration) -> R
             Ok(_) => return Ok(()),
             Err(e) if std::time::Instant::now() >= deadline => {
                 return Err(format!(
-                    "no answer from {} within {timeout:?}: {e}",
+                    "no answer from {} within {timeout:?}: {e}; is a broker listening there? check --bootstrap-servers and the network",
                     kafka.bootstrap_servers
                 ))
             }
@@ -77,8 +82,108 @@ pub fn check_connection(kafka: &KafkaOptions, timeout: std::time::Duration) -> R
     }
 }
 
-/// A client context that logs errors like the default one and remembers the first
-/// unrecoverable one.
+/// How often one kind of client error or librdkafka log line is logged at most: a
+/// broker that is down makes librdkafka report the same failure several times a second.
+pub const LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// Kinds of message remembered by the limiter (beyond it, it starts afresh).
+const LOG_KINDS: usize = 256;
+
+/// When each kind of message was last logged and how many were held back since.
+static LOG_LIMITER: Mutex<Option<HashMap<String, (Instant, u64)>>> = Mutex::new(None);
+
+/// A message's kind: its text without digits (addresses, counts and durations vary
+/// between repeats of one failure), bounded.
+fn log_kind(what: &str, message: &str) -> String {
+    let mut kind = String::with_capacity(96);
+    kind.push_str(what);
+    kind.push(' ');
+    kind.extend(message.chars().filter(|c| !c.is_ascii_digit()).take(80));
+    kind
+}
+
+/// Whether a message of this kind is logged now, and how many like it were held back
+/// since the last one that was.
+fn admit(kind: String) -> Option<u64> {
+    let mut guard = LOG_LIMITER.lock().unwrap_or_else(|p| p.into_inner());
+    let map = guard.get_or_insert_with(HashMap::new);
+    if map.len() >= LOG_KINDS && !map.contains_key(&kind) {
+        map.clear();
+    }
+    let now = Instant::now();
+    match map.get_mut(&kind) {
+        Some((last, held)) if now.duration_since(*last) < LOG_EVERY => {
+            *held += 1;
+            None
+        }
+        Some((last, held)) => {
+            let n = *held;
+            *last = now;
+            *held = 0;
+            Some(n)
+        }
+        None => {
+            map.insert(kind, (now, 0));
+            Some(0)
+        }
+    }
+}
+
+/// Logs a client error at most once per [`LOG_EVERY`] per kind, with a hint when the
+/// error says what to check.
+pub fn log_client_error(client: &'static str, error: &KafkaError, reason: &str) {
+    if let Some(held) = admit(log_kind(client, reason)) {
+        let hint = hint_for(error, reason);
+        tracing::error!(client, %error, reason, hint, similar_held_back = held, "kafka client error");
+    }
+}
+
+/// librdkafka's own log lines, at most once per [`LOG_EVERY`] per kind for warnings
+/// and worse; the rest at debug.
+fn log_librdkafka(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    use RDKafkaLogLevel::*;
+    match level {
+        Emerg | Alert | Critical | Error | Warning => {
+            if let Some(held) = admit(log_kind(fac, message)) {
+                if matches!(level, Warning) {
+                    tracing::warn!(target: "librdkafka", fac, similar_held_back = held, "{message}");
+                } else {
+                    tracing::error!(target: "librdkafka", fac, similar_held_back = held, "{message}");
+                }
+            }
+        }
+        Notice | Info | Debug => tracing::debug!(target: "librdkafka", fac, "{message}"),
+    }
+}
+
+/// What to check for a client error: the address for a broker that cannot be reached,
+/// the security settings for refused credentials or TLS; `""` when nothing specific.
+pub fn hint_for(error: &KafkaError, reason: &str) -> &'static str {
+    let code = error.rdkafka_error_code();
+    let text = format!("{error} {reason}").to_ascii_lowercase();
+    if is_unrecoverable(error) || text.contains("ssl") || text.contains("sasl") {
+        "check the security settings (-X, PERFPILOT_KAFKA_X_*)"
+    } else if matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::MessageTimedOut
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::OperationTimedOut
+        )
+    ) || text.contains("connection refused")
+        || text.contains("timed out")
+    {
+        "is a broker listening at the bootstrap address? check --bootstrap-servers and the network"
+    } else {
+        ""
+    }
+}
+
+/// A client context that logs errors (rate-limited, with a hint) and remembers the
+/// first unrecoverable one.
 #[derive(Debug, Clone, Default)]
 pub struct WatchedContext {
     /// Where the unrecoverable error goes.
@@ -86,10 +191,20 @@ pub struct WatchedContext {
 }
 
 impl ClientContext for WatchedContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_librdkafka(level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         self.fatal.observe(&error, reason);
-        tracing::error!(%error, reason, "kafka client error");
+        log_client_error("kafka", &error, reason);
     }
+}
+
+/// [`ClientContext::log`] for perfpilot's other contexts: rate-limited like
+/// [`WatchedContext`]'s.
+pub fn log_limited(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    log_librdkafka(level, fac, message);
 }
 
 impl rdkafka::producer::ProducerContext for WatchedContext {

@@ -369,6 +369,8 @@ impl Stage for Detector {
     }
 
     fn process(&mut self, input: MetricEvent, meta: &RecordMeta, out: &mut Vec<Anomaly>) {
+        // One record stamped far ahead must not make every other series look idle.
+        self.series.bound_clock(meta.now_ms);
         if let Some(a) = self.observe(&input, meta.partition) {
             out.push(a);
         }
@@ -436,6 +438,30 @@ mod tests {
     fn noise(i: i64) -> f64 {
         // Deterministic pseudo-noise in [-1, 1].
         ((i * 7919 % 101) as f64 / 50.0) - 1.0
+    }
+
+    #[test]
+    fn a_record_stamped_a_day_ahead_evicts_no_live_series() {
+        let mut d = Detector::new(DetectorConfig::default()).unwrap();
+        let now = 1_700_000_000_000;
+        let mut out = Vec::new();
+        for minute in 0..5 {
+            let ts = now + minute * 60_000;
+            let meta = RecordMeta {
+                partition: 0,
+                offset: minute,
+                now_ms: ts,
+            };
+            for i in 0..200 {
+                let mut e = ev(ts, 1.0);
+                e.target = format!("svc-{i}");
+                d.process(e, &meta, &mut out);
+            }
+            // Inside --max-future (24 h), so it passes validation and is processed.
+            d.process(ev(ts + 23 * 3_600_000, 1.0), &meta, &mut out);
+        }
+        assert_eq!(d.active_series(), 201);
+        assert_eq!(d.series.evicted(), 0);
     }
 
     #[test]

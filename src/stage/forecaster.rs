@@ -273,6 +273,8 @@ impl Stage for Forecaster {
     }
 
     fn process(&mut self, input: MetricEvent, meta: &RecordMeta, out: &mut Vec<Forecast>) {
+        // One record stamped far ahead must not make every other series look idle.
+        self.series.bound_clock(meta.now_ms);
         if let Some(f) = self.observe(&input, meta.partition) {
             out.push(f);
         }

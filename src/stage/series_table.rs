@@ -7,6 +7,11 @@
 //! the TTL, and whenever a new series finds the table full — so departed pods and
 //! renamed series do not hold memory for ever. Evictions are counted.
 //!
+//! The clock idleness is measured against never runs ahead of the wall clock (when the
+//! caller gives it, see [`SeriesTable::bound_clock`]) by more than [`CLOCK_SKEW_MS`]: one
+//! record stamped hours ahead by a skewed agent clock moves only its own series, not the
+//! partition's clock, so it cannot make every other series look idle.
+//!
 //! The key of an event is written into a reusable buffer and looked up by reference
 //! (`entry_ref`): only a series seen for the first time allocates its key. The hasher is
 //! foldhash, several times cheaper than SipHash on short keys; its seed is random per
@@ -33,6 +38,9 @@ pub struct SeriesTable<S> {
     /// clock, so a partition that lags (a backlog after a failover) loses nothing.
     newest_by_partition: Vec<(i32, i64)>,
     last_sweep_ms: i64,
+    /// The wall clock plus [`CLOCK_SKEW_MS`]: no clock moves past it (`i64::MAX`: no
+    /// wall clock given, as in a replay of history).
+    clock_limit_ms: i64,
     evicted: u64,
     /// Keys evicted since the last [`SeriesTable::take_changes`], for changelog
     /// tombstones; at most [`MAX_PENDING_REMOVALS`].
@@ -43,6 +51,11 @@ pub struct SeriesTable<S> {
 /// tombstone is skipped: the key's last state stays in the changelog and is evicted
 /// again, by its TTL, after the next restore.
 pub const MAX_PENDING_REMOVALS: usize = 100_000;
+
+/// How far ahead of the wall clock an event time may move the table's clocks: agents'
+/// clocks run a little ahead; beyond this a timestamp is an outlier for the clocks (the
+/// event itself is still processed).
+pub const CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
 
 /// The newest event time seen on `partition` (`i64::MIN`: none yet).
 fn newest_of(clocks: &[(i32, i64)], partition: i32) -> i64 {
@@ -102,9 +115,17 @@ impl<S> SeriesTable<S> {
             newest_ms: i64::MIN,
             newest_by_partition: Vec::new(),
             last_sweep_ms: i64::MIN,
+            clock_limit_ms: i64::MAX,
             evicted: 0,
             removed: Vec::new(),
         }
+    }
+
+    /// Gives the wall clock (ms since the epoch): from now on no clock of the table moves
+    /// past `now_ms` + [`CLOCK_SKEW_MS`]. The stage calls it with each record's arrival
+    /// time; without it (a replay of history) event time alone rules.
+    pub fn bound_clock(&mut self, now_ms: i64) {
+        self.clock_limit_ms = now_ms.saturating_add(CLOCK_SKEW_MS);
     }
 
     /// Series evicted for being idle, so far.
@@ -164,14 +185,15 @@ impl<S> SeriesTable<S> {
     where
         S: Default + Partitioned,
     {
-        self.newest_ms = self.newest_ms.max(event_ms);
+        let clock_ms = event_ms.min(self.clock_limit_ms);
+        self.newest_ms = self.newest_ms.max(clock_ms);
         match self
             .newest_by_partition
             .iter_mut()
             .find(|(p, _)| *p == partition)
         {
-            Some((_, newest)) => *newest = (*newest).max(event_ms),
-            None => self.newest_by_partition.push((partition, event_ms)),
+            Some((_, newest)) => *newest = (*newest).max(clock_ms),
+            None => self.newest_by_partition.push((partition, clock_ms)),
         }
         if self.ttl_ms > 0 && self.newest_ms >= self.last_sweep_ms.saturating_add(self.ttl_ms / 4) {
             self.sweep();
@@ -430,5 +452,34 @@ mod tests {
         v.get_or_create("other", "m", &labels, 1_000_000, 0)
             .unwrap();
         assert_eq!((v.len(), v.evicted()), (2, 0));
+    }
+
+    #[test]
+    fn one_timestamp_far_ahead_of_the_wall_clock_evicts_nothing() {
+        let labels = Labels::new();
+        let hour = 3_600_000;
+        let now = 1_700_000_000_000;
+        let run = |bounded: bool| {
+            let mut t: SeriesTable<Count> = SeriesTable::new(1000, 6 * hour);
+            for minute in 0..10 {
+                let ts = now + minute * 60_000;
+                if bounded {
+                    t.bound_clock(ts);
+                }
+                for i in 0..200 {
+                    t.get_or_create(&format!("s{i}"), "m", &labels, ts, 0)
+                        .unwrap();
+                }
+                // One agent's clock is 23 hours ahead.
+                t.get_or_create("skewed", "m", &labels, ts + 23 * hour, 0)
+                    .unwrap();
+            }
+            (t.len(), t.evicted())
+        };
+        assert_eq!(run(true), (201, 0));
+        // Without the wall clock (a replay of history) event time alone rules: the
+        // record 23 h ahead makes the live series look idle. This is what the bound
+        // prevents in a stage.
+        assert_eq!(run(false).1, 200);
     }
 }

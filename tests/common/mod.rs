@@ -232,5 +232,27 @@ pub fn poison(now: i64) -> Vec<(&'static str, Vec<u8>)> {
             })
             .unwrap(),
         ),
+        (
+            "too_many_labels",
+            encode(&MetricEvent {
+                labels: (0..100).map(|i| (format!("l{i}"), "v".into())).collect(),
+                ..good.clone()
+            })
+            .unwrap(),
+        ),
+        // Valid, but its series key (one 900 000-byte label) would make every state
+        // record and output of the series larger than the broker accepts.
+        (
+            "series_key_too_long",
+            encode(&MetricEvent {
+                labels: [("pod".to_string(), "x".repeat(900_000))].into(),
+                ..good.clone()
+            })
+            .unwrap(),
+        ),
+        // A poison pill as large as a producer sends by default (1 000 000 bytes with its
+        // key): its dead letter
+        // (payload plus metadata) would not fit whole and is cut to fit.
+        ("bad_marker", vec![0x5A; 999_950]),
     ]
 }

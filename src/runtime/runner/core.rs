@@ -8,6 +8,7 @@
 //! always finds it free.
 
 use super::restore::StateRestorer;
+use super::StageProducer;
 use super::{Guarantee, RunReport, RunnerConfig, RuntimeError};
 use crate::event::{encode, DeadLetter};
 use crate::runtime::now_ms;
@@ -16,7 +17,7 @@ use crate::telemetry;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -66,7 +67,7 @@ pub(super) struct Core<S: Stage> {
     pub(super) name: &'static str,
     /// Per-record metric handles.
     metrics: telemetry::RecordMetrics,
-    producer: FutureProducer,
+    producer: StageProducer,
     restorer: Option<StateRestorer>,
     outputs: Vec<S::Output>,
     changes: Vec<StateChange>,
@@ -96,7 +97,7 @@ impl<S: Stage> Core<S> {
     pub(super) fn new(
         stage: S,
         cfg: RunnerConfig,
-        producer: FutureProducer,
+        producer: StageProducer,
         restorer: Option<StateRestorer>,
     ) -> Self {
         Core {
@@ -227,13 +228,18 @@ impl<S: Stage> Core<S> {
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),
             dead_lettered_ms: now,
-        };
+            original_size: None,
+            original_hash: None,
+        }
+        .fit(self.cfg.max_record_bytes);
         // A dead letter is built from plain bytes and strings: encoding cannot fail
         // unless the schema itself is broken, which the schema tests rule out.
         match encode(&dl) {
             Ok(bytes) => {
                 let topic = self.cfg.deadletter_topic.clone();
-                self.send(&topic, None, m.key(), &bytes, Sent::DeadLetter)
+                // The record's key is the (possibly cut) original key.
+                let key = dl.key.as_deref();
+                self.send(&topic, None, key, &bytes, Sent::DeadLetter)
             }
             Err(e) => {
                 tracing::error!(stage = self.name, error = %e, "cannot encode a dead letter");
@@ -277,6 +283,21 @@ impl<S: Stage> Core<S> {
         payload: Option<&[u8]>,
         what: Sent,
     ) -> Result<(), RuntimeError> {
+        let size = key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len);
+        if size > self.cfg.max_record_bytes {
+            // The broker would refuse it and the stage would stop on the refusal. Inputs
+            // are bounded (series keys, labels) so this should not happen; if it does,
+            // it is loud and counted, not fatal.
+            tracing::error!(
+                stage = self.name,
+                topic,
+                size,
+                limit = self.cfg.max_record_bytes,
+                "a record is larger than --max-record-bytes; it is not sent"
+            );
+            telemetry::record_too_large(self.name, topic);
+            return Ok(());
+        }
         loop {
             let mut record = FutureRecord::<[u8], [u8]>::to(topic);
             if let Some(p) = payload {

@@ -97,6 +97,13 @@ pub struct RunnerConfig {
     /// Longest a restore may take per assignment before the stage goes on with what it
     /// read. Default 5 min.
     pub restore_timeout: Duration,
+    /// Largest record (key + value) the stage writes. A dead letter above it keeps its
+    /// metadata and the first bytes of the original key and payload, with the
+    /// original's size and hash; another record above it is not sent (logged and
+    /// counted). Default 1 000 000 bytes, the producer's and under the broker's default
+    /// `message.max.bytes`; set it to the smallest `max.message.bytes` of the topics
+    /// written.
+    pub max_record_bytes: usize,
     /// This instance's stable name: the transactional id in exactly-once mode is
     /// `<group>-<instance_id>`, so a restarted instance fences its previous self.
     pub instance_id: String,
@@ -149,6 +156,7 @@ impl RunnerConfig {
             commit_interval: Guarantee::AtLeastOnce.default_commit_interval(),
             state_topic: None,
             restore_timeout: Duration::from_secs(300),
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             instance_id: default_instance_id(),
             progress: Arc::new(Progress::default()),
         }
@@ -206,7 +214,7 @@ pub enum RuntimeError {
     Fenced(#[source] KafkaError),
     /// The client cannot work as configured: refused credentials, a failed TLS
     /// handshake, missing permissions.
-    #[error("kafka client failed: {0}; check the security settings (-X, PERFPILOT_KAFKA_X_*)")]
+    #[error("kafka client failed: {0}")]
     Client(String),
     /// Partitions were lost (the session expired) before they could be committed.
     #[error("partitions lost before they could be committed")]
@@ -222,6 +230,12 @@ pub enum RuntimeError {
         source: KafkaError,
     },
 }
+
+/// The stage's producer: its client errors and librdkafka's log lines rate-limited.
+pub(crate) type StageProducer = FutureProducer<super::kafka::WatchedContext>;
+
+/// Default of [`RunnerConfig::max_record_bytes`].
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000;
 
 /// `<hostname>-<pid>`: unique on a machine, so two instances never fence each other;
 /// set `--instance-id` to a stable name for restarts to fence their predecessor.
@@ -257,8 +271,12 @@ fn topic_partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
 }
 
 impl<S: Stage> ClientContext for RunnerContext<S> {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        super::kafka::log_limited(level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::error!(%error, reason, "kafka client error");
+        super::kafka::log_client_error("stage", &error, reason);
         self.fatal.observe(&error, reason);
     }
 }
@@ -305,6 +323,11 @@ pub async fn run_stage<S: Stage>(
     .map_err(RuntimeError::Client)?;
     let exactly_once = cfg.guarantee == Guarantee::ExactlyOnce;
     let mut producer_config = kafka.producer_config();
+    // Room for the record batch framing around the largest record.
+    producer_config.set(
+        "message.max.bytes",
+        (cfg.max_record_bytes + 64 * 1024).to_string(),
+    );
     if exactly_once {
         producer_config
             .set(
@@ -319,7 +342,9 @@ pub async fn run_stage<S: Stage>(
             producer_config.set(k, v);
         }
     }
-    let producer: FutureProducer = producer_config.create().map_err(RuntimeError::Setup)?;
+    let producer: StageProducer = producer_config
+        .create_with_context(super::kafka::WatchedContext::default())
+        .map_err(RuntimeError::Setup)?;
     if exactly_once {
         // Fences any earlier producer with this id and aborts its open transaction.
         producer
@@ -396,7 +421,7 @@ pub async fn run_stage<S: Stage>(
 /// Refuses a state topic with fewer partitions than an input: state of partition `p`
 /// is written to partition `p`.
 fn check_co_partitioned(
-    producer: &FutureProducer,
+    producer: &StageProducer,
     state_topic: &str,
     inputs: &[String],
 ) -> Result<(), RuntimeError> {

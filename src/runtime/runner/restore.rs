@@ -45,9 +45,13 @@ pub struct RestoreStats {
 struct RestoreContext;
 
 impl ClientContext for RestoreContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::runtime::kafka::log_limited(level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
-            tracing::warn!(%error, reason, "state restore client error");
+            crate::runtime::kafka::log_client_error("state restore", &error, reason);
         }
     }
 }
