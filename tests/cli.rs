@@ -73,6 +73,45 @@ fn a_bad_config_is_an_error_that_names_the_key() {
     assert!(err.contains("max_replica"), "{err}");
 }
 
+#[test]
+fn an_unreachable_broker_is_named_once_with_the_right_hint() {
+    // Nothing listens on port 1: librdkafka retries the connection several times a
+    // second and reports each failure (about 1 000 ERROR lines in 30 s before).
+    let mut child = perfpilot()
+        .args([
+            "produce",
+            "--bootstrap-servers",
+            "127.0.0.1:1",
+            "-X",
+            "message.timeout.ms=8000",
+            "--log-format",
+            "json",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"target\":\"a\",\"metric\":\"m\",\"value\":1}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let lines = err.lines().count();
+    assert!(lines <= 12, "{lines} lines on stderr:\n{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("127.0.0.1:1"),
+        "does not name the address: {last}"
+    );
+    assert!(last.contains("check --bootstrap-servers"), "{last}");
+    assert!(!err.contains("security settings"), "wrong hint:\n{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_reports_bad_lines_and_tail_prints_the_good_ones() {
     let c = TestCluster::embedded("cli", 2);
