@@ -10,6 +10,9 @@ pub const RECORDS_IN: &str = "perfpilot_records_in_total";
 pub const RECORDS_OUT: &str = "perfpilot_records_out_total";
 /// Inputs sent to the dead-letter topic (labels: stage, reason).
 pub const DEAD_LETTERED: &str = "perfpilot_dead_lettered_total";
+/// 1 while the stage's deliveries move, 0 while they have waited long for the broker
+/// (labels: stage).
+pub const HEALTHY: &str = "perfpilot_healthy";
 /// Records not written because they exceed `--max-record-bytes` (labels: stage, topic).
 pub const RECORDS_TOO_LARGE: &str = "perfpilot_records_too_large_total";
 /// Time the core spent on one record (labels: stage).
@@ -42,7 +45,11 @@ pub const STATE_WRITES: &str = "perfpilot_state_writes_total";
 pub const TXN_ABORTS: &str = "perfpilot_transactions_aborted_total";
 
 /// Every exported metric with its help text (for the README and `/metrics` HELP lines).
-pub const ALL: [(&str, &str); 18] = [
+pub const ALL: [(&str, &str); 19] = [
+    (
+        HEALTHY,
+        "1 while deliveries move, 0 while they have waited over 10 s for the broker",
+    ),
     (RECORDS_IN, "records consumed by a stage"),
     (
         RECORDS_TOO_LARGE,
@@ -223,6 +230,11 @@ pub fn dead_lettered(
         detail,
         "record dead-lettered"
     );
+}
+
+/// The stage's health (see [`HEALTHY`]).
+pub fn healthy(stage: &'static str, ok: bool) {
+    gauge!(HEALTHY, "stage" => stage).set(if ok { 1.0 } else { 0.0 });
 }
 
 /// A record that was not written for being larger than the record limit.

@@ -61,6 +61,10 @@ const STATE_WAVE_BYTES: usize = 256 * 1024;
 /// Longest a commit, a flush or a transaction call may block.
 const KAFKA_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Deliveries waiting this long without any acknowledgement make the stage report itself
+/// unhealthy (`perfpilot_healthy` 0, one log line) until they move again.
+const UNHEALTHY_AFTER: Duration = Duration::from_secs(10);
+
 pub(super) struct Core<S: Stage> {
     pub(super) stage: S,
     pub(super) cfg: RunnerConfig,
@@ -88,6 +92,10 @@ pub(super) struct Core<S: Stage> {
     parked: BTreeSet<i32>,
     /// An exactly-once transaction is open.
     txn_open: bool,
+    /// When a delivery was last acknowledged, or nothing was waiting.
+    last_delivery_progress: Instant,
+    /// Deliveries have been waiting longer than [`UNHEALTHY_AFTER`].
+    waiting_for_broker: bool,
     /// A failure seen inside a rebalance callback, returned by the loop.
     pub(super) failure: Option<RuntimeError>,
     pub(super) report: RunReport,
@@ -100,6 +108,7 @@ impl<S: Stage> Core<S> {
         producer: StageProducer,
         restorer: Option<StateRestorer>,
     ) -> Self {
+        telemetry::healthy(stage.name(), true);
         Core {
             name: stage.name(),
             metrics: telemetry::RecordMetrics::new(stage.name()),
@@ -117,6 +126,8 @@ impl<S: Stage> Core<S> {
             assignment: Vec::new(),
             parked: BTreeSet::new(),
             txn_open: false,
+            last_delivery_progress: Instant::now(),
+            waiting_for_broker: false,
             failure: None,
             report: RunReport::default(),
         }
@@ -361,6 +372,7 @@ impl<S: Stage> Core<S> {
         let mut failure = None;
         let mut produced = 0;
         let mut cx = Context::from_waker(Waker::noop());
+        let before = self.inflight.len();
         self.inflight.retain_mut(|(fut, what, _)| {
             let outcome = match Pin::new(fut).poll(&mut cx) {
                 Poll::Pending => return true,
@@ -385,6 +397,8 @@ impl<S: Stage> Core<S> {
             }
             false
         });
+        let acknowledged = self.inflight.len() < before;
+        self.watch_deliveries(acknowledged);
         self.report.produced += produced;
         self.cfg
             .progress
@@ -394,6 +408,32 @@ impl<S: Stage> Core<S> {
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// Health: deliveries that wait long for the broker (it is away, or overloaded) make
+    /// the stage unhealthy, once, until they move again. The stage keeps running.
+    fn watch_deliveries(&mut self, acknowledged: bool) {
+        let now = Instant::now();
+        if acknowledged || self.inflight.is_empty() {
+            self.last_delivery_progress = now;
+        }
+        let waiting = now.duration_since(self.last_delivery_progress) >= UNHEALTHY_AFTER;
+        if waiting != self.waiting_for_broker {
+            self.waiting_for_broker = waiting;
+            telemetry::healthy(self.name, !waiting);
+            if waiting {
+                tracing::warn!(
+                    stage = self.name,
+                    in_flight = self.inflight.len(),
+                    "deliveries have waited {UNHEALTHY_AFTER:?} for the broker; the stage keeps them and retries, and stops reading when its queue is full"
+                );
+            } else {
+                tracing::info!(
+                    stage = self.name,
+                    "deliveries resumed; the stage is healthy again"
+                );
+            }
         }
     }
 

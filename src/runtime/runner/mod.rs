@@ -328,6 +328,19 @@ pub async fn run_stage<S: Stage>(
         "message.max.bytes",
         (cfg.max_record_bytes + 64 * 1024).to_string(),
     );
+    if !exactly_once {
+        // At-least-once: a delivery waits for the broker however long it is away (the
+        // producer retries with backoff), instead of failing after 30 s and stopping the
+        // stage. The queue below bounds what waits; when it is full the stage stops
+        // reading until deliveries resume. (Exactly-once cannot: a transaction's sends
+        // must finish within its timeout.)
+        producer_config
+            .set("message.timeout.ms", "0")
+            .set("queue.buffering.max.kbytes", "262144");
+        for (k, v) in &kafka.properties {
+            producer_config.set(k, v);
+        }
+    }
     if exactly_once {
         producer_config
             .set(

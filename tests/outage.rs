@@ -1,0 +1,226 @@
+//! A broker that is away for longer than a delivery timeout (45 s, frozen with SIGSTOP)
+//! does not stop an at-least-once stage: its deliveries wait and are retried, it reports
+//! itself unhealthy while they wait, and afterwards it reads on and has lost nothing.
+//! Before, the stage exited after 30 s ("delivery to the state topic failed:
+//! MessageTimedOut"). Starts a broker of its own (in a temp directory, on a free port),
+//! so it runs where real Kafka is available — when `PERFPILOT_TEST_BOOTSTRAP` is set, as
+//! `.ci/run` does — and says SKIPPED otherwise.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn script(dir: &Path, verb: &str) -> Output {
+    Command::new("bash")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh"))
+        .arg(verb)
+        .env("PERFPILOT_KAFKA_DIR", dir)
+        .env_remove("PERFPILOT_KAFKA_PORT")
+        .output()
+        .unwrap()
+}
+
+/// The test's broker and stage, stopped however the test ends.
+struct Fixture {
+    dir: PathBuf,
+    stage: Option<Child>,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.stage.take() {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        let _ = signal("CONT", &broker_pid(&self.dir));
+        let _ = script(&self.dir, "stop");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn broker_pid(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("pid"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn signal(name: &str, pid: &str) -> bool {
+    Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn perfpilot() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_perfpilot"))
+}
+
+fn produce(kafka: &[&str], from: usize, n: usize) {
+    let mut child = perfpilot()
+        .arg("produce")
+        .args(kafka)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = String::new();
+    for i in from..from + n {
+        lines.push_str(&format!(
+            "{{\"target\":\"svc-{}\",\"metric\":\"latency\",\"value\":{}}}\n",
+            i % 50,
+            100 + i % 7
+        ));
+    }
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The value of the first sample of `metric` with the detector's label, if served.
+fn scrape(addr: &str, metric: &str) -> Option<f64> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let prefix = format!("{metric}{{stage=\"detector\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage() {
+    if std::env::var_os("PERFPILOT_TEST_BOOTSTRAP").is_none() {
+        eprintln!("SKIPPED a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage: needs real Kafka (PERFPILOT_TEST_BOOTSTRAP)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("perfpilot-outage-{}", std::process::id()));
+    let mut fx = Fixture {
+        dir: dir.clone(),
+        stage: None,
+    };
+    let started = script(&dir, "start");
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let bootstrap = String::from_utf8_lossy(&started.stdout).trim().to_string();
+    let kafka = [
+        "--bootstrap-servers",
+        bootstrap.as_str(),
+        "--topic-prefix",
+        "outage-",
+    ];
+    let created = perfpilot()
+        .args(["topics", "create", "--partitions", "2"])
+        .args(kafka)
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{port}");
+    // A backlog, so the stage is still working through what it fetched when the broker
+    // freezes, and a checkpoint every second, so its state writes are in flight then.
+    let backlog = 100_000;
+    produce(&kafka, 0, backlog);
+    fx.stage = Some(
+        perfpilot()
+            .args(["run", "detector", "--commit-interval", "1s"])
+            .args(["--metrics-addr", metrics.as_str()])
+            .args(kafka)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let consumed = || scrape(&metrics, "perfpilot_records_in_total").unwrap_or(0.0);
+    wait_for("the stage to be working", Duration::from_secs(90), || {
+        consumed() >= 5_000.0
+    });
+
+    // The broker freezes for 45 s: longer than the 30 s a delivery used to be given.
+    let pid = broker_pid(&dir);
+    let before = consumed();
+    assert!(signal("STOP", &pid), "cannot stop broker {pid}");
+    let frozen = Instant::now();
+    let mut unhealthy = false;
+    while frozen.elapsed() < Duration::from_secs(45) {
+        std::thread::sleep(Duration::from_secs(1));
+        unhealthy |= scrape(&metrics, "perfpilot_healthy") == Some(0.0);
+        let exited = fx.stage.as_mut().unwrap().try_wait().unwrap();
+        assert!(
+            exited.is_none(),
+            "the stage exited during the outage: {exited:?}"
+        );
+    }
+    assert!(signal("CONT", &pid));
+    assert!(
+        before < backlog as f64,
+        "the backlog was read before the freeze ({before}): nothing was in flight"
+    );
+    assert!(
+        unhealthy,
+        "the stage did not report itself unhealthy while it waited"
+    );
+
+    // Then it reads on: the rest of the backlog and what comes after.
+    wait_for(
+        "the backlog after the outage",
+        Duration::from_secs(180),
+        || consumed() >= backlog as f64,
+    );
+    produce(&kafka, backlog, 2000);
+    wait_for(
+        "records produced after the outage",
+        Duration::from_secs(120),
+        || consumed() >= (backlog + 2000) as f64,
+    );
+    wait_for(
+        "the stage to be healthy again",
+        Duration::from_secs(60),
+        || scrape(&metrics, "perfpilot_healthy") == Some(1.0),
+    );
+    let mut stage = fx.stage.take().unwrap();
+    assert!(
+        stage.try_wait().unwrap().is_none(),
+        "the stage is still running"
+    );
+    assert!(signal("TERM", &stage.id().to_string()));
+    let status = stage.wait().unwrap();
+    assert!(
+        status.success(),
+        "clean shutdown after the outage: {status:?}"
+    );
+}
