@@ -3,29 +3,11 @@
 //! directory, on a free port), so it runs where real Kafka is available — when
 //! `PERFPILOT_TEST_BOOTSTRAP` is set, as `.ci/run` does — and says SKIPPED otherwise.
 
+mod common;
+
+use common::{kafka_script as script, OwnBroker};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn script(dir: &Path, verb: &str) -> Output {
-    Command::new("bash")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh"))
-        .arg(verb)
-        .env("PERFPILOT_KAFKA_DIR", dir)
-        .env_remove("PERFPILOT_KAFKA_PORT")
-        .output()
-        .unwrap()
-}
-
-/// Stops the test's broker however the test ends.
-struct Broker(PathBuf);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = script(&self.0, "stop");
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use std::process::{Command, Stdio};
 
 #[test]
 fn restart_keeps_the_data_and_the_address() {
@@ -33,12 +15,7 @@ fn restart_keeps_the_data_and_the_address() {
         eprintln!("SKIPPED restart_keeps_the_data_and_the_address: needs real Kafka (PERFPILOT_TEST_BOOTSTRAP)");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("perfpilot-restart-{}", std::process::id()));
-    let broker = Broker(dir.clone());
-    let started = script(&broker.0, "start");
-    let err = String::from_utf8_lossy(&started.stderr);
-    assert!(started.status.success(), "{err}");
-    let bootstrap = String::from_utf8_lossy(&started.stdout).trim().to_string();
+    let (broker, bootstrap) = OwnBroker::start("restart");
     let kafka = [
         "--bootstrap-servers",
         bootstrap.as_str(),

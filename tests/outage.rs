@@ -6,45 +6,24 @@
 //! so it runs where real Kafka is available — when `PERFPILOT_TEST_BOOTSTRAP` is set, as
 //! `.ci/run` does — and says SKIPPED otherwise.
 
+mod common;
+
+use common::OwnBroker;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn script(dir: &Path, verb: &str) -> Output {
-    Command::new("bash")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh"))
-        .arg(verb)
-        .env("PERFPILOT_KAFKA_DIR", dir)
-        .env_remove("PERFPILOT_KAFKA_PORT")
-        .output()
-        .unwrap()
-}
+/// The test's stage, killed however the test ends (before its broker is stopped).
+struct Stage(Option<Child>);
 
-/// The test's broker and stage, stopped however the test ends.
-struct Fixture {
-    dir: PathBuf,
-    stage: Option<Child>,
-}
-
-impl Drop for Fixture {
+impl Drop for Stage {
     fn drop(&mut self) {
-        if let Some(mut s) = self.stage.take() {
+        if let Some(mut s) = self.0.take() {
             let _ = s.kill();
             let _ = s.wait();
         }
-        let _ = signal("CONT", &broker_pid(&self.dir));
-        let _ = script(&self.dir, "stop");
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn broker_pid(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("pid"))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
 }
 
 fn signal(name: &str, pid: &str) -> bool {
@@ -116,18 +95,8 @@ fn a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage() {
         eprintln!("SKIPPED a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage: needs real Kafka (PERFPILOT_TEST_BOOTSTRAP)");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("perfpilot-outage-{}", std::process::id()));
-    let mut fx = Fixture {
-        dir: dir.clone(),
-        stage: None,
-    };
-    let started = script(&dir, "start");
-    assert!(
-        started.status.success(),
-        "{}",
-        String::from_utf8_lossy(&started.stderr)
-    );
-    let bootstrap = String::from_utf8_lossy(&started.stdout).trim().to_string();
+    let (broker, bootstrap) = OwnBroker::start("outage");
+    let mut stage = Stage(None);
     let kafka = [
         "--bootstrap-servers",
         bootstrap.as_str(),
@@ -155,7 +124,7 @@ fn a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage() {
     // freezes, and a checkpoint every second, so its state writes are in flight then.
     let backlog = 100_000;
     produce(&kafka, 0, backlog);
-    fx.stage = Some(
+    stage.0 = Some(
         perfpilot()
             .args(["run", "detector", "--commit-interval", "1s"])
             .args(["--metrics-addr", metrics.as_str()])
@@ -171,7 +140,7 @@ fn a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage() {
     });
 
     // The broker freezes for 45 s: longer than the 30 s a delivery used to be given.
-    let pid = broker_pid(&dir);
+    let pid = broker.pid();
     let before = consumed();
     assert!(signal("STOP", &pid), "cannot stop broker {pid}");
     let frozen = Instant::now();
@@ -179,7 +148,7 @@ fn a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage() {
     while frozen.elapsed() < Duration::from_secs(45) {
         std::thread::sleep(Duration::from_secs(1));
         unhealthy |= scrape(&metrics, "perfpilot_healthy") == Some(0.0);
-        let exited = fx.stage.as_mut().unwrap().try_wait().unwrap();
+        let exited = stage.0.as_mut().unwrap().try_wait().unwrap();
         assert!(
             exited.is_none(),
             "the stage exited during the outage: {exited:?}"
@@ -212,13 +181,13 @@ fn a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage() {
         Duration::from_secs(60),
         || scrape(&metrics, "perfpilot_healthy") == Some(1.0),
     );
-    let mut stage = fx.stage.take().unwrap();
+    let mut child = stage.0.take().unwrap();
     assert!(
-        stage.try_wait().unwrap().is_none(),
+        child.try_wait().unwrap().is_none(),
         "the stage is still running"
     );
-    assert!(signal("TERM", &stage.id().to_string()));
-    let status = stage.wait().unwrap();
+    assert!(signal("TERM", &child.id().to_string()));
+    let status = child.wait().unwrap();
     assert!(
         status.success(),
         "clean shutdown after the outage: {status:?}"

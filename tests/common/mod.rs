@@ -256,3 +256,53 @@ pub fn poison(now: i64) -> Vec<(&'static str, Vec<u8>)> {
         ("bad_marker", vec![0x5A; 999_950]),
     ]
 }
+
+/// Runs `scripts/kafka.sh <verb>` for a broker of the test's own, in `dir`, on a free port.
+pub fn kafka_script(dir: &std::path::Path, verb: &str) -> std::process::Output {
+    std::process::Command::new("bash")
+        .arg(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh"))
+        .arg(verb)
+        .env("PERFPILOT_KAFKA_DIR", dir)
+        .env_remove("PERFPILOT_KAFKA_PORT")
+        .output()
+        .unwrap()
+}
+
+/// A broker of the test's own (see [`kafka_script`]), stopped and its directory removed
+/// however the test ends.
+pub struct OwnBroker(pub std::path::PathBuf);
+
+impl OwnBroker {
+    /// Starts one in a fresh temp directory named after `test`; its bootstrap address.
+    pub fn start(test: &str) -> (OwnBroker, String) {
+        let dir = std::env::temp_dir().join(format!("perfpilot-{test}-{}", std::process::id()));
+        let broker = OwnBroker(dir);
+        let started = kafka_script(&broker.0, "start");
+        assert!(
+            started.status.success(),
+            "{}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        let bootstrap = String::from_utf8_lossy(&started.stdout).trim().to_string();
+        (broker, bootstrap)
+    }
+
+    /// The broker process's pid.
+    pub fn pid(&self) -> String {
+        std::fs::read_to_string(self.0.join("pid"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        // A frozen broker (SIGSTOP) must be thawed to stop.
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.pid()])
+            .status();
+        let _ = kafka_script(&self.0, "stop");
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
