@@ -5,17 +5,16 @@
 
 mod common;
 
-use common::{kafka_script as script, OwnBroker};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use common::{kafka_script as script, produce_lines, OwnBroker};
+use std::process::Command;
 
 #[test]
 fn restart_keeps_the_data_and_the_address() {
-    if std::env::var_os("PERFPILOT_TEST_BOOTSTRAP").is_none() {
-        eprintln!("SKIPPED restart_keeps_the_data_and_the_address: needs real Kafka (PERFPILOT_TEST_BOOTSTRAP)");
+    let Some((broker, bootstrap)) =
+        OwnBroker::start_if_real_kafka("restart", "restart_keeps_the_data_and_the_address")
+    else {
         return;
-    }
-    let (broker, bootstrap) = OwnBroker::start("restart");
+    };
     let kafka = [
         "--bootstrap-servers",
         bootstrap.as_str(),
@@ -23,25 +22,7 @@ fn restart_keeps_the_data_and_the_address() {
         "restart-",
     ];
 
-    let mut produce = Command::new(env!("CARGO_BIN_EXE_perfpilot"))
-        .arg("produce")
-        .args(kafka)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    produce
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(br#"{"target":"kept","metric":"m","value":7}"#)
-        .unwrap();
-    let out = produce.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    produce_lines(&kafka, br#"{"target":"kept","metric":"m","value":7}"#);
 
     let restarted = script(&broker.0, "restart");
     assert!(

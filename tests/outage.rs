@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::OwnBroker;
+use common::{produce_lines, OwnBroker};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -39,13 +39,6 @@ fn perfpilot() -> Command {
 }
 
 fn produce(kafka: &[&str], from: usize, n: usize) {
-    let mut child = perfpilot()
-        .arg("produce")
-        .args(kafka)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let mut lines = String::new();
     for i in from..from + n {
         lines.push_str(&format!(
@@ -54,18 +47,7 @@ fn produce(kafka: &[&str], from: usize, n: usize) {
             100 + i % 7
         ));
     }
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    produce_lines(kafka, lines.as_bytes());
 }
 
 /// The value of the first sample of `metric` with the detector's label, if served.
@@ -91,11 +73,12 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage() {
-    if std::env::var_os("PERFPILOT_TEST_BOOTSTRAP").is_none() {
-        eprintln!("SKIPPED a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage: needs real Kafka (PERFPILOT_TEST_BOOTSTRAP)");
+    let Some((broker, bootstrap)) = OwnBroker::start_if_real_kafka(
+        "outage",
+        "a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage",
+    ) else {
         return;
-    }
-    let (broker, bootstrap) = OwnBroker::start("outage");
+    };
     let mut stage = Stage(None);
     let kafka = [
         "--bootstrap-servers",

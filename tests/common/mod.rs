@@ -273,6 +273,16 @@ pub fn kafka_script(dir: &std::path::Path, verb: &str) -> std::process::Output {
 pub struct OwnBroker(pub std::path::PathBuf);
 
 impl OwnBroker {
+    /// [`OwnBroker::start`] where real Kafka is available (`PERFPILOT_TEST_BOOTSTRAP`
+    /// set, as in CI); otherwise `None`, and test `name` says it is SKIPPED.
+    pub fn start_if_real_kafka(test: &str, name: &str) -> Option<(OwnBroker, String)> {
+        if std::env::var_os(REAL_KAFKA_ENV).is_none() {
+            eprintln!("SKIPPED {name}: needs real Kafka ({REAL_KAFKA_ENV})");
+            return None;
+        }
+        Some(OwnBroker::start(test))
+    }
+
     /// Starts one in a fresh temp directory named after `test`; its bootstrap address.
     pub fn start(test: &str) -> (OwnBroker, String) {
         let dir = std::env::temp_dir().join(format!("perfpilot-{test}-{}", std::process::id()));
@@ -305,4 +315,24 @@ impl Drop for OwnBroker {
         let _ = kafka_script(&self.0, "stop");
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Publishes JSON lines with `perfpilot produce` (the binary under test) and asserts it
+/// succeeded.
+pub fn produce_lines(kafka: &[&str], lines: &[u8]) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_perfpilot"))
+        .arg("produce")
+        .args(kafka)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(lines).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
