@@ -90,11 +90,12 @@ impl ValueNovelty {
 
     fn bin(&self, value: f64) -> usize {
         let width = self.hi - self.lo;
-        let b = ((value - self.lo) / width * BINS as f64).floor();
-        if b.is_nan() || b < 0.0 {
-            0
-        } else {
+        let b = (value - self.lo) / width * BINS as f64;
+        // `as` truncates (= floor for b ≥ 0) and maps NaN to 0, without a libm call.
+        if b > 0.0 {
             (b as usize).min(BINS - 1)
+        } else {
+            0
         }
     }
 
@@ -162,16 +163,34 @@ impl ValueNovelty {
         self.seen.fill(0);
         self.lo = lo;
         self.hi = hi;
-        for (i, &e) in old.iter().enumerate() {
-            if e == 0 {
+        // Old bin i's centre lands in new bin offset + i × scale (the map is linear).
+        let scale = old_width / (hi - lo);
+        let offset = (old_lo - lo) / (hi - lo) * BINS as f64 + 0.5 * scale;
+        // Early in a series' life, when the range widens most often, most bins are
+        // unvisited: skip them eight at a time.
+        for (c, chunk) in old.chunks_exact(8).enumerate() {
+            if chunk.iter().all(|&e| e == 0) {
                 continue;
             }
-            let centre = old_lo + (i as f64 + 0.5) * old_width / BINS as f64;
-            let j = self.bin(centre);
-            let kept = self.seen[j];
-            if kept == 0 || Self::age(now, e) < Self::age(now, kept) {
-                self.seen[j] = e;
+            for (k, &e) in chunk.iter().enumerate() {
+                if e != 0 {
+                    self.remap_visit(now, c * 8 + k, e, offset, scale);
+                }
             }
+        }
+    }
+
+    /// Moves the visit `e` of old bin `i` to the new bin its centre falls into.
+    fn remap_visit(&mut self, now: u8, i: usize, e: u8, offset: f64, scale: f64) {
+        let at = offset + i as f64 * scale;
+        let j = if at > 0.0 {
+            (at as usize).min(BINS - 1)
+        } else {
+            0
+        };
+        let kept = self.seen[j];
+        if kept == 0 || Self::age(now, e) < Self::age(now, kept) {
+            self.seen[j] = e;
         }
     }
 
