@@ -18,6 +18,11 @@
 //!   which on irregular series (bursty counters, idling CPU) is what finds a move to new
 //!   values. Alone it is not enough, since the tails of heavy noise are novel now and then.
 //!
+//! A residual that recurs at the same time of day as one the day before (within an
+//! hour, on a day with at most [`ROUTINE_HOURS`] such hours) and whose value is not
+//! novel is the series' routine — a nightly backup, a cron job — and does not count as
+//! fired (see [`DailyRecurrence`]).
+//!
 //! Each detector maps its statistic to a score that is 0.5 exactly at its threshold.
 //! With classic scoring the point's score is the largest. With likelihood scoring the
 //! detectors say *what* is odd, and whether the point is news is judged by its anomaly
@@ -167,6 +172,56 @@ pub struct SeriesDetector {
     novelty: ValueNovelty,
     /// Points since a novel value was last reported (saturating).
     since_novel: u16,
+    /// Daily recurrence: the hours of day (bits 0..24, UTC) in which the residual
+    /// detector fired on the current day and on the day before it.
+    recur: DailyRecurrence,
+}
+
+/// Which hours of the current and the previous day had a point the residual detector
+/// found odd, so that the same kind of spike at the same time as yesterday (a nightly
+/// backup, a cron job) is recognised as the series' routine rather than news.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DailyRecurrence {
+    /// Day number (UTC days since the epoch) that `today` describes.
+    day: i32,
+    today: u32,
+    yesterday: u32,
+}
+
+/// At most this many hours of a day with odd points make a routine: a series that is
+/// odd at many times of day recurs at any hour by chance.
+pub const ROUTINE_HOURS: u32 = 2;
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+
+impl DailyRecurrence {
+    /// Moves the record on to the day of `ts` (older timestamps leave it as it is).
+    fn roll(&mut self, ts: i64) {
+        let day = ts
+            .div_euclid(DAY_MS)
+            .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+        if day > self.day {
+            self.yesterday = if day - self.day == 1 { self.today } else { 0 };
+            self.today = 0;
+            self.day = day;
+        }
+    }
+
+    fn hour(ts: i64) -> u32 {
+        (ts.rem_euclid(DAY_MS) / HOUR_MS) as u32
+    }
+
+    /// Whether yesterday had an odd point within an hour of this time of day.
+    fn recurs(&self, ts: i64) -> bool {
+        let h = Self::hour(ts);
+        let near = (1u32 << h) | (1 << ((h + 1) % 24)) | (1 << ((h + 23) % 24));
+        self.yesterday & near != 0 && self.yesterday.count_ones() <= ROUTINE_HOURS
+    }
+
+    fn mark(&mut self, ts: i64) {
+        self.today |= 1 << Self::hour(ts);
+    }
 }
 
 /// `value` within [lo, hi]. Unlike `f64::clamp` it does not panic when the bounds are
@@ -200,6 +255,7 @@ impl Default for SeriesDetector {
             likelihood: Likelihood::default(),
             novelty: ValueNovelty::default(),
             since_novel: u16::MAX,
+            recur: DailyRecurrence::default(),
         }
     }
 }
@@ -424,6 +480,14 @@ impl SeriesDetector {
             squash(flat, 1.0),
             0.0,
         ];
+        self.recur.roll(ts);
+        if scores[0] >= 0.5 {
+            let routine = self.recur.recurs(ts) && !novel_value;
+            self.recur.mark(ts);
+            if routine {
+                scores[0] = scores[0].min(0.49);
+            }
+        }
         let others = scores.iter().any(|s| *s >= 0.5);
         // Novelty confirms: a point another detector finds odd is certain news when its
         // value is also one the series has not shown (it skips the likelihood's doubt).
@@ -544,6 +608,42 @@ mod tests {
                     .collect::<Vec<_>>()
             );
         }
+    }
+
+    #[test]
+    fn a_spike_at_the_same_time_every_day_is_routine_but_one_at_another_hour_is_not() {
+        let p = DetectParams::default();
+        let mut d = SeriesDetector::default();
+        let step = 300_000; // 5 minutes: 288 points a day
+        let mut alarms_per_day = [0usize; 14];
+        let mut off_hour = None;
+        for i in 0..14 * 288i64 {
+            let (day, slot) = (i / 288, i % 288);
+            // The nightly job: a spike at about 03:00, a few minutes later or earlier
+            // from day to day.
+            let nightly = slot == 36 + (day * 7) % 5;
+            let odd = day == 10 && slot == 180; // 15:00 on day 10
+            let v = 50.0 + noise(i) + if nightly || odd { 40.0 } else { 0.0 };
+            if let Some(s) = d.observe(i * step, v, &p) {
+                if s.anomalous() {
+                    alarms_per_day[day as usize] += 1;
+                    if odd {
+                        off_hour = Some(s);
+                    }
+                }
+            }
+        }
+        assert!(
+            alarms_per_day[0] >= 1,
+            "the first nightly spike after warm-up is news: {alarms_per_day:?}"
+        );
+        assert_eq!(
+            alarms_per_day[1..].iter().sum::<usize>() - usize::from(off_hour.is_some()),
+            0,
+            "the nightly spike is routine once seen the day before: {alarms_per_day:?}"
+        );
+        assert!(off_hour.is_some(), "the same spike at 15:00 is news");
+        assert!(d.well_formed());
     }
 
     #[test]

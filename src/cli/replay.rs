@@ -24,6 +24,10 @@ pub struct ReplayArgs {
     /// anomalies and of the `anomaly_score` column.
     #[arg(long, value_name = "windows.json", conflicts_with_all = ["horizon", "plot", "output"])]
     labels: Option<PathBuf>,
+    /// With --labels: also print, per file, the windows found, the false positives and
+    /// the points of the standard score it loses (most first).
+    #[arg(long, requires = "labels")]
+    per_file: bool,
     /// Where to write the CSV result (default: stdout).
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -96,6 +100,9 @@ pub(super) fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if let Some(labels) = &args.labels {
         let report = replay_corpus(&args.input, labels, &config.detector)?;
         print!("{}", report.table());
+        if args.per_file {
+            print!("{}", report.per_file_table());
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let (input, size): (Box<dyn Read>, Option<u64>) = if args.input.as_os_str() == "-" {

@@ -244,6 +244,63 @@ pub fn score_corpus_with(
     }
 }
 
+/// One file's share of a corpus score at a given threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FileScore {
+    /// Windows of the file that are scored (not wholly probationary).
+    pub windows: usize,
+    /// Those with a detection at the threshold.
+    pub detected: usize,
+    /// Detections outside every window.
+    pub false_positives: usize,
+    /// The file's raw score: best weight per window (or −FN weight) plus the false
+    /// positives' weights.
+    pub raw: f64,
+    /// What a perfect detector would score on the file (TP weight per window).
+    pub perfect: f64,
+}
+
+/// Each file's part of the raw score at `threshold` (what [`score_corpus`] sums), so one
+/// can see which files lose points: `perfect − raw`, over the corpus' `perfect − null`.
+pub fn file_scores(files: &[LabelledFile], profile: Profile, threshold: f64) -> Vec<FileScore> {
+    files
+        .iter()
+        .map(|f| {
+            let (points, ids) = sweep(f, &profile, 0);
+            let mut best: Vec<Option<f64>> = vec![None; ids];
+            let mut scored = vec![false; ids];
+            let (mut fp_part, mut fps) = (0.0, 0);
+            for p in &points {
+                match p.window {
+                    Some(w) => {
+                        scored[w] = true;
+                        if p.score >= threshold {
+                            best[w] = Some(best[w].map_or(p.weight, |b: f64| b.max(p.weight)));
+                        }
+                    }
+                    None if p.score >= threshold => {
+                        fp_part += p.weight;
+                        fps += 1;
+                    }
+                    None => {}
+                }
+            }
+            let windows = scored.iter().filter(|s| **s).count();
+            let window_part: f64 = (0..ids)
+                .filter(|&w| scored[w])
+                .map(|w| best[w].unwrap_or(-profile.fn_))
+                .sum();
+            FileScore {
+                windows,
+                detected: (0..ids).filter(|&w| scored[w] && best[w].is_some()).count(),
+                false_positives: fps,
+                raw: window_part + fp_part,
+                perfect: profile.tp * windows as f64,
+            }
+        })
+        .collect()
+}
+
 /// Labelled windows per file path, as read from a windows file.
 pub type CorpusWindows = Vec<(String, Vec<(i64, i64)>)>;
 
@@ -375,6 +432,26 @@ mod tests {
         assert_eq!(w[0].1[0].1 - w[0].1[0].0, (33 * 60 + 30) * 60_000);
         assert!(parse_windows("[]", crate::replay::parse_timestamp).is_err());
         assert_eq!(count_labels(r#"{"a": ["x", "y"], "b": []}"#), Ok(2));
+    }
+
+    #[test]
+    fn file_scores_add_up_to_the_corpus_raw_score() {
+        let files = [
+            file(1000, &[(200, 299)], &[160, 250]),
+            file(1000, &[(500, 599), (800, 899)], &[510, 700]),
+            file(1000, &[], &[400]),
+        ];
+        let corpus = standard(&files);
+        let parts = file_scores(&files, PROFILES[0], corpus.threshold);
+        let raw: f64 = parts.iter().map(|p| p.raw).sum();
+        assert!((raw - corpus.raw).abs() < 1e-9, "{parts:?} vs {corpus:?}");
+        assert_eq!(parts[1].windows, 2);
+        assert_eq!(parts[1].detected, 1);
+        assert_eq!(parts[1].false_positives, 1);
+        assert_eq!(parts[2].false_positives, 1);
+        assert_eq!(parts[2].perfect, 0.0);
+        // The missed window costs −1 on the second file.
+        assert!(parts[1].raw < 0.0);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 use super::run::{detect_rows, ReplayError};
 use crate::eval::nab::{
-    count_labels, parse_windows, score_corpus_with, CorpusScore, LabelledFile, PROFILES,
+    count_labels, file_scores, parse_windows, score_corpus_with, CorpusScore, FileScore,
+    LabelledFile, PROFILES,
 };
 use crate::stage::detector::DetectorConfig;
 use std::fmt::Write as _;
@@ -32,6 +33,9 @@ pub struct CorpusReport {
     /// Labelled window boundaries that are not a timestamp of their file (NAB never
     /// scores such a window).
     pub unmatched_windows: Vec<String>,
+    /// Per file (path as in the windows file), its part of the standard score of the
+    /// emitted anomalies by their score, at that row's threshold.
+    pub per_file: Vec<(String, FileScore)>,
 }
 
 /// Errors of a corpus replay.
@@ -76,10 +80,11 @@ pub fn replay_corpus(
         .transpose()
         .map_err(CorpusError::Labels)?;
     let mut emitted = Vec::with_capacity(windows.len());
-    let mut emitted_scored = Vec::with_capacity(windows.len());
+    let mut emitted_scored_files = Vec::with_capacity(windows.len());
     let mut graded = Vec::with_capacity(windows.len());
     let (mut rows, mut anomalies) = (0, 0);
     let mut unmatched_windows = Vec::new();
+    let mut paths = Vec::with_capacity(windows.len());
     for (path, file_windows) in windows {
         let full = dir.join(&path);
         let file = std::fs::File::open(&full).map_err(|source| CorpusError::Open {
@@ -122,22 +127,33 @@ pub fn replay_corpus(
             scores: flags,
             windows: g.windows.clone(),
         });
-        emitted_scored.push(LabelledFile {
+        emitted_scored_files.push(LabelledFile {
             timestamps: g.timestamps.clone(),
             scores: carried,
             windows: g.windows.clone(),
         });
         graded.push(g);
+        paths.push(path);
     }
+    let emitted_scored = PROFILES.map(|p| score_corpus_with(&emitted_scored_files, p, label_count));
+    let per_file = paths
+        .into_iter()
+        .zip(file_scores(
+            &emitted_scored_files,
+            PROFILES[0],
+            emitted_scored[0].threshold,
+        ))
+        .collect();
     Ok(CorpusReport {
         files: graded.len(),
         rows,
         anomalies,
         emitted: PROFILES.map(|p| score_corpus_with(&emitted, p, label_count)),
-        emitted_scored: PROFILES.map(|p| score_corpus_with(&emitted_scored, p, label_count)),
+        emitted_scored,
         graded: PROFILES.map(|p| score_corpus_with(&graded, p, label_count)),
         label_count,
         unmatched_windows,
+        per_file,
     })
 }
 
@@ -182,6 +198,37 @@ impl CorpusReport {
                 "\n{} window edges are not timestamps of their file (NAB skips such windows): {}",
                 self.unmatched_windows.len(),
                 self.unmatched_windows.join(", ")
+            );
+        }
+        s
+    }
+
+    /// The per-file table printed by `replay --labels --per-file`: where the standard
+    /// score of the emitted anomalies (by their score) is lost.
+    pub fn per_file_table(&self) -> String {
+        let s0 = &self.emitted_scored[0];
+        // The corpus' perfect − null, in raw points: what 100 normalised points are.
+        let span = if s0.normalized > 0.0 {
+            (s0.raw - (-s0.profile.fn_ * s0.windows as f64)) * 100.0 / s0.normalized
+        } else {
+            f64::NAN
+        };
+        let mut s = format!(
+            "\nper file (standard, emitted by their score, threshold {:.4}): points lost of 100\n\n",
+            s0.threshold
+        );
+        let _ = writeln!(s, "{:>6}  {:>7}  {:>4}  file", "lost", "windows", "FPs");
+        let mut rows: Vec<_> = self.per_file.iter().collect();
+        rows.sort_by(|a, b| (b.1.perfect - b.1.raw).total_cmp(&(a.1.perfect - a.1.raw)));
+        for (path, f) in rows {
+            let _ = writeln!(
+                s,
+                "{:>6.2}  {:>3}/{:<3}  {:>4}  {}",
+                100.0 * (f.perfect - f.raw) / span,
+                f.detected,
+                f.windows,
+                f.false_positives,
+                path
             );
         }
         s

@@ -159,6 +159,10 @@ struct SeriesState {
     /// Largest |z| of the open episode.
     #[serde(default)]
     episode_peak_z: f64,
+    /// Points since the last emitted anomaly while every one of them was anomalous
+    /// too (its burst goes on); 0 once a normal point ended it.
+    #[serde(default)]
+    burst: u8,
 }
 
 impl Partitioned for SeriesState {
@@ -202,6 +206,12 @@ pub struct Scored {
 /// Inside an episode, a point whose |z| exceeds this many times the episode's largest
 /// so far is reported as a new anomaly.
 const ESCALATION: f64 = 2.0;
+
+/// Points after an emitted anomaly during which an unbroken run of anomalous points is
+/// one burst and cannot escalate: a spike that climbs over a few points, or a value that
+/// leaves the range and goes further, is one incident. A spike on top of a shift that has
+/// lasted longer is news again.
+const BURST_POINTS: u8 = 5;
 
 /// The detector stage core.
 #[derive(Debug)]
@@ -270,6 +280,7 @@ impl Detector {
             return Scored::default();
         };
         if !p.anomalous() {
+            state.burst = 0;
             if state.in_episode {
                 state.quiet_run += 1;
                 if state.quiet_run >= cfg.quiet_points() {
@@ -291,7 +302,13 @@ impl Detector {
         // A novel value (unlike any the series showed recently) is news in any episode.
         let escalated = p.scores[4] >= 0.5
             || beyond && (p.z.abs() > ESCALATION * state.episode_peak_z || p.likelihood >= 1.0);
-        if state.in_episode && !escalated {
+        // Nor does a burst escalate: its points (a spike that climbs over a few points, a
+        // value that leaves the range and then goes further) are one incident.
+        let in_burst = state.burst > 0 && state.burst <= BURST_POINTS;
+        if state.burst > 0 {
+            state.burst = state.burst.saturating_add(1);
+        }
+        if state.in_episode && (!escalated || in_burst) {
             state.episode_peak_z = state.episode_peak_z.max(p.z.abs());
             counters.suppressed += 1;
             return Scored {
@@ -300,6 +317,7 @@ impl Detector {
             };
         }
         state.in_episode = true;
+        state.burst = 1;
         state.episode_peak_z = state.episode_peak_z.max(p.z.abs());
         Scored {
             point: Some(p),
@@ -542,6 +560,29 @@ mod tests {
             again.as_ref().is_some_and(|a| a.score == 1.0),
             "a new episode is reported: {again:?}"
         );
+    }
+
+    #[test]
+    fn a_climbing_burst_is_one_anomaly_and_a_later_escalation_is_another() {
+        let mut d = Detector::new(DetectorConfig::default()).unwrap();
+        for i in 0..400 {
+            assert!(d.observe(&ev(i * 60_000, 10.0 + noise(i)), 0).is_none());
+        }
+        // Each point of the burst more than doubles the last one's deviation and leaves
+        // the range seen so far: one incident, reported once.
+        let burst: Vec<_> = [30.0, 70.0, 160.0, 400.0]
+            .iter()
+            .enumerate()
+            .filter_map(|(k, v)| d.observe(&ev((400 + k as i64) * 60_000, *v), 0))
+            .collect();
+        assert_eq!(burst.len(), 1, "{burst:?}");
+        // Still in the episode (fewer than quiet_points normal points), but well after
+        // the burst, a far larger deviation is news again.
+        for i in 404..440 {
+            d.observe(&ev(i * 60_000, 10.0 + noise(i)), 0);
+        }
+        let later = d.observe(&ev(440 * 60_000, 2000.0), 0);
+        assert!(later.is_some(), "an escalation after the rest is reported");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Versioned per-key state snapshots: what a stage's state changelog stores, and what a
 //! new owner of a partition restores from.
 //!
-//! A snapshot is one version byte followed by the state. Version 3 (written) is
+//! A snapshot is one version byte followed by the state. The version written is
 //! postcard, a compact binary serde format: a detector state takes ~400 bytes and about
 //! half a microsecond to encode, where version 1 (JSON, still read, so a changelog
 //! written by an earlier build restores) took ~1.1 KB and ~5 µs. Checkpoints encode every
@@ -12,10 +12,11 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 
-/// The snapshot format this build writes: postcard. (2 was postcard of the states
-/// before the likelihood scoring and the slot forecaster; it is refused and counted,
-/// and those series relearn.)
-pub const SNAPSHOT_VERSION: u8 = 4;
+/// The snapshot format this build writes: postcard. Earlier postcard versions are
+/// refused and counted, and those series relearn: 2 was the states before the likelihood
+/// scoring and the slot forecaster, 3 before value novelty, 4 before the detector's
+/// daily recurrence and the stage's burst count.
+pub const SNAPSHOT_VERSION: u8 = 5;
 
 /// The JSON format of earlier builds, still read.
 pub const SNAPSHOT_VERSION_JSON: u8 = 1;
