@@ -37,9 +37,10 @@
 //! following ones only up to the edge of the normal range, so a spike leaves no
 //! aftermath (no dragged expectation, no false shift after it).
 
+use super::history::HOUR_MS;
 use super::likelihood::Likelihood;
 use super::novelty::ValueNovelty;
-use super::seasonal::{SeasonalModel, SeasonalParams};
+use super::seasonal::{SeasonalModel, SeasonalParams, DAY_MS};
 use serde::{Deserialize, Serialize};
 
 /// Settings shared by every series of a detector.
@@ -192,8 +193,6 @@ pub struct DailyRecurrence {
 /// At most this many hours of a day with odd points make a routine: a series that is
 /// odd at many times of day recurs at any hour by chance.
 pub const ROUTINE_HOURS: u32 = 2;
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 24 * HOUR_MS;
 
 impl DailyRecurrence {
     /// Moves the record on to the day of `ts` (older timestamps leave it as it is).

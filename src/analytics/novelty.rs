@@ -38,6 +38,17 @@ const CYCLE: u32 = 255;
 const SWEEP_EPOCHS: u32 = 32;
 const _: () = assert!(MEMORY_EPOCHS + SWEEP_EPOCHS < CYCLE);
 
+/// The bin at fractional position `at` (in bins from the range's low end), clamped to
+/// the table. `as` truncates (= floor for `at` ≥ 0) without a libm call; NaN and
+/// negative positions map to 0.
+fn bin_at(at: f64) -> usize {
+    if at > 0.0 {
+        (at as usize).min(BINS - 1)
+    } else {
+        0
+    }
+}
+
 /// Per-series novelty state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ValueNovelty {
@@ -90,13 +101,7 @@ impl ValueNovelty {
 
     fn bin(&self, value: f64) -> usize {
         let width = self.hi - self.lo;
-        let b = (value - self.lo) / width * BINS as f64;
-        // `as` truncates (= floor for b ≥ 0) and maps NaN to 0, without a libm call.
-        if b > 0.0 {
-            (b as usize).min(BINS - 1)
-        } else {
-            0
-        }
+        bin_at((value - self.lo) / width * BINS as f64)
     }
 
     /// Judges `value` (novel or not) and then learns it. Non-finite values are ignored
@@ -182,12 +187,7 @@ impl ValueNovelty {
 
     /// Moves the visit `e` of old bin `i` to the new bin its centre falls into.
     fn remap_visit(&mut self, now: u8, i: usize, e: u8, offset: f64, scale: f64) {
-        let at = offset + i as f64 * scale;
-        let j = if at > 0.0 {
-            (at as usize).min(BINS - 1)
-        } else {
-            0
-        };
+        let j = bin_at(offset + i as f64 * scale);
         let kept = self.seen[j];
         if kept == 0 || Self::age(now, e) < Self::age(now, kept) {
             self.seen[j] = e;
