@@ -18,6 +18,10 @@
 #   scripts/kafka.sh node-kill N      SIGKILL node N (1-3) of the cluster
 #   scripts/kafka.sh node-stop N      stop node N cleanly (SIGTERM)
 #   scripts/kafka.sh node-start N     start node N again on its data
+#   scripts/kafka.sh node-pause N     freeze node N (SIGSTOP): it holds its connections
+#                                     but answers nothing, like a host cut off the network
+#   scripts/kafka.sh node-resume N    thaw node N (SIGCONT)
+#   scripts/kafka.sh cluster-pause    freeze all three nodes; cluster-resume thaws them
 #
 # Environment:
 #   PERFPILOT_KAFKA_VERSION  broker version (default 4.1.1)
@@ -258,6 +262,13 @@ node_signal() {
   log "node $n stopped (SIG$sig)"
 }
 
+node_freeze() {
+  local n=$1 sig=$2 nd="$CDIR/node$1"
+  [ -f "$nd/pid" ] || die "node $n is not running"
+  kill "-$sig" "$(cat "$nd/pid")" || die "cannot send SIG$sig to node $n"
+  log "node $n: SIG$sig"
+}
+
 cluster_stop() {
   # All at once: a node stopped last would wait for a controller quorum that is gone.
   local n pid
@@ -296,5 +307,9 @@ case "${1:-}" in
   node-kill) node_arg "${2:-}"; node_signal "$2" KILL ;;
   node-stop) node_arg "${2:-}"; node_signal "$2" TERM ;;
   node-start) node_arg "${2:-}"; fetch; launch_node "$2"; wait_node "$2"; log "node $2 is up" ;;
-  *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  node-pause) node_arg "${2:-}"; node_freeze "$2" STOP ;;
+  node-resume) node_arg "${2:-}"; node_freeze "$2" CONT ;;
+  cluster-pause) for n in 1 2 3; do node_freeze "$n" STOP; done ;;
+  cluster-resume) for n in 1 2 3; do node_freeze "$n" CONT; done ;;
+  *) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -2,6 +2,8 @@
 //! collect what a topic holds.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use perfpilot::demo::embedded_client_options;
 use perfpilot::event::{encode, Anomaly, AnyRecord, MetricEvent};
 use perfpilot::runtime::embedded::EmbeddedBroker;
