@@ -3,7 +3,7 @@
 
 mod agent;
 mod bench;
-mod produce;
+pub mod produce;
 mod replay;
 mod simulate;
 mod stage;

@@ -225,6 +225,9 @@ pub(crate) fn read_generic<T: AvroRecord>(schema: &Schema, body: &[u8]) -> Resul
     LIMIT.call_once(|| {
         apache_avro::util::max_allocation_bytes(MAX_DECODE_LEN);
     });
+    // Lengths and counts are checked against the bytes first: apache-avro reserves
+    // room for a block's items from its count alone.
+    super::skim::skim(schema, body).map_err(|e| e.0)?;
     let mut reader = body;
     let value =
         apache_avro::from_avro_datum(schema, &mut reader, None).map_err(|e| e.to_string())?;
@@ -339,14 +342,15 @@ mod tests {
     #[test]
     fn a_corrupt_item_count_is_refused_without_reserving_room_for_it() {
         // Empty source, target and metric, no pool, then labels claiming 400 million
-        // entries: apache-avro's own limit let that through and reserved ~30 GB.
+        // entries: apache-avro's own limit let that through and reserved ~30 GB. The
+        // skim refuses any count larger than the bytes left, before apache-avro runs.
         for count in [400_000_000, MAX_DECODE_LEN as i64 + 1] {
             let mut body = vec![0, 0, 0, 0];
             body.extend(varint(count));
             body.extend([2, b'k', 2, b'v']);
             let schema = &MetricEvent::schema_info().schema;
             let err = read_generic::<MetricEvent>(schema, &body).unwrap_err();
-            assert!(err.contains("allocat"), "{err}");
+            assert!(err.contains("larger than the bytes left"), "{err}");
         }
         // The limit leaves real records alone.
         let bytes = encode(&event()).unwrap();

@@ -6,6 +6,7 @@
 
 mod binary;
 mod codec;
+mod skim;
 mod validate;
 
 pub use codec::{decode, encode, AnyRecord, AvroRecord, DecodeError, EncodeError, SchemaInfo};
