@@ -296,6 +296,6 @@ pub fn transaction_aborted(stage: &'static str, error: &str) {
     tracing::warn!(
         stage,
         error,
-        "transaction aborted; its inputs are re-read from the last commit"
+        "transaction failed; the stage stops reading, aborts it and rewinds to the last commit (retrying while the broker is away)"
     );
 }

@@ -172,6 +172,7 @@ impl KafkaArgs {
             bootstrap_servers: self.bootstrap_servers.clone(),
             properties,
             consumer_properties: Vec::new(),
+            describes_configs: true,
         }
     }
 

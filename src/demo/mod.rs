@@ -134,9 +134,13 @@ pub async fn run_cli(args: DemoArgs) -> anyhow::Result<ExitCode> {
 /// Client settings that make the mock cluster's group rebalances take seconds, not a
 /// minute (see KAFKA-NOTES.md).
 pub fn embedded_client_options(bootstrap: &str) -> KafkaOptions {
-    KafkaOptions::new(bootstrap)
-        .with_consumer("session.timeout.ms", "6000")
-        .with_consumer("heartbeat.interval.ms", "500")
+    KafkaOptions {
+        // The mock cluster does not answer DescribeConfigs (each try waited 10 s).
+        describes_configs: false,
+        ..KafkaOptions::new(bootstrap)
+    }
+    .with_consumer("session.timeout.ms", "6000")
+    .with_consumer("heartbeat.interval.ms", "500")
 }
 
 /// Runs the demo against a broker whose topics exist, and returns its summary.

@@ -222,6 +222,9 @@ pub struct KafkaOptions {
     pub properties: Vec<(String, String)>,
     /// Properties for consumers only (group timeouts), applied after `properties`.
     pub consumer_properties: Vec<(String, String)>,
+    /// The broker answers DescribeConfigs: stages read the `max.message.bytes` of the
+    /// topics they write. librdkafka's mock cluster (the demo's) does not.
+    pub describes_configs: bool,
 }
 
 /// Keys whose values must never be printed.
@@ -239,6 +242,7 @@ impl KafkaOptions {
             bootstrap_servers: bootstrap_servers.into(),
             properties: Vec::new(),
             consumer_properties: Vec::new(),
+            describes_configs: true,
         }
     }
 

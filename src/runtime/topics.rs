@@ -2,7 +2,8 @@
 //! creation on a real cluster or the embedded broker.
 
 use super::KafkaOptions;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
@@ -219,6 +220,33 @@ pub async fn create_all(
         }
     }
     Ok(out)
+}
+
+/// The smallest `max.message.bytes` among `topics` (the largest record batch each
+/// accepts, after compression), as the broker reports their configs. `None` when no
+/// topic reports one (they do not exist yet, or the principal may not describe them).
+pub async fn smallest_record_limit(
+    kafka: &KafkaOptions,
+    topics: &[&str],
+) -> Result<Option<usize>, KafkaError> {
+    let admin: AdminClient<super::kafka::WatchedContext> = kafka
+        .admin_config()
+        .create_with_context(super::kafka::WatchedContext::default())?;
+    let resources: Vec<ResourceSpecifier> =
+        topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let described = admin.describe_configs(resources.iter(), &opts).await?;
+    Ok(described
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|r| {
+            r.entries
+                .into_iter()
+                .find(|e| e.name == "max.message.bytes")
+                .and_then(|e| e.value)
+                .and_then(|v| v.parse::<usize>().ok())
+        })
+        .min())
 }
 
 #[cfg(test)]

@@ -237,12 +237,22 @@ pub struct Run {
 }
 
 pub fn start_run(c: &Cluster, poison: Vec<Vec<u8>>, rate: f64) -> Run {
-    let events = stream(48, 420);
+    start_run_of(c, c.kafka.clone(), stream(48, 420), poison, rate)
+}
+
+/// Like [`start_run`], with the events given and the producer made from `kafka`.
+pub fn start_run_of(
+    c: &Cluster,
+    kafka: KafkaOptions,
+    events: Vec<MetricEvent>,
+    poison: Vec<Vec<u8>>,
+    rate: f64,
+) -> Run {
     let reference = reference(&events);
     let total = events.len() + poison.len();
     let acked = Arc::new(AtomicUsize::new(0));
     let producer = tokio::spawn(produce(
-        c.kafka.clone(),
+        kafka,
         c.topics.metrics(),
         events,
         poison,
@@ -297,6 +307,20 @@ impl Instance {
     pub fn log(&self, c: &Cluster) -> String {
         std::fs::read_to_string(std::env::temp_dir().join(format!("{}-{}.log", c.name, self.id)))
             .unwrap_or_default()
+    }
+
+    /// Sends `signal` (STOP, CONT, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot send SIG{signal} to instance {}", self.id);
+    }
+
+    /// How the process ended, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     pub fn kill(mut self) {

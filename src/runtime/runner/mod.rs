@@ -219,6 +219,9 @@ pub enum RuntimeError {
     /// Partitions were lost (the session expired) before they could be committed.
     #[error("partitions lost before they could be committed")]
     Lost,
+    /// The stage was stopped while it recovered from a failed exactly-once transaction.
+    #[error("stopped while recovering from a failed transaction ({0}); it was aborted, the next owner re-reads from the last commit")]
+    Unrecovered(String),
     /// An output could not be delivered; offsets were not committed past it, so a
     /// restart re-processes the batch.
     #[error("delivery to {topic} failed: {source}; offsets were not committed, a restart re-processes the batch")]
@@ -309,7 +312,7 @@ impl<S: Stage> ConsumerContext for RunnerContext<S> {
 pub async fn run_stage<S: Stage>(
     stage: S,
     kafka: &KafkaOptions,
-    cfg: RunnerConfig,
+    mut cfg: RunnerConfig,
     shutdown: Shutdown,
 ) -> Result<RunReport, RuntimeError> {
     let name = stage.name();
@@ -321,6 +324,7 @@ pub async fn run_stage<S: Stage>(
     .await
     .map_err(|e| RuntimeError::Client(e.to_string()))?
     .map_err(RuntimeError::Client)?;
+    fit_records_to_topics(name, kafka, &mut cfg).await;
     let exactly_once = cfg.guarantee == Guarantee::ExactlyOnce;
     let mut producer_config = kafka.producer_config();
     // Room for the record batch framing around the largest record.
@@ -356,6 +360,7 @@ pub async fn run_stage<S: Stage>(
         }
     }
     let producer: StageProducer = producer_config
+        .clone()
         .create_with_context(super::kafka::WatchedContext::default())
         .map_err(RuntimeError::Setup)?;
     if exactly_once {
@@ -390,7 +395,13 @@ pub async fn run_stage<S: Stage>(
         "stage started"
     );
     let shutdown_deadline = cfg.shutdown_deadline;
-    let core = Arc::new(Mutex::new(Core::new(stage, cfg, producer, restorer)));
+    let core = Arc::new(Mutex::new(Core::new(
+        stage,
+        cfg,
+        producer,
+        producer_config,
+        restorer,
+    )));
     let consumer: StreamConsumer<RunnerContext<S>> = consumer_config
         .create_with_context(RunnerContext {
             core: core.clone(),
@@ -429,6 +440,35 @@ pub async fn run_stage<S: Stage>(
     };
     tracing::info!(stage = name, report = ?report, "stage stopped");
     result.map(|()| report)
+}
+
+/// Lowers `cfg.max_record_bytes` to what the topics the stage writes accept, as their
+/// `max.message.bytes` says, so no record the stage writes is refused by the broker
+/// (a refusal used to stop the stage). What stays: the setting when it is smaller, or
+/// when the configs cannot be read.
+async fn fit_records_to_topics(name: &'static str, kafka: &KafkaOptions, cfg: &mut RunnerConfig) {
+    if !kafka.describes_configs {
+        return;
+    }
+    let mut written = vec![cfg.output_topic.as_str(), cfg.deadletter_topic.as_str()];
+    written.extend(cfg.state_topic.as_deref());
+    match super::topics::smallest_record_limit(kafka, &written).await {
+        Ok(Some(limit)) => {
+            // A batch of one record: its framing, and lz4's growth of what does not
+            // compress (up to 0.4 %).
+            let fits = limit.saturating_sub(limit / 100 + 1024).max(4096);
+            if fits < cfg.max_record_bytes {
+                tracing::info!(stage = name, topics = ?written, max_message_bytes = limit, max_record_bytes = fits, setting = cfg.max_record_bytes, "records are kept within the smallest max.message.bytes of the topics written");
+                cfg.max_record_bytes = fits;
+            }
+        }
+        Ok(None) => {
+            tracing::debug!(stage = name, topics = ?written, "no max.message.bytes reported; --max-record-bytes applies");
+        }
+        Err(e) => {
+            tracing::warn!(stage = name, error = %e, max_record_bytes = cfg.max_record_bytes, "cannot read the topics' max.message.bytes; --max-record-bytes applies");
+        }
+    }
 }
 
 /// Refuses a state topic with fewer partitions than an input: state of partition `p`
@@ -490,6 +530,21 @@ async fn run_loop<S: Stage>(
     // together would otherwise checkpoint in step, every burst of state at once.
     let mut next_commit = Instant::now() + commit_interval.mul_f64(0.5 + jitter());
     loop {
+        // A failed exactly-once transaction: no reading until it is aborted and the
+        // state rewound; each step is retried on its own schedule.
+        let retry = lock(core).recovering().map(|r| r.next_try());
+        if let Some(at) = retry {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => return Ok(()),
+                _ = tokio::time::sleep_until(at.into()) => {}
+            }
+            lock(core).recover(consumer)?;
+            if lock(core).recovering().is_none() {
+                next_commit = Instant::now() + commit_interval;
+            }
+            continue;
+        }
         let mut wake = next_tick.min(next_commit);
         if lock(core).checkpoint_pending() {
             // A checkpoint under way moves on as its sends are acknowledged.
@@ -503,15 +558,24 @@ async fn run_loop<S: Stage>(
         };
         let mut full = false;
         if let Some(m) = first {
-            let mut ok = lock(core).handle(m)?;
+            let handle = |m| {
+                let mut c = lock(core);
+                let r = c.handle(m);
+                // Ok(None): a transaction failed; the batch ends and recovery begins.
+                c.absorb(r).map(|ok| ok.unwrap_or(false))
+            };
+            let mut ok = handle(m)?;
             let batch_end = Instant::now() + max_batch_wait;
             let mut n = 1;
             while ok && n < max_batch {
                 tokio::select! {
                     biased;
-                    m = consumer.recv() => { ok = lock(core).handle(m)?; n += 1; }
+                    m = consumer.recv() => { ok = handle(m)?; n += 1; }
                     _ = tokio::time::sleep_until(batch_end.into()) => break,
                 }
+            }
+            if lock(core).recovering().is_some() {
+                continue;
             }
             full = n >= max_batch;
             if !ok {
@@ -527,15 +591,22 @@ async fn run_loop<S: Stage>(
                 return Err(e);
             }
             if Instant::now() >= next_tick {
-                c.tick()?;
+                let r = c.tick();
+                c.absorb(r)?;
                 next_tick = Instant::now() + tick_interval;
             }
-            c.settle()?;
+            let r = c.settle();
+            c.absorb(r)?;
+            if c.recovering().is_some() {
+                continue;
+            }
             if Instant::now() >= next_commit {
-                c.commit_due(consumer)?;
+                let r = c.commit_due(consumer);
+                c.absorb(r)?;
                 next_commit = Instant::now() + commit_interval;
             } else {
-                c.advance_checkpoint(consumer)?;
+                let r = c.advance_checkpoint(consumer);
+                c.absorb(r)?;
             }
             telemetry::batch(c.name);
         }

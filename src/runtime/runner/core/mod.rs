@@ -7,6 +7,8 @@
 //! mutex. The loop never holds the lock while it waits for the consumer, so a callback
 //! always finds it free.
 
+mod transaction;
+
 use super::restore::StateRestorer;
 use super::StageProducer;
 use super::{Guarantee, RunReport, RunnerConfig, RuntimeError};
@@ -18,7 +20,7 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
@@ -72,6 +74,11 @@ pub(super) struct Core<S: Stage> {
     /// Per-record metric handles.
     metrics: telemetry::RecordMetrics,
     producer: StageProducer,
+    /// What the producer was made from: exactly-once recovery makes a new one when the
+    /// broker fenced the old one's epoch.
+    producer_config: ClientConfig,
+    /// A failed exactly-once transaction being recovered from; reading waits for it.
+    recovery: Option<transaction::Recovery>,
     restorer: Option<StateRestorer>,
     outputs: Vec<S::Output>,
     changes: Vec<StateChange>,
@@ -106,6 +113,7 @@ impl<S: Stage> Core<S> {
         stage: S,
         cfg: RunnerConfig,
         producer: StageProducer,
+        producer_config: ClientConfig,
         restorer: Option<StateRestorer>,
     ) -> Self {
         telemetry::healthy(stage.name(), true);
@@ -115,6 +123,8 @@ impl<S: Stage> Core<S> {
             stage,
             cfg,
             producer,
+            producer_config,
+            recovery: None,
             restorer,
             outputs: Vec::new(),
             changes: Vec::new(),
@@ -660,113 +670,6 @@ impl<S: Stage> Core<S> {
         Ok(())
     }
 
-    fn commit_transaction<C, K>(&mut self, consumer: &K) -> Result<(), RuntimeError>
-    where
-        C: ConsumerContext,
-        K: Consumer<C>,
-    {
-        if !self.txn_open {
-            return Ok(());
-        }
-        let started = Instant::now();
-        self.write_state()?;
-        let (tpl, planned) = self.offsets_to_commit();
-        let result = (|| {
-            if !planned.is_empty() {
-                let Some(cgm) = consumer.group_metadata() else {
-                    return Err(KafkaError::Rebalance(RDKafkaErrorCode::InvalidGroupId));
-                };
-                self.producer
-                    .send_offsets_to_transaction(&tpl, &cgm, KAFKA_CALL_TIMEOUT)?;
-            }
-            self.producer.commit_transaction(KAFKA_CALL_TIMEOUT)
-        })();
-        telemetry::commit(self.name, started.elapsed().as_secs_f64(), result.is_ok());
-        match result {
-            Ok(()) => {
-                self.txn_open = false;
-                self.report.commits += 1;
-                self.committed.extend(planned);
-                self.settle()
-            }
-            Err(e) => self.transaction_failed(consumer, e),
-        }
-    }
-
-    /// A transaction could not commit: fatal errors (this instance was fenced by a
-    /// newer one with the same id) stop the stage; anything else aborts the
-    /// transaction and rewinds every assigned partition to its last commit.
-    fn transaction_failed<C, K>(&mut self, consumer: &K, e: KafkaError) -> Result<(), RuntimeError>
-    where
-        C: ConsumerContext,
-        K: Consumer<C>,
-    {
-        let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
-        if fatal {
-            self.txn_open = false;
-            return Err(RuntimeError::Fenced(e));
-        }
-        telemetry::transaction_aborted(self.name, &e.to_string());
-        self.report.aborts += 1;
-        self.producer
-            .abort_transaction(KAFKA_CALL_TIMEOUT)
-            .map_err(RuntimeError::Transaction)?;
-        self.txn_open = false;
-        self.inflight.clear();
-        self.rewind(consumer);
-        Ok(())
-    }
-
-    /// Throws away what the aborted transaction held: the state of every assigned
-    /// partition is restored from the changelog and reading resumes at the committed
-    /// offsets.
-    fn rewind<C, K>(&mut self, consumer: &K)
-    where
-        C: ConsumerContext,
-        K: Consumer<C>,
-    {
-        let partitions = partition_numbers(self.assignment.iter().map(|(_, p)| *p));
-        self.stage.partitions_revoked(&partitions);
-        self.outputs.clear();
-        if let Some(r) = &self.restorer {
-            r.restore(&mut self.stage, &partitions);
-            // What was just read is the committed state, nothing to write back.
-            self.stage.take_state_changes(&mut self.changes);
-            self.changes.clear();
-        }
-        self.read_upto.clear();
-        let mut tpl = TopicPartitionList::new();
-        for (topic, p) in &self.assignment {
-            let _ = tpl.add_partition(topic, *p);
-        }
-        let committed = consumer.committed_offsets(tpl, KAFKA_CALL_TIMEOUT);
-        let positions: Vec<(String, i32, Offset)> = match &committed {
-            Ok(list) => list
-                .elements()
-                .iter()
-                .map(|e| {
-                    let offset = match e.offset() {
-                        Offset::Offset(o) => Offset::Offset(o),
-                        _ => Offset::Beginning,
-                    };
-                    (e.topic().to_string(), e.partition(), offset)
-                })
-                .collect(),
-            Err(e) => {
-                tracing::error!(stage = self.name, error = %e, "cannot read committed offsets after an abort");
-                Vec::new()
-            }
-        };
-        drop(committed);
-        for (topic, p, offset) in positions {
-            if let Err(e) = consumer.seek(&topic, p, offset, KAFKA_CALL_TIMEOUT) {
-                tracing::error!(stage = self.name, topic, partition = p, error = %e, "cannot rewind a partition");
-                self.failure.get_or_insert(RuntimeError::Setup(e));
-            }
-        }
-        self.committed.clear();
-    }
-
     /// Partitions are about to be revoked: make everything durable while this instance
     /// still owns them, then keep their state until the next assignment.
     pub(super) fn on_revoke<C, K>(&mut self, consumer: &K, revoked: &[(String, i32)])
@@ -783,13 +686,14 @@ impl<S: Stage> Core<S> {
             self.commit(consumer)
         };
         let clean = match outcome {
-            Ok(()) => !self.txn_open,
+            Ok(()) => !self.txn_open && self.recovery.is_none(),
             Err(RuntimeError::Lost) => {
                 tracing::warn!(stage = self.name, ?parts, "partitions lost (session expired); their state is dropped and their new owner re-reads them");
                 if self.txn_open {
-                    let _ = self.producer.abort_transaction(KAFKA_CALL_TIMEOUT);
-                    self.txn_open = false;
-                    self.inflight.clear();
+                    // Its offsets can no longer be committed: abort it, rewind the rest.
+                    self.begin_recovery(&KafkaError::Rebalance(
+                        RDKafkaErrorCode::IllegalGeneration,
+                    ));
                 }
                 false
             }
@@ -851,6 +755,12 @@ impl<S: Stage> Core<S> {
         C: ConsumerContext,
         K: Consumer<C>,
     {
+        if let Some(r) = self.recovery.take() {
+            // Stopped before the broker came back: what the failed transaction held is
+            // aborted (if the broker answers now) and re-read by the next owner.
+            let _ = self.producer.abort_transaction(Duration::from_secs(5));
+            return Err(RuntimeError::Unrecovered(r.cause().to_string()));
+        }
         self.commit(consumer)?;
         self.flush()
     }
