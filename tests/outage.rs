@@ -1,4 +1,4 @@
-//! A broker that is away for longer than a delivery timeout (45 s, frozen with SIGSTOP)
+//! A broker that is away for longer than a delivery timeout (3 minutes, frozen with SIGSTOP)
 //! does not stop an at-least-once stage: its deliveries wait and are retried, it reports
 //! itself unhealthy while they wait, and afterwards it reads on and has lost nothing.
 //! Before, the stage exited after 30 s ("delivery to the state topic failed:
@@ -122,13 +122,13 @@ fn a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage() {
         consumed() >= 5_000.0
     });
 
-    // The broker freezes for 45 s: longer than the 30 s a delivery used to be given.
+    // The broker freezes for 3 minutes: six times the 30 s a delivery used to be given.
     let pid = broker.pid();
     let before = consumed();
     assert!(signal("STOP", &pid), "cannot stop broker {pid}");
     let frozen = Instant::now();
     let mut unhealthy = false;
-    while frozen.elapsed() < Duration::from_secs(45) {
+    while frozen.elapsed() < Duration::from_secs(180) {
         std::thread::sleep(Duration::from_secs(1));
         unhealthy |= scrape(&metrics, "perfpilot_healthy") == Some(0.0);
         let exited = stage.0.as_mut().unwrap().try_wait().unwrap();
