@@ -136,18 +136,7 @@ async fn sigkill_exactly_once_loses_nothing_and_repeats_nothing() {
         return;
     }
     assert!(kills >= 3, "{kills} kills");
-    assert!(v.lost.is_empty(), "lost: {:?}", v.lost);
-    assert_eq!(v.duplicated, 0, "repeated outputs");
-    assert!(
-        v.unexpected.is_empty(),
-        "not in the reference: {:?}",
-        v.unexpected
-    );
-    assert!(
-        v.differing.is_empty(),
-        "differ from the reference: {:?}",
-        v.differing
-    );
+    v.assert_exact();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -317,18 +317,7 @@ async fn faults_lose_nothing_repeat_nothing_and_stop_no_stage() {
         "stages exited by themselves:\n{}",
         exits.join("\n\n")
     );
-    assert!(v.lost.is_empty(), "lost: {:?}", v.lost);
-    assert_eq!(v.duplicated, 0, "repeated outputs");
-    assert!(
-        v.unexpected.is_empty(),
-        "not in the reference: {:?}",
-        v.unexpected
-    );
-    assert!(
-        v.differing.is_empty(),
-        "differ from the reference: {:?}",
-        v.differing
-    );
+    v.assert_exact();
     let expected: BTreeMap<String, usize> = expected_reasons
         .iter()
         .map(|(r, n)| (r.to_string(), *n))

@@ -91,10 +91,20 @@ fn config() -> Config {
     .expect("the shipped configuration parses")
 }
 
+/// What the four cores make of the demo fleet: records of every type, and their state.
+struct Learnt {
+    records: Vec<Vec<u8>>,
+    snapshots: Vec<(usize, String, Vec<u8>)>,
+}
+
 /// Real records of every type: the demo fleet through the four cores.
 fn records() -> &'static Vec<Vec<u8>> {
-    static RECORDS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
-    RECORDS.get_or_init(|| {
+    &learnt().records
+}
+
+fn learnt() -> &'static Learnt {
+    static LEARNT: OnceLock<Learnt> = OnceLock::new();
+    LEARNT.get_or_init(|| {
         let cfg = config();
         let mut detector = Detector::new(cfg.detector.clone()).unwrap();
         let mut forecaster = Forecaster::new(cfg.forecaster.clone()).unwrap();
@@ -102,9 +112,9 @@ fn records() -> &'static Vec<Vec<u8>> {
         let mut coordinator =
             Coordinator::new(cfg.coordinator.clone(), cfg.policies.clone()).unwrap();
         let mut fleet = SyntheticFleet::demo(0, 60_000, 400, 20, 7);
-        let (mut anomalies, mut forecasts) = (Vec::new(), Vec::new());
-        let (mut recommendations, mut decisions) = (Vec::new(), Vec::new());
-        let mut out = Vec::new();
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        // Up to 40 metric events, then 20 records of each output type.
+        let mut typed: [Vec<Vec<u8>>; 4] = Default::default();
         for offset in 0..400 {
             for e in fleet.next_tick() {
                 let meta = RecordMeta {
@@ -112,87 +122,68 @@ fn records() -> &'static Vec<Vec<u8>> {
                     offset,
                     now_ms: e.timestamp_ms,
                 };
-                if out.len() < 40 {
-                    out.push(encode(&e).unwrap());
+                if records.len() < 40 {
+                    records.push(encode(&e).unwrap());
                 }
-                let (mut a, mut f) = (Vec::new(), Vec::new());
+                let (mut a, mut f, mut r, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
                 detector.process(e.clone(), &meta, &mut a);
                 forecaster.process(e, &meta, &mut f);
-                let mut r = Vec::new();
-                for x in a.iter().cloned() {
-                    recommender.process(Insight::Anomaly(x), &meta, &mut r);
+                for x in &a {
+                    recommender.process(Insight::Anomaly(x.clone()), &meta, &mut r);
                 }
-                for x in f.iter().cloned() {
-                    recommender.process(Insight::Forecast(x), &meta, &mut r);
+                for x in &f {
+                    recommender.process(Insight::Forecast(x.clone()), &meta, &mut r);
                 }
-                let mut d = Vec::new();
-                for x in r.iter().cloned() {
-                    coordinator.process(x, &meta, &mut d);
+                for x in &r {
+                    coordinator.process(x.clone(), &meta, &mut d);
                 }
-                anomalies.extend(a);
-                forecasts.extend(f);
-                recommendations.extend(r);
-                decisions.extend(d);
+                typed[0].extend(a.iter().map(|x: &Anomaly| encode(x).unwrap()));
+                typed[1].extend(f.iter().map(|x: &Forecast| encode(x).unwrap()));
+                typed[2].extend(r.iter().map(|x: &Recommendation| encode(x).unwrap()));
+                typed[3].extend(d.iter().map(|x: &Decision| encode(x).unwrap()));
+                for t in &mut typed {
+                    t.truncate(20);
+                }
             }
         }
-        let keep = |v: &mut Vec<Vec<u8>>, n| v.truncate(n);
-        let mut typed: Vec<Vec<u8>> = Vec::new();
-        let take = |v: Vec<Vec<u8>>, out: &mut Vec<Vec<u8>>, n: usize| {
-            let mut v = v;
-            keep(&mut v, n);
-            assert!(!v.is_empty(), "the demo fleet yields every record type");
-            out.extend(v);
+        for t in typed {
+            assert!(!t.is_empty(), "the demo fleet yields every record type");
+            records.extend(t);
+        }
+        let dead_letter = DeadLetter {
+            stage: "detector".into(),
+            reason: "bad_body".into(),
+            detail: "a detail".into(),
+            source_topic: "perfpilot.metrics".into(),
+            source_partition: 3,
+            source_offset: 77,
+            key: Some(b"checkout".to_vec()),
+            payload: Some(records[0].clone()),
+            dead_lettered_ms: 1,
+            original_size: Some(1_000_000),
+            original_hash: Some("0123456789abcdef".into()),
         };
-        take(
-            anomalies
-                .iter()
-                .map(|a: &Anomaly| encode(a).unwrap())
-                .collect(),
-            &mut typed,
-            20,
-        );
-        take(
-            forecasts
-                .iter()
-                .map(|f: &Forecast| encode(f).unwrap())
-                .collect(),
-            &mut typed,
-            20,
-        );
-        take(
-            recommendations
-                .iter()
-                .map(|r: &Recommendation| encode(r).unwrap())
-                .collect(),
-            &mut typed,
-            20,
-        );
-        take(
-            decisions
-                .iter()
-                .map(|d: &Decision| encode(d).unwrap())
-                .collect(),
-            &mut typed,
-            20,
-        );
-        typed.push(
-            encode(&DeadLetter {
-                stage: "detector".into(),
-                reason: "bad_body".into(),
-                detail: "a detail".into(),
-                source_topic: "perfpilot.metrics".into(),
-                source_partition: 3,
-                source_offset: 77,
-                key: Some(b"checkout".to_vec()),
-                payload: Some(out[0].clone()),
-                dead_lettered_ms: 1,
-                original_size: Some(1_000_000),
-                original_hash: Some("0123456789abcdef".into()),
-            })
-            .unwrap(),
-        );
-        out.extend(typed);
-        out
+        records.push(encode(&dead_letter).unwrap());
+
+        let mut snapshots = Vec::new();
+        let mut changes = Vec::new();
+        for core in 0..4 {
+            match core {
+                0 => detector.take_state_changes(&mut changes),
+                1 => forecaster.take_state_changes(&mut changes),
+                2 => recommender.take_state_changes(&mut changes),
+                _ => coordinator.take_state_changes(&mut changes),
+            }
+            let n = snapshots.len();
+            snapshots.extend(
+                changes
+                    .drain(..)
+                    .filter_map(|c| c.bytes.map(|b| (core, c.key, b)))
+                    .take(10),
+            );
+            assert!(snapshots.len() > n, "core {core} has state to restore");
+        }
+        Learnt { records, snapshots }
     })
 }
 
@@ -338,60 +329,9 @@ fn damaged_records_never_panic_nor_allocate_much() {
     );
 }
 
-/// Learnt states of the four cores, as their changelogs hold them.
+/// Learnt states of the four cores, as their changelogs hold them: (core, key, bytes).
 fn snapshots() -> &'static Vec<(usize, String, Vec<u8>)> {
-    static SNAPSHOTS: OnceLock<Vec<(usize, String, Vec<u8>)>> = OnceLock::new();
-    SNAPSHOTS.get_or_init(|| {
-        let cfg = config();
-        let mut detector = Detector::new(cfg.detector.clone()).unwrap();
-        let mut forecaster = Forecaster::new(cfg.forecaster.clone()).unwrap();
-        let mut recommender = Recommender::new(cfg.policies.clone());
-        let mut coordinator =
-            Coordinator::new(cfg.coordinator.clone(), cfg.policies.clone()).unwrap();
-        let mut fleet = SyntheticFleet::demo(0, 60_000, 400, 20, 7);
-        for offset in 0..400 {
-            for e in fleet.next_tick() {
-                let meta = RecordMeta {
-                    partition: 0,
-                    offset,
-                    now_ms: e.timestamp_ms,
-                };
-                let (mut a, mut f, mut r, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                detector.process(e.clone(), &meta, &mut a);
-                forecaster.process(e, &meta, &mut f);
-                for x in a {
-                    recommender.process(Insight::Anomaly(x), &meta, &mut r);
-                }
-                for x in f {
-                    recommender.process(Insight::Forecast(x), &meta, &mut r);
-                }
-                for x in r {
-                    coordinator.process(x, &meta, &mut d);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        let mut keep = |stage: usize, changes: Vec<perfpilot::stage::StateChange>| {
-            let n = out.len();
-            out.extend(
-                changes
-                    .into_iter()
-                    .filter_map(|c| c.bytes.map(|b| (stage, c.key, b)))
-                    .take(10),
-            );
-            assert!(out.len() > n, "core {stage} has state to restore");
-        };
-        let mut changes = Vec::new();
-        detector.take_state_changes(&mut changes);
-        keep(0, std::mem::take(&mut changes));
-        forecaster.take_state_changes(&mut changes);
-        keep(1, std::mem::take(&mut changes));
-        recommender.take_state_changes(&mut changes);
-        keep(2, std::mem::take(&mut changes));
-        coordinator.take_state_changes(&mut changes);
-        keep(3, std::mem::take(&mut changes));
-        out
-    })
+    &learnt().snapshots
 }
 
 #[test]

@@ -425,6 +425,24 @@ pub struct Verdict {
     pub differing: Vec<String>,
 }
 
+impl Verdict {
+    /// Exactly the reference: nothing lost, repeated, unexpected or different.
+    pub fn assert_exact(&self) {
+        assert!(self.lost.is_empty(), "lost: {:?}", self.lost);
+        assert_eq!(self.duplicated, 0, "repeated outputs");
+        assert!(
+            self.unexpected.is_empty(),
+            "not in the reference: {:?}",
+            self.unexpected
+        );
+        assert!(
+            self.differing.is_empty(),
+            "differ from the reference: {:?}",
+            self.differing
+        );
+    }
+}
+
 pub fn compare(
     reference: &BTreeMap<String, Anomaly>,
     got: &BTreeMap<String, (Anomaly, usize)>,
