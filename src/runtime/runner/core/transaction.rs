@@ -28,6 +28,17 @@ const RECOVERY_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait between two recovery attempts.
 const RECOVERY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// Failed seeks after which a recovery gives up and the stage stops.
+const SEEK_ATTEMPTS: u32 = 12;
+
+/// Why a rewind did not complete.
+enum Rewind {
+    /// The broker could not be reached (retried for as long as it takes).
+    Broker(KafkaError),
+    /// The consumer refused to move back (retried [`SEEK_ATTEMPTS`] times).
+    Seek(KafkaError),
+}
+
 /// Where a recovery is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -45,6 +56,7 @@ pub(in crate::runtime::runner) struct Recovery {
     cause: String,
     step: Step,
     attempts: u32,
+    seek_failures: u32,
     next_try: Instant,
 }
 
@@ -99,6 +111,7 @@ impl<S: Stage> Core<S> {
             cause: cause.to_string(),
             step,
             attempts: 0,
+            seek_failures: 0,
             next_try: Instant::now(),
         });
         if step == Step::Init {
@@ -140,7 +153,27 @@ impl<S: Stage> Core<S> {
                 Ok(()) => Ok(Step::Rewind),
                 Err(e) => Err(e),
             },
-            Step::Rewind => self.rewind(consumer).map(|()| Step::Rewind),
+            Step::Rewind => match self.rewind(consumer) {
+                Ok(()) => Ok(Step::Rewind),
+                // The consumer would not move back: after SEEK_ATTEMPTS tries the stage
+                // stops rather than read on from the wrong place (a restart resumes
+                // from the last commit).
+                Err(Rewind::Seek(e))
+                    if self
+                        .recovery
+                        .as_ref()
+                        .is_some_and(|r| r.seek_failures + 1 >= SEEK_ATTEMPTS) =>
+                {
+                    return Err(RuntimeError::Setup(e));
+                }
+                Err(Rewind::Seek(e)) => {
+                    if let Some(r) = self.recovery.as_mut() {
+                        r.seek_failures += 1;
+                    }
+                    Err(e)
+                }
+                Err(Rewind::Broker(e)) => Err(e),
+            },
         };
         let Some(r) = self.recovery.as_mut() else {
             return Ok(());
@@ -265,7 +298,7 @@ impl<S: Stage> Core<S> {
     /// Throws away what the aborted transaction held: the state of every assigned
     /// partition is restored from the changelog and reading resumes at the committed
     /// offsets. Fails, to be retried, while the broker cannot be reached.
-    fn rewind<C, K>(&mut self, consumer: &K) -> Result<(), KafkaError>
+    fn rewind<C, K>(&mut self, consumer: &K) -> Result<(), Rewind>
     where
         C: ConsumerContext,
         K: Consumer<C>,
@@ -275,7 +308,8 @@ impl<S: Stage> Core<S> {
             let _ = tpl.add_partition(topic, *p);
         }
         let positions: Vec<(String, i32, Offset)> = consumer
-            .committed_offsets(tpl, RECOVERY_CALL_TIMEOUT)?
+            .committed_offsets(tpl, RECOVERY_CALL_TIMEOUT)
+            .map_err(Rewind::Broker)?
             .elements()
             .iter()
             .map(|e| {
@@ -295,14 +329,16 @@ impl<S: Stage> Core<S> {
             self.stage.take_state_changes(&mut self.changes);
             self.changes.clear();
             if !stats.incomplete.is_empty() {
-                return Err(KafkaError::MessageConsumption(
+                return Err(Rewind::Broker(KafkaError::MessageConsumption(
                     RDKafkaErrorCode::OperationTimedOut,
-                ));
+                )));
             }
         }
         self.read_upto.clear();
         for (topic, p, offset) in positions {
-            consumer.seek(&topic, p, offset, RECOVERY_CALL_TIMEOUT)?;
+            consumer
+                .seek(&topic, p, offset, RECOVERY_CALL_TIMEOUT)
+                .map_err(Rewind::Seek)?;
         }
         self.committed.clear();
         Ok(())
