@@ -371,7 +371,8 @@ pub async fn run_stage<S: Stage>(
     }
     let restorer = match (&cfg.state_topic, stage.has_state()) {
         (Some(topic), true) => Some(
-            StateRestorer::new(kafka, topic, cfg.restore_timeout).map_err(RuntimeError::Setup)?,
+            StateRestorer::new(kafka, topic, cfg.restore_timeout, shutdown.clone())
+                .map_err(RuntimeError::Setup)?,
         ),
         _ => None,
     };

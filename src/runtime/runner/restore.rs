@@ -8,7 +8,7 @@
 //! core's own table limit, however long the changelog has grown: a compacted topic
 //! holds one record per live key, and superseded versions of a key overwrite each other.
 
-use super::super::KafkaOptions;
+use super::super::{KafkaOptions, Shutdown};
 use crate::stage::Stage;
 use crate::telemetry;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -63,6 +63,9 @@ pub(super) struct StateRestorer {
     consumer: BaseConsumer<RestoreContext>,
     topic: String,
     timeout: Duration,
+    /// A restore stops early when the stage is asked to stop (a broker that is away
+    /// would otherwise hold the shutdown for the whole timeout).
+    shutdown: Shutdown,
 }
 
 impl StateRestorer {
@@ -71,6 +74,7 @@ impl StateRestorer {
         kafka: &KafkaOptions,
         topic: &str,
         timeout: Duration,
+        shutdown: Shutdown,
     ) -> Result<Self, KafkaError> {
         let mut config = kafka.admin_config();
         config
@@ -98,6 +102,7 @@ impl StateRestorer {
             consumer: config.create_with_context(RestoreContext)?,
             topic: topic.to_string(),
             timeout,
+            shutdown,
         })
     }
 
@@ -127,7 +132,7 @@ impl StateRestorer {
         }
         let mut pending: BTreeSet<i32> = partitions.iter().copied().collect();
         let deadline = started + self.timeout;
-        while !pending.is_empty() && Instant::now() < deadline {
+        while !pending.is_empty() && Instant::now() < deadline && !self.shutdown.is_triggered() {
             match self.consumer.poll(Duration::from_millis(100)) {
                 None => {}
                 Some(Err(KafkaError::PartitionEOF(p))) => {

@@ -79,6 +79,8 @@ pub(super) struct Core<S: Stage> {
     producer_config: ClientConfig,
     /// A failed exactly-once transaction being recovered from; reading waits for it.
     recovery: Option<transaction::Recovery>,
+    /// When the producer was last replaced (exactly-once recovery), within a window.
+    renewals: Vec<Instant>,
     restorer: Option<StateRestorer>,
     outputs: Vec<S::Output>,
     changes: Vec<StateChange>,
@@ -125,6 +127,7 @@ impl<S: Stage> Core<S> {
             producer,
             producer_config,
             recovery: None,
+            renewals: Vec::new(),
             restorer,
             outputs: Vec::new(),
             changes: Vec::new(),
@@ -691,9 +694,10 @@ impl<S: Stage> Core<S> {
                 tracing::warn!(stage = self.name, ?parts, "partitions lost (session expired); their state is dropped and their new owner re-reads them");
                 if self.txn_open {
                     // Its offsets can no longer be committed: abort it, rewind the rest.
-                    self.begin_recovery(&KafkaError::Rebalance(
-                        RDKafkaErrorCode::IllegalGeneration,
-                    ));
+                    self.begin_recovery(
+                        &KafkaError::Rebalance(RDKafkaErrorCode::IllegalGeneration),
+                        false,
+                    );
                 }
                 false
             }

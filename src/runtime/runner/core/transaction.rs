@@ -6,13 +6,17 @@
 //! reading, aborts the transaction (retrying while the broker is away, and replacing the
 //! producer when the broker has fenced the old one's epoch), then throws away what the
 //! aborted transaction held — the state of every assigned partition is restored from the
-//! changelog and reading resumes at the committed offsets — and carries on. Only a
-//! producer fenced by a live instance with the same transactional id stops it.
+//! changelog and reading resumes at the committed offsets — and carries on. A producer
+//! in a fatal state (the broker fenced its epoch when its transaction timed out there,
+//! or lost track of it: INVALID_TXN_STATE after a whole-cluster outage) is replaced by a
+//! new one with the same transactional id. Only producers fenced over and over — more
+//! than [`RENEWALS_MAX`] in [`RENEWAL_WINDOW`], as two live instances with the same
+//! `--instance-id` would fence each other — stop the stage.
 //!
 //! Every step is a short call retried on the loop's schedule, so a stage in recovery
 //! still answers SIGTERM and serves its metrics.
 
-use super::{Core, KAFKA_CALL_TIMEOUT};
+use super::Core;
 use crate::runtime::runner::{RuntimeError, StageProducer};
 use crate::stage::Stage;
 use crate::telemetry;
@@ -24,6 +28,11 @@ use std::time::{Duration, Instant};
 
 /// Longest one recovery call (abort, init, a committed-offsets read) may block.
 const RECOVERY_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest the offsets and the commit of a transaction may block the loop each. A
+/// commit that times out is retried by the recovery ([`Step::Commit`]), so this only
+/// bounds how long a stage is deaf (to SIGTERM, too) while the broker is away.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest wait between two recovery attempts.
 const RECOVERY_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -39,11 +48,20 @@ enum Rewind {
     Seek(KafkaError),
 }
 
+/// Producer renewals allowed within [`RENEWAL_WINDOW`] before the stage stops as fenced.
+const RENEWALS_MAX: usize = 3;
+const RENEWAL_WINDOW: Duration = Duration::from_secs(300);
+
 /// Where a recovery is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
+    /// The commit timed out and may still complete: it is retried, as librdkafka asks
+    /// ("retry call to resume"; an abort meanwhile is refused as conflicting).
+    Commit,
     /// The failed transaction is not aborted yet.
     Abort,
+    /// The producer is in a fatal state; a new one is to be made.
+    Renew,
     /// The producer was replaced; its transactions are not initialised yet.
     Init,
     /// Aborted; the state and the positions are not rewound yet.
@@ -58,6 +76,10 @@ pub(in crate::runtime::runner) struct Recovery {
     attempts: u32,
     seek_failures: u32,
     next_try: Instant,
+    /// The producer's last fatal error, reported if renewals run out.
+    fatal: Option<KafkaError>,
+    /// The failure came from the commit itself (see [`Step::Commit`]).
+    committing: bool,
 }
 
 impl Recovery {
@@ -72,29 +94,30 @@ impl Recovery {
     }
 }
 
-/// A transactional producer fenced by the broker rather than by another instance: its
-/// epoch was bumped because its transaction outlived `transaction.timeout.ms` (the
-/// broker was away, or the stage was paused).
-fn fenced(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::ProducerFenced
-                | RDKafkaErrorCode::InvalidProducerEpoch
-                | RDKafkaErrorCode::Fenced
-                | RDKafkaErrorCode::InvalidProducerIdMapping
-        )
-    )
-}
-
 fn fatal(e: &KafkaError) -> bool {
     matches!(e, KafkaError::Transaction(t) if t.is_fatal())
+}
+
+/// A transactional call that timed out and is to be called again.
+fn retriable(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::Transaction(t) if t.is_retriable() && !t.is_fatal() && !t.txn_requires_abort())
+}
+
+/// An abort refused because a commit is still in progress.
+fn conflicting(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::Transaction(t) if t.code() == RDKafkaErrorCode::Conflict)
 }
 
 impl<S: Stage> Core<S> {
     /// A transaction failed, or one of its sends did: recovery begins (see the module
     /// docs). Reading stops until it is done.
-    pub(in crate::runtime::runner) fn begin_recovery(&mut self, cause: &KafkaError) {
+    /// `committing`: the error came from `commit_transaction` itself (everything else
+    /// was in the transaction), so a timeout there is retried rather than aborted.
+    pub(in crate::runtime::runner) fn begin_recovery(
+        &mut self,
+        cause: &KafkaError,
+        committing: bool,
+    ) {
         if self.recovery.is_some() {
             return;
         }
@@ -102,7 +125,9 @@ impl<S: Stage> Core<S> {
         telemetry::healthy(self.name, false);
         self.report.aborts += 1;
         let step = if fatal(cause) {
-            Step::Init
+            Step::Renew
+        } else if committing && retriable(cause) {
+            Step::Commit
         } else {
             Step::Abort
         };
@@ -113,10 +138,9 @@ impl<S: Stage> Core<S> {
             attempts: 0,
             seek_failures: 0,
             next_try: Instant::now(),
+            fatal: fatal(cause).then(|| cause.clone()),
+            committing,
         });
-        if step == Step::Init {
-            self.replace_producer();
-        }
     }
 
     /// A recovery is under way.
@@ -125,7 +149,8 @@ impl<S: Stage> Core<S> {
     }
 
     /// Takes the next step of the recovery, if one is under way. `Err` only when the stage
-    /// must stop: another instance with the same transactional id took over.
+    /// must stop: producers fenced too often (another live instance with the same
+    /// transactional id), or a consumer that will not seek back.
     pub(in crate::runtime::runner) fn recover<C, K>(
         &mut self,
         consumer: &K,
@@ -137,20 +162,41 @@ impl<S: Stage> Core<S> {
         let Some(step) = self.recovery.as_ref().map(|r| r.step) else {
             return Ok(());
         };
+        // After a fatal error (the producer cannot go on) the next step is Renew.
         let outcome = match step {
+            Step::Commit => match self.producer.commit_transaction(RECOVERY_CALL_TIMEOUT) {
+                // Committed after all: nothing to throw away, reading resumes as it was.
+                Ok(()) => {
+                    self.report.commits += 1;
+                    self.committed.clear();
+                    self.finish_recovery(false);
+                    return Ok(());
+                }
+                Err(e) if fatal(&e) => self.fatal_seen(e),
+                Err(e) if retriable(&e) || conflicting(&e) => Err(e),
+                Err(_) => Ok(Step::Abort),
+            },
             Step::Abort => match self.producer.abort_transaction(RECOVERY_CALL_TIMEOUT) {
                 Ok(()) => Ok(Step::Rewind),
-                // The broker bumped the epoch (the transaction timed out there): a new
-                // producer with the same id takes over from the old one.
-                Err(e) if fatal(&e) && fenced(&e) => {
-                    self.replace_producer();
-                    Ok(Step::Init)
+                Err(e) if fatal(&e) => self.fatal_seen(e),
+                Err(e)
+                    if conflicting(&e) && self.recovery.as_ref().is_some_and(|r| r.committing) =>
+                {
+                    Ok(Step::Commit)
                 }
-                Err(e) if fatal(&e) => return Err(RuntimeError::Fenced(e)),
+                Err(e) => Err(e),
+            },
+            Step::Renew => match self.renew_producer() {
+                Ok(true) => Ok(Step::Init),
+                Ok(false) => {
+                    let e = self.recovery.as_mut().and_then(|r| r.fatal.take());
+                    return Err(RuntimeError::Fenced(e.unwrap_or(KafkaError::Canceled)));
+                }
                 Err(e) => Err(e),
             },
             Step::Init => match self.producer.init_transactions(RECOVERY_CALL_TIMEOUT) {
                 Ok(()) => Ok(Step::Rewind),
+                Err(e) if fatal(&e) => self.fatal_seen(e),
                 Err(e) => Err(e),
             },
             Step::Rewind => match self.rewind(consumer) {
@@ -179,13 +225,7 @@ impl<S: Stage> Core<S> {
             return Ok(());
         };
         match outcome {
-            Ok(_) if step == Step::Rewind => {
-                let (since, attempts) = (r.since, r.attempts);
-                self.recovery = None;
-                self.txn_open = false;
-                telemetry::healthy(self.name, true);
-                tracing::info!(stage = self.name, after = ?since.elapsed(), attempts, "recovered: the failed transaction is aborted, state and positions are back at the last commit; reading resumes");
-            }
+            Ok(_) if step == Step::Rewind => self.finish_recovery(true),
             Ok(next) => {
                 r.step = next;
                 r.next_try = Instant::now();
@@ -209,27 +249,54 @@ impl<S: Stage> Core<S> {
         Ok(())
     }
 
+    /// The recovery is done: `rewound` when the transaction was aborted and the state
+    /// and positions put back, false when its commit went through after all.
+    fn finish_recovery(&mut self, rewound: bool) {
+        let Some(r) = self.recovery.take() else {
+            return;
+        };
+        self.txn_open = false;
+        telemetry::healthy(self.name, true);
+        if rewound {
+            tracing::info!(stage = self.name, after = ?r.since.elapsed(), attempts = r.attempts, "recovered: the failed transaction is aborted, state and positions are back at the last commit; reading resumes");
+        } else {
+            tracing::info!(stage = self.name, after = ?r.since.elapsed(), attempts = r.attempts, "recovered: the transaction's commit went through when retried; reading resumes");
+        }
+    }
+
+    /// Notes a fatal error of the producer: the next step makes a new one.
+    fn fatal_seen(&mut self, e: KafkaError) -> Result<Step, KafkaError> {
+        if let Some(r) = self.recovery.as_mut() {
+            r.fatal = Some(e);
+        }
+        Ok(Step::Renew)
+    }
+
     /// Replaces the producer with a new one with the same transactional id; its
     /// `init_transactions` (the next step) fences the old epoch and aborts what it had
-    /// open.
-    fn replace_producer(&mut self) {
-        match self
+    /// open. `Ok(false)` when producers were renewed too often (the stage stops, fenced);
+    /// `Err` to retry (the producer could not be made).
+    fn renew_producer(&mut self) -> Result<bool, KafkaError> {
+        let now = Instant::now();
+        self.renewals
+            .retain(|t| now.duration_since(*t) < RENEWAL_WINDOW);
+        if self.renewals.len() >= RENEWALS_MAX {
+            return Ok(false);
+        }
+        let p = self
             .producer_config
             .create_with_context::<_, StageProducer>(
                 crate::runtime::kafka::WatchedContext::default(),
-            ) {
-            Ok(p) => {
-                tracing::warn!(
-                    stage = self.name,
-                    "the broker fenced the producer's epoch (its transaction timed out); a new producer with the same transactional id takes over"
-                );
-                self.inflight.clear();
-                self.producer = p;
-            }
-            Err(e) => {
-                tracing::error!(stage = self.name, error = %e, "cannot create a new producer; retrying");
-            }
-        }
+            )?;
+        tracing::warn!(
+            stage = self.name,
+            cause = self.recovery.as_ref().map_or("", |r| r.cause.as_str()),
+            "the producer is in a fatal state (its epoch fenced by the broker, or its transaction lost); a new producer with the same transactional id takes over"
+        );
+        self.renewals.push(now);
+        self.inflight.clear();
+        self.producer = p;
+        Ok(true)
     }
 
     pub(super) fn commit_transaction<C, K>(&mut self, consumer: &K) -> Result<(), RuntimeError>
@@ -243,16 +310,23 @@ impl<S: Stage> Core<S> {
         let started = Instant::now();
         self.write_state()?;
         let (tpl, planned) = self.offsets_to_commit();
-        let result = (|| {
-            if !planned.is_empty() {
-                let Some(cgm) = consumer.group_metadata() else {
-                    return Err(KafkaError::Rebalance(RDKafkaErrorCode::InvalidGroupId));
-                };
-                self.producer
-                    .send_offsets_to_transaction(&tpl, &cgm, KAFKA_CALL_TIMEOUT)?;
+        // The offsets first; a failure there aborts (a commit without them would let
+        // the outputs through and re-read their inputs).
+        let offsets = if planned.is_empty() {
+            Ok(())
+        } else {
+            match consumer.group_metadata() {
+                Some(cgm) => self
+                    .producer
+                    .send_offsets_to_transaction(&tpl, &cgm, COMMIT_TIMEOUT),
+                None => Err(KafkaError::Rebalance(RDKafkaErrorCode::InvalidGroupId)),
             }
-            self.producer.commit_transaction(KAFKA_CALL_TIMEOUT)
-        })();
+        };
+        let result = offsets.map_err(|e| (e, false)).and_then(|()| {
+            self.producer
+                .commit_transaction(COMMIT_TIMEOUT)
+                .map_err(|e| (e, true))
+        });
         telemetry::commit(self.name, started.elapsed().as_secs_f64(), result.is_ok());
         match result {
             Ok(()) => {
@@ -261,20 +335,11 @@ impl<S: Stage> Core<S> {
                 self.committed.extend(planned);
                 self.settle()
             }
-            Err(e) => self.transaction_failed(e),
+            Err((e, committing)) => {
+                self.begin_recovery(&e, committing);
+                Ok(())
+            }
         }
-    }
-
-    /// A transaction could not commit: fatal errors that are not the broker's own
-    /// fencing (another instance with this transactional id took over) stop the stage;
-    /// anything else begins a recovery.
-    pub(super) fn transaction_failed(&mut self, e: KafkaError) -> Result<(), RuntimeError> {
-        if fatal(&e) && !fenced(&e) {
-            self.txn_open = false;
-            return Err(RuntimeError::Fenced(e));
-        }
-        self.begin_recovery(&e);
-        Ok(())
     }
 
     /// In exactly-once mode, a failed send or transaction call is recovered from rather
@@ -288,7 +353,7 @@ impl<S: Stage> Core<S> {
             Err(RuntimeError::Delivery { source, .. } | RuntimeError::Transaction(source))
                 if self.exactly_once() =>
             {
-                self.transaction_failed(source)?;
+                self.begin_recovery(&source, false);
                 Ok(None)
             }
             Err(e) => Err(e),
