@@ -111,6 +111,7 @@ fn conflicting(e: &KafkaError) -> bool {
 impl<S: Stage> Core<S> {
     /// A transaction failed, or one of its sends did: recovery begins (see the module
     /// docs). Reading stops until it is done.
+    ///
     /// `committing`: the error came from `commit_transaction` itself (everything else
     /// was in the transaction), so a timeout there is retried rather than aborted.
     pub(in crate::runtime::runner) fn begin_recovery(
