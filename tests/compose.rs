@@ -54,7 +54,34 @@ fn compose_has_the_broker_every_stage_an_agent_and_prometheus() {
             Some("kafka:9092")
         );
     }
-    assert_eq!(command(&services["agent"])[0], "agent");
+    let agent = command(&services["agent"]);
+    assert_eq!(agent[0], "agent");
+    // A live agent stamps samples with the wall clock: event time must not run ahead of
+    // it (stages dead-letter samples more than a day in the future). Either one sample
+    // per --step (no --ticks-per-second), or ticks per second × step = 1 s.
+    let flag = |name: &str| {
+        agent
+            .iter()
+            .position(|a| a == name)
+            .map(|i| agent[i + 1].clone())
+    };
+    if let Some(tps) = flag("--ticks-per-second") {
+        let step = perfpilot::cli::parse_duration(&flag("--step").unwrap_or("10s".into())).unwrap();
+        let per_second = step.as_secs_f64() * tps.parse::<f64>().unwrap();
+        assert!(
+            (per_second - 1.0).abs() < 1e-9,
+            "the agent's event time runs {per_second}x the wall clock"
+        );
+    }
+    // The build context leaves out what the image does not need (target/ is gigabytes).
+    let ignore = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.dockerignore"))
+        .expect(".dockerignore exists");
+    for path in ["target", ".git"] {
+        assert!(
+            ignore.lines().any(|l| l.trim().trim_matches('/') == path),
+            ".dockerignore leaves out {path}"
+        );
+    }
 
     let prom = &services["prometheus"];
     assert!(prom["image"]
