@@ -205,17 +205,13 @@ impl<S: Stage> Core<S> {
                 // The consumer would not move back: after SEEK_ATTEMPTS tries the stage
                 // stops rather than read on from the wrong place (a restart resumes
                 // from the last commit).
-                Err(Rewind::Seek(e))
-                    if self
-                        .recovery
-                        .as_ref()
-                        .is_some_and(|r| r.seek_failures + 1 >= SEEK_ATTEMPTS) =>
-                {
-                    return Err(RuntimeError::Setup(e));
-                }
                 Err(Rewind::Seek(e)) => {
-                    if let Some(r) = self.recovery.as_mut() {
+                    let failures = self.recovery.as_mut().map_or(SEEK_ATTEMPTS, |r| {
                         r.seek_failures += 1;
+                        r.seek_failures
+                    });
+                    if failures >= SEEK_ATTEMPTS {
+                        return Err(RuntimeError::Setup(e));
                     }
                     Err(e)
                 }
