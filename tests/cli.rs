@@ -38,6 +38,32 @@ fn every_verb_explains_itself() {
 }
 
 #[test]
+fn help_names_every_bench_and_what_latency_measures() {
+    let out = perfpilot().args(["bench", "-h"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for verb in ["throughput", "latency", "memory"] {
+        assert!(text.contains(verb), "bench -h lacks {verb}:\n{text}");
+    }
+    let out = perfpilot()
+        .args(["bench", "latency", "-h"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("decisions topic"), "{text}");
+}
+
+#[test]
+fn demo_properties_need_a_cluster() {
+    let out = perfpilot()
+        .args(["demo", "-X", "security.protocol=SASL_SSL"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--bootstrap-servers"), "{err}");
+}
+
+#[test]
 fn topics_list_needs_no_broker() {
     let out = perfpilot()
         .args(["topics", "list", "--topic-prefix", "x."])
@@ -289,4 +315,54 @@ fn replay_scores_every_row_and_reports_bad_ones() {
     let csv = String::from_utf8_lossy(&out.stdout);
     assert_eq!(csv.lines().count(), 21, "{csv}");
     assert!(csv.starts_with("series,timestamp,forecast,lower,upper,actual"));
+}
+
+#[test]
+fn replay_messages_read_right_for_one_series_and_name_the_series_to_plot() {
+    let dir = std::env::temp_dir().join(format!("perfpilot-replay1-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let single = dir.join("one.csv");
+    let mut text = String::from("timestamp,value\n");
+    for i in 0..120 {
+        let spike = if i == 100 { 400.0 } else { 0.0 };
+        text.push_str(&format!(
+            "{},{}\n",
+            1_700_000_000 + 60 * i,
+            100.0 + (i % 7) as f64 + spike
+        ));
+    }
+    std::fs::write(&single, text).unwrap();
+    let out = perfpilot().arg("replay").arg(&single).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("Read 120 rows of 1 series; 0 bad rows skipped"),
+        "{err}"
+    );
+    assert!(err.contains(". 1 anomaly."), "{err}");
+    assert!(!err.contains("most in"), "one series needs no name: {err}");
+
+    let long = dir.join("long.csv");
+    let mut text = String::from("timestamp,series,value\n");
+    for i in 0..50 {
+        for s in ["api", "db"] {
+            text.push_str(&format!("{},{s},{}\n", 1_700_000_000 + 60 * i, 10 + i % 3));
+        }
+    }
+    std::fs::write(&long, text).unwrap();
+    let svg = dir.join("plot.svg");
+    let out = perfpilot()
+        .arg("replay")
+        .arg(&long)
+        .args(["-o", "/dev/null", "--plot"])
+        .arg(&svg)
+        .args(["--plot-series", "nosuch"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(r#"no series "nosuch" in the input; --plot-series takes one of: "api", "db""#),
+        "{err}"
+    );
 }

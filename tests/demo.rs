@@ -16,6 +16,9 @@ fn demo_runs_and_summarises() {
             "--metrics-addr",
             "127.0.0.1:0",
         ])
+        // What the README tells users to export for the stages: the demo must not follow
+        // it to a cluster (only its own --bootstrap-servers picks one).
+        .env("PERFPILOT_BOOTSTRAP_SERVERS", "127.0.0.1:1")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -25,6 +28,10 @@ fn demo_runs_and_summarises() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("perfpilot demo summary"), "{text}");
+    assert!(
+        text.contains("on the embedded broker"),
+        "the demo did not use its embedded broker:\n{text}"
+    );
     // Every record reached the detector: processed or dead-lettered (3 poison records).
     let accounting = text
         .lines()

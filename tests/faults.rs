@@ -278,7 +278,16 @@ async fn faults_lose_nothing_repeat_nothing_and_stop_no_stage() {
         &fleet.c.topics.metrics(),
     ) != Some(0)
     {
-        assert!(Instant::now() < deadline, "the group did not catch up");
+        if Instant::now() >= deadline {
+            let dumps: Vec<String> = fleet
+                .instances
+                .iter()
+                .map(|i| format!("instance {}:\n{}", i.id, i.stacks()))
+                .collect();
+            let path = std::env::temp_dir().join(format!("{}-stacks.txt", fleet.c.name));
+            let _ = std::fs::write(&path, dumps.join("\n\n"));
+            panic!("the group did not catch up; the instances' stacks are in {path:?}");
+        }
         fleet.wait(1).await;
     }
     fleet.watch();

@@ -58,9 +58,10 @@ enum BenchCommand {
         #[arg(long)]
         no_pipeline: bool,
     },
-    /// Produce → anomaly latency percentiles of the detector stage at a fixed offered
-    /// load: spikes are injected after the warm-up and timed from the producer to the
-    /// anomalies topic.
+    /// End-to-end latency percentiles at a fixed offered load: spikes are injected after
+    /// the warm-up and timed from the producer to the anomalies topic (produce → anomaly
+    /// through the detector), or with --through decisions to the decisions topic (through
+    /// all four stages).
     Latency {
         #[command(flatten)]
         kafka: KafkaArgs,

@@ -83,8 +83,9 @@ pub enum Command {
     /// trace with daily cycles, weekends, bursts and slow growth drives them. Prints
     /// SLO-violation minutes, average slack, cost, changes and flip-flops per policy.
     Simulate(simulate::SimulateArgs),
-    /// Measure: throughput of the metric stages against a no-op relay on a Kafka cluster
-    /// (`bench throughput`), and memory per series of the cores (`bench memory`).
+    /// Measure on a Kafka cluster: throughput of the metric stages against a no-op relay
+    /// (`bench throughput`), end-to-end latency at a fixed load (`bench latency`), and
+    /// memory per series of the cores (`bench memory`).
     Bench(bench::BenchArgs),
     /// Manage perfpilot's topics.
     #[command(subcommand)]

@@ -170,6 +170,11 @@ pub(super) fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             Some(h) => format!("{name}: last {h} points forecast from the rest"),
             None => format!("{name}: values, expected range and anomalies"),
         };
+        anyhow::ensure!(
+            !c.points.is_empty(),
+            "cannot draw the plot: {}",
+            c.nothing_to_plot()
+        );
         draw(path, &title, &c.points)?;
         let note = if c.left_out > 0 {
             format!(" ({} later points left out)", c.left_out)

@@ -30,7 +30,8 @@ pub struct RunArgs {
     /// Most records per batch; bounds in-flight work.
     #[arg(long, default_value_t = 500)]
     max_batch: usize,
-    /// Time allowed on SIGINT/SIGTERM to finish in-flight work, flush and commit.
+    /// Time allowed on SIGINT/SIGTERM to finish in-flight work, flush and commit. A stage
+    /// still running 20 s after that (a broker away while it leaves the group) exits 1.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
     /// Metric events further than this in the future are dead-lettered.
@@ -62,6 +63,9 @@ pub struct RunArgs {
     max_record_bytes: usize,
 }
 
+/// How long past `--shutdown-timeout` a stopping stage may take before it is ended.
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(20);
+
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(args.config.as_deref())?;
     let topics = args.kafka.topics();
@@ -88,6 +92,9 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     maybe_serve_metrics(args.metrics_addr);
     let shutdown = Shutdown::new();
     tokio::spawn(shutdown.clone().on_signals());
+    // The runner keeps to --shutdown-timeout; the margin covers leaving the group and
+    // closing the clients, which librdkafka does not bound while the broker is away.
+    shutdown.exit_after(args.shutdown_timeout + SHUTDOWN_MARGIN);
     let report = run_kind(args.stage, &config, &kafka, runner, shutdown).await?;
     eprintln!(
         "{}: consumed {}, processed {}, dead-lettered {}, produced {}, commits {}, state writes {}, keys restored {}, unusable state records {}, aborts {}",

@@ -61,9 +61,15 @@ pub struct DemoArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Run against this Kafka cluster instead of the embedded broker (topics get a
-    /// fresh prefix per run, so earlier runs do not interfere).
-    #[arg(long, env = "PERFPILOT_BOOTSTRAP_SERVERS")]
+    /// fresh prefix per run, so earlier runs do not interfere). Only this option picks a
+    /// cluster: PERFPILOT_BOOTSTRAP_SERVERS, which the stages read, is ignored here.
+    #[arg(long)]
     pub bootstrap_servers: Option<String>,
+    /// With --bootstrap-servers: extra librdkafka property, key=value (repeatable), e.g.
+    /// -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-256. Secrets are better
+    /// passed as PERFPILOT_KAFKA_X_<KEY> (see `run --help`); -X wins over them.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = crate::runtime::kafka::parse_property, requires = "bootstrap_servers")]
+    pub property: Vec<(String, String)>,
     /// Simulated minutes per second of wall time.
     #[arg(long, default_value_t = 10)]
     pub ticks_per_second: u32,
@@ -100,7 +106,9 @@ pub async fn run_cli(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let summary = match &args.bootstrap_servers {
         Some(bootstrap) => {
             let topics = Topics::with_prefix(format!("perfpilot-demo-{}.", now_ms()));
-            let kafka = KafkaOptions::new(bootstrap.clone());
+            let mut kafka = KafkaOptions::new(bootstrap.clone());
+            kafka.properties = crate::cli::properties_from_env(std::env::vars());
+            kafka.properties.extend(args.property.iter().cloned());
             crate::runtime::topics::create_all(&kafka, &topics, args.partitions, 1).await?;
             println!(
                 "perfpilot demo on Kafka at {bootstrap}, topics {}*",

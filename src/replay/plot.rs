@@ -48,11 +48,18 @@ pub struct PlotCollector {
     pub points: Vec<PlotPoint>,
     /// Points left out beyond the cap.
     pub left_out: u64,
+    /// The other series of the input (the first [`PlotCollector::MAX_NAMED`]), to name
+    /// when the one asked for is not there.
+    pub others: std::collections::BTreeSet<String>,
+    /// How many other series there were beyond those.
+    pub others_left_out: u64,
 }
 
 impl PlotCollector {
     /// Most points kept for a plot (a readable SVG has far fewer pixels).
     pub const MAX_POINTS: usize = 50_000;
+    /// Most other series names kept.
+    pub const MAX_NAMED: usize = 20;
 
     /// A collector for `series` (or the first series seen).
     pub fn new(series: Option<String>) -> Self {
@@ -65,12 +72,40 @@ impl PlotCollector {
     /// Whether rows of `series` belong to the plot (fixing the series on first use).
     pub fn wants(&mut self, series: &str) -> bool {
         match &self.series {
-            Some(s) => s == series,
+            Some(s) if s == series => true,
+            Some(_) => {
+                if !self.others.contains(series) {
+                    if self.others.len() < Self::MAX_NAMED {
+                        self.others.insert(series.to_string());
+                    } else {
+                        self.others_left_out += 1;
+                    }
+                }
+                false
+            }
             None => {
                 self.series = Some(series.to_string());
                 true
             }
         }
+    }
+
+    /// Why nothing was collected, naming the series the input has.
+    pub fn nothing_to_plot(&self) -> String {
+        let asked = self.series.as_deref().unwrap_or("");
+        if self.others.is_empty() {
+            return "the input has no rows to plot".to_string();
+        }
+        let names: Vec<String> = self.others.iter().map(|n| format!("{n:?}")).collect();
+        let more = if self.others_left_out > 0 {
+            format!(" and {} more", self.others_left_out)
+        } else {
+            String::new()
+        };
+        format!(
+            "no series {asked:?} in the input; --plot-series takes one of: {}{more}",
+            names.join(", ")
+        )
     }
 
     /// Adds a point, up to the cap.

@@ -451,11 +451,11 @@ impl Summary {
     /// The closing paragraph.
     pub fn paragraph(&self) -> String {
         let mut s = format!(
-            "Read {} rows of {} series{}; {} bad rows skipped",
-            self.rows,
+            "Read {} of {} series{}; {} skipped",
+            plural(self.rows, "row", "rows"),
             self.series,
             if self.long { " (long format)" } else { "" },
-            self.bad_count
+            plural(self.bad_count, "bad row", "bad rows")
         );
         if self.dropped > 0 {
             s.push_str(&format!(
@@ -483,16 +483,23 @@ impl Summary {
             let top: Vec<String> = top
                 .iter()
                 .take(3)
-                .map(|(k, v)| format!("{} ({v})", if k.is_empty() { "series" } else { k.as_str() }))
+                .map(|(k, v)| format!("{k} ({v})"))
                 .collect();
-            s.push_str(&format!(". {total} anomalies"));
-            if !top.is_empty() {
+            s.push_str(&format!(". {}", plural(total, "anomaly", "anomalies")));
+            // One series (the two-column format) has no name to tell it apart by.
+            if self.long && !top.is_empty() {
                 s.push_str(&format!(", most in {}", top.join(", ")));
             }
             s.push('.');
         }
         s
     }
+}
+
+/// `n` and the noun in the number it takes: "1 anomaly", "2 anomalies".
+fn plural(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 #[cfg(test)]

@@ -42,6 +42,29 @@ impl Shutdown {
         let _ = rx.wait_for(|v| *v).await;
     }
 
+    /// Makes a stop certain: once triggered, a process still running after `grace` is
+    /// ended with exit status 1 (as `kill -9` would end it: nothing committed is lost,
+    /// what was not is re-read). A plain thread, not a task, so it fires even when every
+    /// runtime worker is stuck in a blocking client call. Call once per process.
+    pub fn exit_after(&self, grace: std::time::Duration) {
+        let rx = self.rx.clone();
+        tokio::spawn(async move {
+            let mut rx = rx;
+            let _ = rx.wait_for(|v| *v).await;
+            let spawned = std::thread::Builder::new()
+                .name("shutdown-watchdog".into())
+                .spawn(move || {
+                    std::thread::sleep(grace);
+                    tracing::error!(grace = ?grace, "still running this long after the stop was asked; exiting now (uncommitted records are re-read by the next owner)");
+                    eprintln!("perfpilot: did not stop within {grace:?} of the signal; exiting");
+                    std::process::exit(1);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the shutdown watchdog");
+            }
+        });
+    }
+
     /// Triggers on SIGINT (Ctrl-C) or SIGTERM. Spawn once per process.
     pub async fn on_signals(self) {
         #[cfg(unix)]

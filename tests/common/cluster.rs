@@ -318,6 +318,19 @@ impl Instance {
         assert!(ok, "cannot send SIG{signal} to instance {}", self.id);
     }
 
+    /// Every thread's stack, from gdb when it is installed (to see where a stuck
+    /// instance waits); a note saying why not otherwise.
+    pub fn stacks(&self) -> String {
+        match Command::new("gdb")
+            .args(["-p", &self.child.id().to_string(), "-batch", "-nx"])
+            .args(["-ex", "set pagination off", "-ex", "thread apply all bt 40"])
+            .output()
+        {
+            Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+            Err(e) => format!("(no stacks: gdb: {e})"),
+        }
+    }
+
     /// How the process ended, if it has.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()

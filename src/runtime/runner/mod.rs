@@ -402,6 +402,7 @@ pub async fn run_stage<S: Stage>(
         producer,
         producer_config,
         restorer,
+        shutdown.clone(),
     )));
     let consumer: StreamConsumer<RunnerContext<S>> = consumer_config
         .create_with_context(RunnerContext {

@@ -14,6 +14,7 @@ use super::StageProducer;
 use super::{Guarantee, RunReport, RunnerConfig, RuntimeError};
 use crate::event::{encode, DeadLetter};
 use crate::runtime::now_ms;
+use crate::runtime::Shutdown;
 use crate::stage::{Keyed, RecordMeta, Rejection, Stage, StageInput, StateChange};
 use crate::telemetry;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
@@ -63,6 +64,12 @@ const STATE_WAVE_BYTES: usize = 256 * 1024;
 /// Longest a commit, a flush or a transaction call may block.
 const KAFKA_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Longest an exactly-once send waits for room in the producer's queue: a transaction's
+/// records must be delivered within its timeout anyway (its message.timeout.ms). Past
+/// it the send fails and the transaction is recovered from, instead of the stage
+/// waiting, deaf, inside a call for as long as the broker is away.
+const TXN_QUEUE_WAIT: Duration = Duration::from_secs(15);
+
 /// Deliveries waiting this long without any acknowledgement make the stage report itself
 /// unhealthy (`perfpilot_healthy` 0, one log line) until they move again.
 const UNHEALTHY_AFTER: Duration = Duration::from_secs(10);
@@ -107,6 +114,9 @@ pub(super) struct Core<S: Stage> {
     waiting_for_broker: bool,
     /// A failure seen inside a rebalance callback, returned by the loop.
     pub(super) failure: Option<RuntimeError>,
+    /// The stop signal: a send waiting for room in a full queue gives up once it is
+    /// given (after the shutdown deadline), so a stage asked to stop does stop.
+    shutdown: Shutdown,
     pub(super) report: RunReport,
 }
 
@@ -117,6 +127,7 @@ impl<S: Stage> Core<S> {
         producer: StageProducer,
         producer_config: ClientConfig,
         restorer: Option<StateRestorer>,
+        shutdown: Shutdown,
     ) -> Self {
         telemetry::healthy(stage.name(), true);
         Core {
@@ -142,6 +153,7 @@ impl<S: Stage> Core<S> {
             last_delivery_progress: Instant::now(),
             waiting_for_broker: false,
             failure: None,
+            shutdown,
             report: RunReport::default(),
         }
     }
@@ -322,6 +334,7 @@ impl<S: Stage> Core<S> {
             telemetry::record_too_large(self.name, topic);
             return Ok(());
         }
+        let mut waiting_since: Option<Instant> = None;
         loop {
             let mut record = FutureRecord::<[u8], [u8]>::to(topic);
             if let Some(p) = payload {
@@ -341,7 +354,20 @@ impl<S: Stage> Core<S> {
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     // Backpressure: settle what was delivered, give the producer's
-                    // thread a moment, retry.
+                    // thread a moment, retry — at-least-once for as long as the broker
+                    // is away, exactly-once within the transaction's timeout; either
+                    // only up to the shutdown deadline once the stage is asked to stop.
+                    let since = *waiting_since.get_or_insert_with(Instant::now);
+                    let waited = since.elapsed();
+                    let stopping = self.shutdown.is_triggered();
+                    if (self.exactly_once() && waited >= TXN_QUEUE_WAIT)
+                        || (stopping && waited >= self.cfg.shutdown_deadline)
+                    {
+                        return Err(RuntimeError::Delivery {
+                            topic: topic.to_string(),
+                            source: KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                        });
+                    }
                     telemetry::backpressure(self.name);
                     self.settle()?;
                     std::thread::sleep(Duration::from_millis(2));
