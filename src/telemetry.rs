@@ -2,6 +2,7 @@
 //! in one place, so the README's list and the code cannot drift.
 
 use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::Matcher;
 use std::net::SocketAddr;
 
 /// Records consumed by a stage (labels: stage).
@@ -29,8 +30,13 @@ pub const ACTIVE_SERIES: &str = "perfpilot_active_series";
 pub const REBALANCES: &str = "perfpilot_rebalances_total";
 /// Batches processed (labels: stage).
 pub const BATCHES: &str = "perfpilot_batches_total";
-/// Cumulative counters of the cores: late points, duplicates, ... (labels: stage, counter).
-pub const CORE_EVENTS: &str = "perfpilot_core_events";
+/// Counters of the cores: late points, duplicates, ... (labels: stage, counter).
+pub const CORE_EVENTS: &str = "perfpilot_core_events_total";
+/// Records behind the high watermark, per input partition (labels: stage, topic,
+/// partition); 0 from instances that do not own the partition.
+pub const CONSUMER_LAG: &str = "perfpilot_consumer_lag_records";
+/// Always 1; the labels say what runs (labels: version).
+pub const BUILD_INFO: &str = "perfpilot_build_info";
 /// Times the producer queue was full and the stage waited (labels: stage).
 pub const BACKPRESSURE_WAITS: &str = "perfpilot_backpressure_waits_total";
 /// Time to restore assigned partitions from the state changelog (labels: stage).
@@ -45,7 +51,15 @@ pub const STATE_WRITES: &str = "perfpilot_state_writes_total";
 pub const TXN_ABORTS: &str = "perfpilot_transactions_aborted_total";
 
 /// Every exported metric with its help text (for the README and `/metrics` HELP lines).
-pub const ALL: [(&str, &str); 19] = [
+pub const ALL: [(&str, &str); 21] = [
+    (
+        BUILD_INFO,
+        "always 1; the version label says which perfpilot runs",
+    ),
+    (
+        CONSUMER_LAG,
+        "records behind the high watermark per input partition (0 where another instance owns it)",
+    ),
     (
         HEALTHY,
         "1 while deliveries move, 0 while they have waited over 10 s for the broker",
@@ -78,7 +92,7 @@ pub const ALL: [(&str, &str); 19] = [
     (BATCHES, "batches processed"),
     (
         CORE_EVENTS,
-        "cumulative counters of the stage core (late, duplicate, refused ...)",
+        "counters of the stage core (late, duplicate, refused ...)",
     ),
     (
         BACKPRESSURE_WAITS,
@@ -116,8 +130,11 @@ pub enum LogFormat {
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only for a person at a terminal, not in files, pipes or log collectors.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // A second initialisation (tests) is harmless: keep the first.
     let _ = match format {
@@ -137,10 +154,43 @@ pub struct MetricsError {
 /// The Prometheus exporter as every perfpilot process configures it.
 fn prometheus() -> Result<metrics_exporter_prometheus::PrometheusBuilder, String> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets(&[
-            0.000_001, 0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05,
-            0.1, 0.5, 1.0,
-        ])
+        // Per record: microseconds.
+        .set_buckets_for_metric(
+            Matcher::Full(PROCESSING_SECONDS.to_string()),
+            &[
+                0.000_001,
+                0.000_002_5,
+                0.000_005,
+                0.000_01,
+                0.000_025,
+                0.000_05,
+                0.000_1,
+                0.000_25,
+                0.000_5,
+                0.001,
+                0.01,
+                0.1,
+            ],
+        )
+        .and_then(|b| {
+            // A broker round trip; up to the commit timeouts while the broker is away.
+            b.set_buckets_for_metric(
+                Matcher::Full(COMMIT_SECONDS.to_string()),
+                &[
+                    0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0,
+                ],
+            )
+        })
+        .and_then(|b| {
+            // Seconds to minutes (--restore-timeout is 5 min by default).
+            b.set_buckets_for_metric(
+                Matcher::Full(RESTORE_SECONDS.to_string()),
+                &[
+                    0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+                ],
+            )
+        })
         .map_err(|e| e.to_string())
 }
 
@@ -148,6 +198,7 @@ fn describe_all() {
     for (name, help) in ALL {
         metrics::describe_counter!(name, help);
     }
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
 /// Serves Prometheus `/metrics` on `addr` (must be called inside a tokio runtime).
@@ -266,11 +317,17 @@ pub fn batch(stage: &'static str) {
     counter!(BATCHES, "stage" => stage).increment(1);
 }
 
-/// Core counters, exported as gauges of their cumulative value.
+/// Core counters: the cores keep cumulative counts, exported as counters at that value.
 pub fn core_counters(stage: &'static str, counters: &[(&'static str, u64)]) {
     for (name, value) in counters {
-        gauge!(CORE_EVENTS, "stage" => stage, "counter" => *name).set(*value as f64);
+        counter!(CORE_EVENTS, "stage" => stage, "counter" => *name).absolute(*value);
     }
+}
+
+/// The consumer lag of one input partition (see [`CONSUMER_LAG`]).
+pub fn consumer_lag(stage: &'static str, topic: &str, partition: i32, lag: i64) {
+    gauge!(CONSUMER_LAG, "stage" => stage, "topic" => topic.to_string(), "partition" => partition.to_string())
+        .set(lag as f64);
 }
 
 /// The producer queue was full.

@@ -88,7 +88,13 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         "--max-record-bytes must be at least 4096 (a dead letter's metadata must fit)"
     );
     runner.max_record_bytes = args.max_record_bytes;
-    tracing::info!(properties = ?kafka.redacted_properties(), "kafka client properties");
+    // As `key=value` text (secrets masked), not a Debug dump: JSON logs get a plain string.
+    let properties: Vec<String> = kafka
+        .redacted_properties()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    tracing::info!(properties = %properties.join(" "), count = properties.len(), "kafka client properties");
     maybe_serve_metrics(args.metrics_addr);
     let shutdown = Shutdown::new();
     tokio::spawn(shutdown.clone().on_signals());

@@ -260,6 +260,7 @@ struct RunnerContext<S: Stage> {
     core: Arc<Mutex<Core<S>>>,
     /// Set by the error callback, read by the loop (no lock needed in the callback).
     fatal: FatalError,
+    name: &'static str,
 }
 
 fn lock<S: Stage>(core: &Mutex<Core<S>>) -> MutexGuard<'_, Core<S>> {
@@ -281,6 +282,21 @@ impl<S: Stage> ClientContext for RunnerContext<S> {
     fn error(&self, error: KafkaError, reason: &str) {
         super::kafka::log_client_error("stage", &error, reason);
         self.fatal.observe(&error, reason);
+    }
+
+    /// Consumer lag per input partition, from librdkafka's statistics.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition < 0 {
+                    continue;
+                }
+                // A partition this instance does not own reads 0 here: summed over the
+                // group's instances, each partition counts once.
+                let lag = if p.desired { p.consumer_lag.max(0) } else { 0 };
+                telemetry::consumer_lag(self.name, topic, *partition, lag);
+            }
+        }
     }
 }
 
@@ -380,7 +396,10 @@ pub async fn run_stage<S: Stage>(
         check_co_partitioned(&producer, r.topic(), &cfg.input_topics)?;
     }
     let mut consumer_config = kafka.consumer_config(&cfg.group_id);
-    consumer_config.set("isolation.level", "read_committed");
+    consumer_config
+        .set("isolation.level", "read_committed")
+        // Statistics carry the consumer lag per partition (telemetry::CONSUMER_LAG).
+        .set("statistics.interval.ms", "5000");
     for (k, v) in &kafka.consumer_properties {
         consumer_config.set(k, v);
     }
@@ -408,6 +427,7 @@ pub async fn run_stage<S: Stage>(
         .create_with_context(RunnerContext {
             core: core.clone(),
             fatal: FatalError::default(),
+            name,
         })
         .map_err(RuntimeError::Setup)?;
     let topics: Vec<String> = lock(&core).cfg.input_topics.clone();

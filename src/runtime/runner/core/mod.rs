@@ -54,6 +54,8 @@ struct PendingCheckpoint {
     offsets: Vec<PlannedOffset>,
     /// Every send numbered below this must be acknowledged before the next step.
     barrier: u64,
+    /// When it began (its duration is the at-least-once commit time).
+    began: Instant,
 }
 
 /// State bytes a checkpoint sends at a time, the next wave once these are acknowledged.
@@ -117,6 +119,7 @@ pub(super) struct Core<S: Stage> {
     /// The stop signal: a send waiting for room in a full queue gives up once it is
     /// given (after the shutdown deadline), so a stage asked to stop does stop.
     shutdown: Shutdown,
+
     pub(super) report: RunReport,
 }
 
@@ -593,6 +596,7 @@ impl<S: Stage> Core<S> {
                 sent: 0,
                 offsets,
                 barrier: self.next_seq,
+                began: Instant::now(),
             });
         }
         self.advance_checkpoint(consumer)
@@ -624,11 +628,14 @@ impl<S: Stage> Core<S> {
             self.checkpoint = Some(c);
             return Ok(());
         }
-        let offsets = self
-            .checkpoint
-            .take()
-            .map(|c| c.offsets)
-            .unwrap_or_default();
+        let Some(done) = self.checkpoint.take() else {
+            return Ok(());
+        };
+        // The asynchronous commit's answer is not timed (librdkafka reports it to no
+        // callback here): the checkpoint is, from its first state write to its offsets
+        // handed to the broker, with every write acknowledged.
+        telemetry::commit(self.name, done.began.elapsed().as_secs_f64(), true);
+        let offsets = done.offsets;
         // Asynchronously: a commit is a broker round trip (5–30 ms on a busy machine),
         // which stalled every output of the stage each commit interval.
         self.commit_offsets(consumer, offsets, CommitMode::Async);

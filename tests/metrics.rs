@@ -1,0 +1,120 @@
+//! The Prometheus endpoint of a running stage, scraped as Prometheus scrapes it: the
+//! content type, counter and histogram conventions, buckets that fit each histogram,
+//! the commit timing of a default (at-least-once) run, consumer lag and build info.
+
+mod common;
+
+use common::{produce_lines, TestCluster};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The whole HTTP response to `GET /metrics`, if served.
+fn scrape(addr: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// The exposition must carry everything `wanted` names.
+fn missing<'a>(body: &str, wanted: &[&'a str]) -> Vec<&'a str> {
+    wanted
+        .iter()
+        .copied()
+        .filter(|w| !body.contains(w))
+        .collect()
+}
+
+#[test]
+fn a_stage_exposes_counters_fitting_buckets_commit_time_lag_and_build_info() {
+    let c = TestCluster::embedded("metrics", 2);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let kafka = [
+        "--bootstrap-servers",
+        c.kafka.bootstrap_servers.as_str(),
+        "--topic-prefix",
+        c.topics.prefix.as_str(),
+    ];
+    let log_path =
+        std::env::temp_dir().join(format!("perfpilot-metrics-{}.log", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_perfpilot"))
+        .args(["run", "detector"])
+        .args(kafka)
+        .args(["--metrics-addr", &addr, "--commit-interval", "500ms"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = String::new();
+    for i in 0..400 {
+        lines.push_str(&format!(
+            "{{\"target\":\"svc-{}\",\"metric\":\"latency\",\"value\":{},\"timestamp_ms\":{}}}\n",
+            i % 4,
+            100 + i % 7,
+            1_700_000_000_000_i64 + 60_000 * (i / 4)
+        ));
+    }
+    produce_lines(&kafka, lines.as_bytes());
+    let version = env!("CARGO_PKG_VERSION");
+    let build_info = format!("perfpilot_build_info{{version=\"{version}\"}} 1");
+    let wanted = [
+        // What Prometheus reads as its text format 0.0.4 (it has no version parameter).
+        "content-type: text/plain",
+        "# TYPE perfpilot_core_events_total counter",
+        "# TYPE perfpilot_commit_seconds histogram",
+        // Commit buckets reach the commit timeouts; per-record ones start at 1 µs;
+        // restores (seconds to minutes) reach 10 min.
+        "perfpilot_commit_seconds_bucket{stage=\"detector\",le=\"30\"}",
+        "perfpilot_processing_seconds_bucket{stage=\"detector\",le=\"0.000001\"}",
+        "perfpilot_state_restore_seconds_bucket{stage=\"detector\",le=\"600\"}",
+        "# TYPE perfpilot_consumer_lag_records gauge",
+        "perfpilot_consumer_lag_records{stage=\"detector\",topic=\"",
+        build_info.as_str(),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    let result = loop {
+        if let Some(r) = scrape(&addr) {
+            // Header names are case-insensitive.
+            let (head, body) = r.split_once("\r\n\r\n").unwrap_or((&r, ""));
+            last = format!("{}\n\n{body}", head.to_ascii_lowercase());
+            if missing(&last, &wanted).is_empty() {
+                break Ok(body.to_string());
+            }
+        }
+        if Instant::now() > deadline {
+            break Err(missing(&last, &wanted));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    // Logs written to a file carry no terminal colours.
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(log.contains("stage started"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escapes in a log file:\n{log}"
+    );
+    match result {
+        Ok(body) => {
+            assert!(
+                !body.contains("# TYPE perfpilot_core_events gauge"),
+                "core counters must not be gauges:\n{body}"
+            );
+        }
+        Err(m) => panic!("the exposition lacks {m:?}:\n{last}"),
+    }
+}
