@@ -792,11 +792,8 @@ impl<S: Stage> Core<S> {
         C: ConsumerContext,
         K: Consumer<C>,
     {
-        if let Some(r) = self.recovery.take() {
-            // Stopped before the broker came back: what the failed transaction held is
-            // aborted (if the broker answers now) and re-read by the next owner.
-            let _ = self.producer.abort_transaction(Duration::from_secs(5));
-            return Err(RuntimeError::Unrecovered(r.cause().to_string()));
+        if self.recovery.is_some() {
+            return self.stop_recovering();
         }
         self.commit(consumer)?;
         self.flush()

@@ -87,11 +87,6 @@ impl Recovery {
     pub(in crate::runtime::runner) fn next_try(&self) -> Instant {
         self.next_try
     }
-
-    /// What failed.
-    pub(in crate::runtime::runner) fn cause(&self) -> &str {
-        &self.cause
-    }
 }
 
 fn fatal(e: &KafkaError) -> bool {
@@ -258,6 +253,37 @@ impl<S: Stage> Core<S> {
             tracing::info!(stage = self.name, after = ?r.since.elapsed(), attempts = r.attempts, "recovered: the failed transaction is aborted, state and positions are back at the last commit; reading resumes");
         } else {
             tracing::info!(stage = self.name, after = ?r.since.elapsed(), attempts = r.attempts, "recovered: the transaction's commit went through when retried; reading resumes");
+        }
+    }
+
+    /// The stage stops before its recovery is done. Nothing it read is lost or will be
+    /// repeated once the failed transaction is aborted: its inputs were not committed,
+    /// the next owner re-reads them, and read_committed readers never see its outputs.
+    /// So the stop is clean when the transaction is aborted now, or was already, or
+    /// belonged to a replaced producer (the broker aborts it on its timeout, or when the
+    /// next instance with this id fences it). `Err` when the abort is refused now: the
+    /// transaction may still be open (a commit that timed out may even complete).
+    pub(super) fn stop_recovering(&mut self) -> Result<(), RuntimeError> {
+        let Some(r) = self.recovery.take() else {
+            return Ok(());
+        };
+        let aborted = match r.step {
+            Step::Commit | Step::Abort => self
+                .producer
+                .abort_transaction(RECOVERY_CALL_TIMEOUT)
+                .map_err(|e| e.to_string()),
+            Step::Renew | Step::Init | Step::Rewind => Ok(()),
+        };
+        match aborted {
+            Ok(()) => {
+                self.txn_open = false;
+                tracing::info!(stage = self.name, step = ?r.step, cause = %r.cause, "stopped during a recovery: the failed transaction is aborted (or fenced with its producer); its inputs are re-read by the next owner, nothing is lost or repeated");
+                Ok(())
+            }
+            Err(e) => Err(RuntimeError::Unrecovered(format!(
+                "{}; the abort failed too: {e}",
+                r.cause
+            ))),
         }
     }
 
