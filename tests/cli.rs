@@ -224,6 +224,32 @@ async fn produce_reports_bad_lines_and_tail_prints_the_good_ones() {
     let db = records.iter().find(|r| r["target"] == "db").unwrap();
     assert_eq!(db["labels"]["zone"], "a");
     assert_eq!(db["timestamp_ms"], 1_700_000_000_000_i64);
+
+    // The compact text format: one line per record, where it was read, its key as text.
+    let bootstrap = c.kafka.bootstrap_servers.clone();
+    let prefix = c.topics.prefix.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        perfpilot()
+            .args(["tail", "metrics", "--from-beginning", "--max", "3"])
+            .args(["--idle-timeout", "20s", "--format", "text"])
+            .args(["--bootstrap-servers", &bootstrap, "--topic-prefix", &prefix])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    let db = text
+        .lines()
+        .find(|l| l.contains(" target=db "))
+        .expect("db's line");
+    assert!(
+        db.starts_with(&format!("{}metrics/", c.topics.prefix)),
+        "{db}"
+    );
+    assert!(db.contains(" key=") && db.contains(" MetricEvent "), "{db}");
+    assert!(db.contains(r#" labels={"zone":"a"}"#), "{db}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

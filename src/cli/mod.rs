@@ -8,6 +8,7 @@ mod replay;
 mod simulate;
 mod stage;
 mod tail;
+pub mod tail_format;
 
 use crate::runtime::kafka::parse_property;
 use crate::runtime::{KafkaOptions, Topics};

@@ -1,5 +1,6 @@
-//! `perfpilot tail <topic>`: any perfpilot topic as JSON lines.
+//! `perfpilot tail <topic>`: any perfpilot topic as JSON lines or compact text.
 
+use super::tail_format::{to_json, to_text, Origin, TailFormat};
 use super::{parse_duration, KafkaArgs};
 use crate::event::AnyRecord;
 use clap::Args;
@@ -25,6 +26,11 @@ pub struct TailArgs {
     /// Stop when no record arrived for this long (e.g. 5s); default: run until Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
     idle_timeout: Option<Duration>,
+    /// json: one JSON object per record. text: one line per record —
+    /// `topic/partition@offset key=… Type field=value …`. Either way, keys are text when
+    /// UTF-8 and bytes are base64 (`key_base64`, `payload_base64`).
+    #[arg(long, value_enum, default_value_t = TailFormat::Json)]
+    format: TailFormat,
 }
 
 pub(super) async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
@@ -63,7 +69,19 @@ pub(super) async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
         n += 1;
         match AnyRecord::decode(m.payload().unwrap_or(&[])) {
             Ok(record) => {
-                serde_json::to_writer(&mut stdout, &record)?;
+                let value = to_json(&record)?;
+                match args.format {
+                    TailFormat::Json => serde_json::to_writer(&mut stdout, &value)?,
+                    TailFormat::Text => {
+                        let origin = Origin {
+                            topic: &topic,
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            key: m.key(),
+                        };
+                        write!(stdout, "{}", to_text(&origin, &value))?;
+                    }
+                }
                 writeln!(stdout)?;
             }
             Err(e) => eprintln!("{topic}/{}@{}: {e}", m.partition(), m.offset()),
