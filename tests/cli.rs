@@ -367,6 +367,24 @@ fn replay_messages_read_right_for_one_series_and_name_the_series_to_plot() {
     );
     assert!(err.contains(". 1 anomaly."), "{err}");
     assert!(!err.contains("most in"), "one series needs no name: {err}");
+    // Computed numbers are short (six significant digits), not 16.
+    let csv = String::from_utf8_lossy(&out.stdout);
+    let last = csv.lines().last().unwrap_or("");
+    let expected = last.split(',').nth(4).unwrap_or("");
+    assert!(
+        !expected.is_empty() && expected.len() <= 8,
+        "long number {expected:?} in {last}"
+    );
+
+    // The input's column names come back.
+    let named = dir.join("named.csv");
+    std::fs::write(&named, "ts,cpu\n1700000000,1\n1700000060,2\n").unwrap();
+    let out = perfpilot().arg("replay").arg(&named).output().unwrap();
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        csv.starts_with("ts,cpu,anomaly_score,anomaly,expected,lower,upper\n"),
+        "{csv}"
+    );
 
     let long = dir.join("long.csv");
     let mut text = String::from("timestamp,series,value\n");

@@ -101,7 +101,7 @@ pub fn replay_corpus(
             std::io::BufReader::new(file),
             cfg,
             &mut |_| {},
-            |row, _, scored| {
+            |row, _, _, scored| {
                 g.timestamps.push(row.ts_ms);
                 g.scores.push(scored.point.map_or(0.0, |p| p.score));
                 flags.push(if scored.anomaly.is_some() { 1.0 } else { 0.0 });

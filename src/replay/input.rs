@@ -2,8 +2,6 @@
 //! (many), told apart by the header or the column count; timestamps as epoch seconds,
 //! epoch milliseconds, ISO-8601 or `YYYY-MM-DD HH:MM:SS`.
 
-use std::time::UNIX_EPOCH;
-
 /// Which columns the input has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -129,7 +127,7 @@ impl Layout {
 }
 
 /// Parses epoch seconds, epoch milliseconds (numbers above 10¹¹), ISO-8601 with `Z` or
-/// a `±HH:MM` offset, `YYYY-MM-DD HH:MM:SS[.fff]` (UTC) or a bare date.
+/// an offset (`Z`, `±HH:MM`, `±HHMM`, `±HH`), `YYYY-MM-DD HH:MM:SS[.fff]` (UTC) or a bare date.
 pub fn parse_timestamp(s: &str) -> Result<i64, String> {
     let s = s.trim().trim_matches('"');
     if let Ok(n) = s.parse::<f64>() {
@@ -143,39 +141,38 @@ pub fn parse_timestamp(s: &str) -> Result<i64, String> {
             (n * 1000.0) as i64
         });
     }
-    let (body, offset_ms) = split_offset(s)?;
-    let body = if body.len() == 10 {
-        format!("{body} 00:00:00")
+    // RFC 3339 / ISO 8601 with an offset (`Z`, `+01:00`, `+0100`, `+01`), parsed by jiff;
+    // a date-time without one is UTC; a bare date is its midnight, UTC.
+    // jiff's civil parser skips an offset it cannot use: a time that has one must parse
+    // as an instant, or it is an error (not read as UTC).
+    let has_offset = s
+        .get(10..)
+        .is_some_and(|t| t.contains(['+', '-', 'Z', 'z']));
+    let instant = if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        t
+    } else if has_offset {
+        return Err(format!(
+            "cannot read {s:?} as a time: bad offset (expected Z, ±HH:MM, ±HHMM or ±HH)"
+        ));
+    } else if let Ok(dt) = s.parse::<jiff::civil::DateTime>() {
+        dt.to_zoned(jiff::tz::TimeZone::UTC)
+            .map_err(|e| e.to_string())?
+            .timestamp()
+    } else if let Ok(d) = s.parse::<jiff::civil::Date>() {
+        d.to_zoned(jiff::tz::TimeZone::UTC)
+            .map_err(|e| e.to_string())?
+            .timestamp()
     } else {
-        body.to_string()
+        return Err(format!(
+            "cannot read {s:?} as a time (expected epoch seconds or milliseconds, or e.g. \
+             2024-05-01T12:00:00Z, 2024-05-01 12:00:00, 2024-05-01T13:00:00+0100)"
+        ));
     };
-    let t = humantime::parse_rfc3339_weak(&body)
-        .map_err(|e| format!("{e} (expected e.g. 2024-05-01T12:00:00Z)"))?;
-    let ms = t
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| "before 1970".to_string())?
-        .as_millis() as i64;
-    Ok(ms - offset_ms)
-}
-
-/// Splits a trailing `±HH:MM` (or `±HHMM`) offset off a date-time.
-fn split_offset(s: &str) -> Result<(&str, i64), String> {
-    if s.len() > 19 {
-        let tail_start = s.len() - 6;
-        let (body, tail) = s.split_at(tail_start);
-        let b = tail.as_bytes();
-        if (b[0] == b'+' || b[0] == b'-') && b[3] == b':' {
-            let h: i64 = tail[1..3]
-                .parse()
-                .map_err(|_| format!("bad offset {tail}"))?;
-            let m: i64 = tail[4..6]
-                .parse()
-                .map_err(|_| format!("bad offset {tail}"))?;
-            let sign = if b[0] == b'-' { -1 } else { 1 };
-            return Ok((body, sign * (h * 3_600_000 + m * 60_000)));
-        }
+    let ms = instant.as_millisecond();
+    if ms < 0 {
+        return Err("before 1970".into());
     }
-    Ok((s, 0))
+    Ok(ms)
 }
 
 #[cfg(test)]
@@ -192,13 +189,24 @@ mod tests {
             ("2023-11-14 22:13:20", 1_700_000_000_000),
             ("2023-11-14T23:13:20+01:00", 1_700_000_000_000),
             ("2023-11-14T17:13:20-05:00", 1_700_000_000_000),
+            ("2023-11-14T23:13:20+0100", 1_700_000_000_000),
+            ("2023-11-14 23:13:20+01", 1_700_000_000_000),
+            ("2023-11-14t22:13:20z", 1_700_000_000_000),
+            ("2013-10-10 10:35:00.000000", 1_381_401_300_000),
             ("2023-11-14 22:13:20.250", 1_700_000_000_250),
             ("2023-11-14", 1_699_920_000_000),
         ];
         for (text, want) in cases {
             assert_eq!(parse_timestamp(text), Ok(want), "{text}");
         }
-        for bad in ["yesterday", "-5", "2023-13-01 00:00:00", ""] {
+        for bad in [
+            "yesterday",
+            "-5",
+            "2023-13-01 00:00:00",
+            "",
+            "1969-12-31T23:59:59Z",
+            "2023-11-14T22:13:20+1x:00",
+        ] {
             assert!(parse_timestamp(bad).is_err(), "{bad}");
         }
     }

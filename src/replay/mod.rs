@@ -8,4 +8,6 @@ pub mod run;
 
 pub use corpus::{replay_corpus, CorpusReport};
 pub use input::{parse_timestamp, Layout, Row, RowError};
-pub use run::{detect_rows, replay_horizon, replay_scores, Backtest, HorizonAccuracy, Summary};
+pub use run::{
+    detect_rows, replay_horizon, replay_scores, short, Backtest, Columns, HorizonAccuracy, Summary,
+};

@@ -77,8 +77,9 @@ fn read_rows(
     input: impl Read,
     summary: &mut Summary,
     progress: &mut dyn FnMut(u64),
-    mut each: impl FnMut(Row, Layout) -> Result<(), ReplayError>,
+    mut each: impl FnMut(Row, Layout, &Columns) -> Result<(), ReplayError>,
 ) -> Result<Layout, ReplayError> {
+    let mut columns = Columns::default();
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -98,6 +99,7 @@ fn read_rows(
             Some(l) => l,
             None => {
                 if let Some(l) = Layout::from_header(&fields) {
+                    columns = Columns::of(l, &fields);
                     layout = Some(l);
                     summary.long = l.is_long();
                     continue;
@@ -110,7 +112,7 @@ fn read_rows(
         };
         summary.rows += 1;
         match l.row(line, &fields) {
-            Ok(row) => each(row, l)?,
+            Ok(row) => each(row, l, &columns)?,
             Err(e) => {
                 summary.bad_count += 1;
                 if summary.bad.len() < 20 {
@@ -120,6 +122,81 @@ fn read_rows(
         }
     }
     layout.ok_or(ReplayError::Empty)
+}
+
+/// The names of the input's columns, as its header gives them (`timestamp`, `series`,
+/// `value` without one), so the output speaks the input's language.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Columns {
+    /// The timestamp column.
+    pub ts: String,
+    /// The series column (long format).
+    pub series: String,
+    /// The value column.
+    pub value: String,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Columns {
+            ts: "timestamp".into(),
+            series: "series".into(),
+            value: "value".into(),
+        }
+    }
+}
+
+impl Columns {
+    fn of(layout: Layout, header: &[&str]) -> Columns {
+        let name = |i: usize, default: &str| {
+            header
+                .get(i)
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .unwrap_or(default)
+                .to_string()
+        };
+        let d = Columns::default();
+        match layout {
+            Layout::Single { ts, value } => Columns {
+                ts: name(ts, &d.ts),
+                value: name(value, &d.value),
+                ..d
+            },
+            Layout::Long { ts, series, value } => Columns {
+                ts: name(ts, &d.ts),
+                series: name(series, &d.series),
+                value: name(value, &d.value),
+            },
+        }
+    }
+}
+
+/// A computed number for the CSV output: six significant digits (the input's own values
+/// are written as read), `-0` as `0`.
+pub fn short(x: f64) -> String {
+    if !x.is_finite() {
+        return x.to_string();
+    }
+    if x == 0.0 {
+        return "0".into();
+    }
+    let magnitude = x.abs().log10().floor() as i32;
+    if !(-4..15).contains(&magnitude) {
+        return format!("{x:.5e}");
+    }
+    let decimals = (5 - magnitude).clamp(0, 17) as usize;
+    let text = format!("{x:.decimals$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    };
+    if text == "-0" {
+        "0".into()
+    } else {
+        text
+    }
 }
 
 fn event(row: &Row) -> MetricEvent {
@@ -144,9 +221,14 @@ pub fn replay_scores(
 ) -> Result<Summary, ReplayError> {
     let mut out = csv::Writer::from_writer(output);
     let mut header_written = false;
-    let summary = detect_rows(input, cfg, progress, |row, layout, scored| {
+    let summary = detect_rows(input, cfg, progress, |row, layout, columns, scored| {
         if !header_written {
-            let mut header = vec!["timestamp", "series", "value", "anomaly_score"];
+            let mut header = vec![
+                columns.ts.as_str(),
+                columns.series.as_str(),
+                columns.value.as_str(),
+                "anomaly_score",
+            ];
             header.extend(["anomaly", "expected", "lower", "upper"]);
             if !layout.is_long() {
                 header.remove(1);
@@ -181,9 +263,9 @@ pub fn replay_scores(
         let (score, expected, lower, upper) = match scored.point {
             Some(p) => (
                 format!("{:.4}", p.score),
-                format!("{}", p.expected),
-                format!("{}", p.expected - p.band),
-                format!("{}", p.expected + p.band),
+                short(p.expected),
+                short(p.expected - p.band),
+                short(p.expected + p.band),
             ),
             None => ("0".into(), String::new(), String::new(), String::new()),
         };
@@ -208,13 +290,13 @@ pub fn detect_rows(
     input: impl Read,
     cfg: &DetectorConfig,
     progress: &mut dyn FnMut(u64),
-    mut each: impl FnMut(&Row, Layout, &Scored) -> Result<(), ReplayError>,
+    mut each: impl FnMut(&Row, Layout, &Columns, &Scored) -> Result<(), ReplayError>,
 ) -> Result<Summary, ReplayError> {
     let mut detector = Detector::new(cfg.clone())?;
     let mut summary = Summary::default();
     let mut series = std::collections::HashSet::new();
     let mut anomalies: BTreeMap<String, u64> = BTreeMap::new();
-    read_rows(input, &mut summary, progress, |row, layout| {
+    read_rows(input, &mut summary, progress, |row, layout, columns| {
         let scored = detector.score(&event(&row), 0);
         if scored.anomaly.is_some() {
             *anomalies.entry(row.series.clone()).or_default() += 1;
@@ -222,7 +304,7 @@ pub fn detect_rows(
         if !series.contains(&row.series) {
             series.insert(row.series.clone());
         }
-        each(&row, layout, &scored)
+        each(&row, layout, columns, &scored)
     })?;
     summary.anomalies = anomalies;
     let c = detector.detector_counters();
@@ -295,7 +377,7 @@ pub fn replay_horizon(
             true
         }
     };
-    read_rows(input, &mut summary, progress, |row, _| {
+    read_rows(input, &mut summary, progress, |row, _, _| {
         let entry = models.entry(row.series.clone()).or_insert_with(|| {
             order.push(row.series.clone());
             (
@@ -362,9 +444,9 @@ pub fn replay_horizon(
                 out.write_record([
                     name.as_str(),
                     &actual.ts_text,
-                    &format!("{}", p.value),
-                    &format!("{lower}"),
-                    &format!("{upper}"),
+                    &short(p.value),
+                    &short(lower),
+                    &short(upper),
                     &format!("{}", actual.value),
                 ])?;
                 if let Some(c) = plot.as_deref_mut() {
@@ -505,6 +587,23 @@ fn plural(n: impl Into<u64>, one: &str, many: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn computed_numbers_print_short() {
+        let cases = [
+            (6.060887393032258, "6.06089"),
+            (385_991_000.0, "385991000"),
+            (0.000_123_456_789, "0.000123457"),
+            (-0.0, "0"),
+            (-2.5, "-2.5"),
+            (100.0, "100"),
+            (1.234_567_8e-9, "1.23457e-9"),
+            (f64::NAN, "NaN"),
+        ];
+        for (x, want) in cases {
+            assert_eq!(short(x), want, "{x}");
+        }
+    }
 
     fn csv_single(n: usize, spike_at: usize) -> String {
         let mut s = String::from("timestamp,value\n");
