@@ -410,3 +410,27 @@ fn replay_messages_read_right_for_one_series_and_name_the_series_to_plot() {
         "{err}"
     );
 }
+
+#[test]
+fn simulate_says_what_its_counts_count() {
+    let out = perfpilot()
+        .args(["simulate", "--days", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "perfpilot: recommendations, by the recommender that made them: forecast_hpa "
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("perfpilot: decisions, by verdict: approved "),
+        "{text}"
+    );
+    assert!(
+        !text.contains("perfpilot (forecast_hpa"),
+        "unlabelled counts: {text}"
+    );
+}

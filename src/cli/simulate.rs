@@ -68,6 +68,9 @@ pub(super) fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
                 per.join(", ")
             }
         );
+        for note in &o.notes {
+            println!("{}: {note}", o.policy);
+        }
     }
     println!(
         "\nSLO: p99 latency above 4× its unloaded value; slack: provisioned − used replicas, averaged over service-minutes; cost: replica-hours × {}; flip-flop: a change reversing the previous one within 15 min. Simulated in {:.1} s.",

@@ -50,6 +50,9 @@ pub const FLIP_FLOP_MS: i64 = 15 * MINUTE_MS;
 pub struct Outcome {
     /// Policy name.
     pub policy: String,
+    /// What else the policy reports about its run, one line each (perfpilot: its
+    /// recommendations and decisions counted).
+    pub notes: Vec<String>,
     /// Service-minutes with p99 latency above the SLO.
     pub slo_violation_minutes: u64,
     /// Sum over service-minutes of provisioned − used replicas.
@@ -172,15 +175,31 @@ impl Comparison {
                 self.seed,
             ),
         ];
-        out[0].policy = format!(
-            "perfpilot ({})",
-            perfpilot
-                .recommenders
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let by = |counts: Vec<String>| {
+            if counts.is_empty() {
+                "none".to_string()
+            } else {
+                counts.join(", ")
+            }
+        };
+        out[0].notes = vec![
+            format!(
+                "recommendations, by the recommender that made them: {}",
+                by(perfpilot
+                    .recommenders
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect())
+            ),
+            format!(
+                "decisions, by verdict: {}",
+                by(perfpilot
+                    .verdicts
+                    .iter()
+                    .map(|(k, v)| format!("{} {v}", k.as_str()))
+                    .collect())
+            ),
+        ];
         Ok(out)
     }
 }
