@@ -105,6 +105,33 @@ fn compose_has_the_broker_every_stage_an_agent_and_prometheus() {
 }
 
 #[test]
+fn the_image_caches_dependencies_exposes_metrics_and_checks_health() {
+    let docker =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    let deps = docker
+        .find("echo 'fn main() {}' > src/main.rs")
+        .expect("a dependency layer");
+    let sources = docker.find("COPY src ./src").expect("the sources copied");
+    assert!(
+        deps < sources,
+        "dependencies must build before the sources are copied"
+    );
+    assert!(docker.contains("EXPOSE 9464"));
+    assert!(docker.contains("HEALTHCHECK") && docker.contains("perfpilot-healthcheck"));
+    assert!(docker.contains("COPY deploy/healthcheck.sh"));
+    let mut doc = yaml("docker-compose.yml");
+    doc.apply_merge().unwrap();
+    // Services that serve no stage metrics must not be reported unhealthy for it.
+    for service in ["agent", "tail"] {
+        assert_eq!(
+            doc["services"][service]["healthcheck"]["disable"].as_bool(),
+            Some(true),
+            "{service}"
+        );
+    }
+}
+
+#[test]
 fn compose_commands_are_valid_for_the_binary() {
     let mut doc = yaml("docker-compose.yml");
     doc.apply_merge().unwrap();

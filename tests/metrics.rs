@@ -99,8 +99,32 @@ fn a_stage_exposes_counters_fitting_buckets_commit_time_lag_and_build_info() {
         }
         std::thread::sleep(Duration::from_millis(250));
     };
+    // The image's HEALTHCHECK script, against the same live endpoint.
+    let port = addr.rsplit(':').next().unwrap_or_default().to_string();
+    let check = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/healthcheck.sh"
+        ))
+        .env("PERFPILOT_METRICS_PORT", &port)
+        .output()
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "healthcheck failed: {said}");
+    assert_eq!(said.trim(), "healthy");
+    // Nothing listening: unhealthy, saying why.
+    let check = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/healthcheck.sh"
+        ))
+        .env("PERFPILOT_METRICS_PORT", free_port().to_string())
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    assert!(String::from_utf8_lossy(&check.stdout).contains("nothing serves metrics"));
     // Logs written to a file carry no terminal colours.
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(log.contains("stage started"), "{log}");
