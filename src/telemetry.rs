@@ -306,10 +306,20 @@ pub fn active_series(stage: &'static str, n: usize) {
     gauge!(ACTIVE_SERIES, "stage" => stage).set(n as f64);
 }
 
+/// Items as one comma-separated text (`0,1,2`): log fields stay plain strings in JSON
+/// logs rather than Rust Debug renderings.
+pub fn list<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A rebalance event.
 pub fn rebalance(stage: &'static str, kind: &'static str, partitions: &[i32]) {
     counter!(REBALANCES, "stage" => stage, "kind" => kind).increment(1);
-    tracing::info!(stage, kind, ?partitions, "partitions {kind}");
+    tracing::info!(stage, kind, partitions = %list(partitions), "partitions {kind}");
 }
 
 /// A processed batch.

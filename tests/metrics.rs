@@ -53,6 +53,7 @@ fn a_stage_exposes_counters_fitting_buckets_commit_time_lag_and_build_info() {
         .args(["run", "detector"])
         .args(kafka)
         .args(["--metrics-addr", &addr, "--commit-interval", "500ms"])
+        .args(["--log-format", "json"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
@@ -109,7 +110,9 @@ fn a_stage_exposes_counters_fitting_buckets_commit_time_lag_and_build_info() {
         .env("PERFPILOT_METRICS_PORT", &port)
         .output()
         .unwrap();
-    let _ = child.kill();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
     let said = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "healthcheck failed: {said}");
@@ -131,6 +134,35 @@ fn a_stage_exposes_counters_fitting_buckets_commit_time_lag_and_build_info() {
     assert!(
         !log.contains('\u{1b}'),
         "ANSI escapes in a log file:\n{log}"
+    );
+    // JSON logs: one object per line, fields as plain values, not Rust Debug renderings.
+    let mut stopped = None;
+    for line in log.lines().filter(|l| l.starts_with('{')) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for (name, field) in v["fields"].as_object().into_iter().flatten() {
+            let text = field.as_str().unwrap_or_default();
+            assert!(
+                !text.contains("Some(") && !text.contains(" { ") && !text.starts_with('['),
+                "field {name} is a Debug string: {line}"
+            );
+        }
+        if v["fields"]["message"] == "stage started" {
+            assert_eq!(
+                v["fields"]["inputs"],
+                format!("{}metrics", c.topics.prefix),
+                "{line}"
+            );
+            assert_eq!(v["fields"]["guarantee"], "at-least-once", "{line}");
+        }
+        if v["fields"]["message"] == "stage stopped" {
+            stopped = Some(v["fields"]["consumed"].as_u64());
+        }
+    }
+    assert_eq!(
+        stopped,
+        Some(Some(400)),
+        "the stop line carries the counts:\n{log}"
     );
     match result {
         Ok(body) => {

@@ -53,6 +53,14 @@ pub enum Guarantee {
 }
 
 impl Guarantee {
+    /// Its name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Guarantee::AtLeastOnce => "at-least-once",
+            Guarantee::ExactlyOnce => "exactly-once",
+        }
+    }
+
     /// Default time between commits: seconds for at-least-once (a crash re-reads at
     /// most that much), a tenth of one for exactly-once (outputs become visible to
     /// read_committed consumers only when their transaction commits).
@@ -406,10 +414,10 @@ pub async fn run_stage<S: Stage>(
     tracing::info!(
         stage = name,
         group = %cfg.group_id,
-        inputs = ?cfg.input_topics,
+        inputs = %telemetry::list(&cfg.input_topics),
         output = %cfg.output_topic,
-        state = ?restorer.as_ref().map(StateRestorer::topic),
-        guarantee = ?cfg.guarantee,
+        state = restorer.as_ref().map_or("none", StateRestorer::topic),
+        guarantee = cfg.guarantee.as_str(),
         commit_interval = ?cfg.commit_interval,
         bootstrap = %kafka.bootstrap_servers,
         "stage started"
@@ -460,7 +468,19 @@ pub async fn run_stage<S: Stage>(
         c.report.clean_shutdown = clean;
         c.report.clone()
     };
-    tracing::info!(stage = name, report = ?report, "stage stopped");
+    tracing::info!(
+        stage = name,
+        consumed = report.consumed,
+        processed = report.processed,
+        dead_lettered = report.dead_lettered,
+        produced = report.produced,
+        commits = report.commits,
+        state_writes = report.state_writes,
+        restored_keys = report.restored_keys,
+        aborts = report.aborts,
+        clean_shutdown = report.clean_shutdown,
+        "stage stopped"
+    );
     result.map(|()| report)
 }
 
@@ -480,12 +500,12 @@ async fn fit_records_to_topics(name: &'static str, kafka: &KafkaOptions, cfg: &m
             // compress (up to 0.4 %).
             let fits = limit.saturating_sub(limit / 100 + 1024).max(4096);
             if fits < cfg.max_record_bytes {
-                tracing::info!(stage = name, topics = ?written, max_message_bytes = limit, max_record_bytes = fits, setting = cfg.max_record_bytes, "records are kept within the smallest max.message.bytes of the topics written");
+                tracing::info!(stage = name, topics = %telemetry::list(&written), max_message_bytes = limit, max_record_bytes = fits, setting = cfg.max_record_bytes, "records are kept within the smallest max.message.bytes of the topics written");
                 cfg.max_record_bytes = fits;
             }
         }
         Ok(None) => {
-            tracing::debug!(stage = name, topics = ?written, "no max.message.bytes reported; --max-record-bytes applies");
+            tracing::debug!(stage = name, topics = %telemetry::list(&written), "no max.message.bytes reported; --max-record-bytes applies");
         }
         Err(e) => {
             tracing::warn!(stage = name, error = %e, max_record_bytes = cfg.max_record_bytes, "cannot read the topics' max.message.bytes; --max-record-bytes applies");

@@ -173,7 +173,7 @@ impl StateRestorer {
         stats.incomplete = pending.into_iter().collect();
         stats.elapsed = started.elapsed();
         if !stats.incomplete.is_empty() {
-            tracing::error!(topic = %self.topic, partitions = ?stats.incomplete, timeout = ?self.timeout, "the end of the changelog was not reached in time; those partitions continue from what was read");
+            tracing::error!(topic = %self.topic, partitions = %telemetry::list(&stats.incomplete), timeout = ?self.timeout, "the end of the changelog was not reached in time; those partitions continue from what was read");
         }
         telemetry::restore(
             stage.name(),
@@ -181,7 +181,7 @@ impl StateRestorer {
             stats.restored,
             stats.unusable,
         );
-        tracing::info!(stage = stage.name(), ?partitions, records = stats.records, restored = stats.restored, forgotten = stats.forgotten, unusable = stats.unusable, elapsed = ?stats.elapsed, "state restored");
+        tracing::info!(stage = stage.name(), partitions = %telemetry::list(partitions), records = stats.records, restored = stats.restored, forgotten = stats.forgotten, unusable = stats.unusable, elapsed = ?stats.elapsed, "state restored");
         stats
     }
 }

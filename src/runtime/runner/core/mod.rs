@@ -724,7 +724,7 @@ impl<S: Stage> Core<S> {
         let clean = match outcome {
             Ok(()) => !self.txn_open && self.recovery.is_none(),
             Err(RuntimeError::Lost) => {
-                tracing::warn!(stage = self.name, ?parts, "partitions lost (session expired); their state is dropped and their new owner re-reads them");
+                tracing::warn!(stage = self.name, partitions = %telemetry::list(&parts), "partitions lost (session expired); their state is dropped and their new owner re-reads them");
                 if self.txn_open {
                     // Its offsets can no longer be committed: abort it, rewind the rest.
                     self.begin_recovery(
