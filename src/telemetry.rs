@@ -126,10 +126,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sets up logging from `RUST_LOG` (default `info`), to stderr.
-pub fn init_logging(format: LogFormat) {
+/// Sets up logging from `RUST_LOG` (default `default_filter`, e.g. `info`), to stderr.
+pub fn init_logging(format: LogFormat, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

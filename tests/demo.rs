@@ -10,7 +10,6 @@ fn demo_runs_and_summarises() {
             "demo",
             "--duration",
             "20s",
-            "--quiet",
             "--fleet",
             "20",
             "--metrics-addr",
@@ -28,6 +27,28 @@ fn demo_runs_and_summarises() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("perfpilot demo summary"), "{text}");
+    // The lines of the run print in event-time order ("day D HH:MM" first).
+    let minutes: Vec<u32> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("day ")?;
+            let (day, rest) = rest.split_once(' ')?;
+            let (h, m) = rest.get(..5)?.split_once(':')?;
+            Some(
+                day.parse::<u32>().ok()? * 1440
+                    + h.parse::<u32>().ok()? * 60
+                    + m.parse::<u32>().ok()?,
+            )
+        })
+        .collect();
+    assert!(minutes.len() > 5, "too few lines:\n{text}");
+    assert!(
+        minutes.windows(2).all(|w| w[0] <= w[1]),
+        "lines out of event-time order:\n{text}"
+    );
+    // Its logs default to warnings: no info lines interleaved with the show.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains(" INFO "), "{err}");
     assert!(
         text.contains("on the embedded broker"),
         "the demo did not use its embedded broker:\n{text}"

@@ -214,7 +214,13 @@ pub fn maybe_serve_metrics(addr: Option<SocketAddr>) {
 
 /// Runs a parsed command line. Must be called inside a tokio runtime.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    crate::telemetry::init_logging(cli.log_format);
+    // The demo's show is its stdout: its logs default to warnings, so info lines do not
+    // interleave with it (RUST_LOG=info brings them back).
+    let default_filter = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    crate::telemetry::init_logging(cli.log_format, default_filter);
     match cli.command {
         Command::Run(args) => stage::run(args).await,
         Command::Produce(args) => produce::run(args).await,

@@ -192,6 +192,9 @@ pub async fn run(
         config.clone(),
         start_ms,
         args.quiet,
+        // Lines wait for 5 s of simulated time to pass (one tick is a minute), which
+        // covers the stages' hops; they then print in event-time order.
+        i64::from(args.ticks_per_second.max(1)) * 5 * 60_000,
         feedback_tx,
         watcher_stop.clone(),
     ));
@@ -309,6 +312,7 @@ async fn watch(
     config: Config,
     start_ms: i64,
     quiet: bool,
+    hold_ms: i64,
     feedback: mpsc::Sender<(String, i32)>,
     stop: Shutdown,
 ) -> anyhow::Result<Observed> {
@@ -325,7 +329,7 @@ async fn watch(
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;
     let mut observed = Observed::default();
-    let mut printer = report::Printer::new(start_ms, config.policies.clone(), quiet);
+    let mut printer = report::Printer::new(start_ms, config.policies.clone(), quiet, hold_ms);
     loop {
         let m = tokio::select! {
             _ = stop.wait() => break,
@@ -356,7 +360,14 @@ async fn watch(
             }
         }
         printer.print(&record);
+        for line in printer.take_ready() {
+            println!("{line}");
+        }
         observed.record(record);
+    }
+    printer.flush();
+    for line in printer.take_ready() {
+        println!("{line}");
     }
     Ok(observed)
 }

@@ -8,12 +8,22 @@ use crate::runtime::RunReport;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
-/// Formats records as readable lines.
+/// Formats records as readable lines, released in event-time order: records of the
+/// four stages arrive out of step (a decision trails its forecast by two hops), so each
+/// line waits until events `hold_ms` newer have been seen.
 pub(super) struct Printer {
     start_ms: i64,
     policies: Policies,
     quiet: bool,
     last_forecast_print: HashMap<String, i64>,
+    hold_ms: i64,
+    /// Lines not released yet, by (event time, arrival).
+    pending: BTreeMap<(i64, u64), String>,
+    arrivals: u64,
+    /// Newest event time seen on any record.
+    newest: i64,
+    /// Lines released, in order, for the caller to print.
+    ready: Vec<String>,
 }
 
 fn clock(start_ms: i64, ts: i64) -> String {
@@ -27,19 +37,64 @@ fn clock(start_ms: i64, ts: i64) -> String {
 }
 
 impl Printer {
-    pub(super) fn new(start_ms: i64, policies: Policies, quiet: bool) -> Self {
+    pub(super) fn new(start_ms: i64, policies: Policies, quiet: bool, hold_ms: i64) -> Self {
         Printer {
             start_ms,
             policies,
             quiet,
             last_forecast_print: HashMap::new(),
+            hold_ms,
+            pending: BTreeMap::new(),
+            arrivals: 0,
+            newest: i64::MIN,
+            ready: Vec::new(),
         }
     }
 
+    /// Takes a record: its line, if it has one, is released once events `hold_ms` newer
+    /// have been seen (see [`Printer::take_ready`]).
     pub(super) fn print(&mut self, record: &AnyRecord) {
         if self.quiet {
             return;
         }
+        let ts = match record {
+            AnyRecord::Anomaly(a) => Some(a.timestamp_ms),
+            AnyRecord::Forecast(f) => Some(f.generated_at_ms),
+            AnyRecord::Recommendation(r) => Some(r.created_ms),
+            AnyRecord::Decision(d) => Some(d.decided_ms),
+            AnyRecord::MetricEvent(e) => Some(e.timestamp_ms),
+            // No event time of its own: shown where the stream is.
+            AnyRecord::DeadLetter(_) => None,
+        };
+        if let Some(ts) = ts {
+            self.newest = self.newest.max(ts);
+        }
+        if let Some(line) = self.line(record) {
+            let at = ts.unwrap_or(self.newest);
+            self.arrivals += 1;
+            self.pending.insert((at, self.arrivals), line);
+        }
+        let due = self.newest.saturating_sub(self.hold_ms);
+        while let Some(entry) = self.pending.first_entry() {
+            if entry.key().0 > due {
+                break;
+            }
+            self.ready.push(entry.remove());
+        }
+    }
+
+    /// Releases every line still held (the end of the run).
+    pub(super) fn flush(&mut self) {
+        let rest = std::mem::take(&mut self.pending);
+        self.ready.extend(rest.into_values());
+    }
+
+    /// The lines released so far, in event-time order.
+    pub(super) fn take_ready(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.ready)
+    }
+
+    fn line(&mut self, record: &AnyRecord) -> Option<String> {
         let at = |ts| clock(self.start_ms, ts);
         let line = match record {
             AnyRecord::Anomaly(a) => format!(
@@ -56,11 +111,11 @@ impl Printer {
             ),
             AnyRecord::Forecast(f) => {
                 let policy = self.policies.get(&f.target);
-                let Some(peak) = f.peak() else { return };
+                let peak = f.peak()?;
                 let warn = peak.value > policy.utilization_goal * (1.0 + policy.tolerance) || f.warning.is_some();
                 let last = self.last_forecast_print.get(&f.target).copied().unwrap_or(i64::MIN / 2);
                 if f.metric != policy.utilization_metric || !warn || f.generated_at_ms - last < 15 * 60_000 {
-                    return;
+                    return None;
                 }
                 self.last_forecast_print.insert(f.target.clone(), f.generated_at_ms);
                 let early = f.warning.map_or(String::new(), |w| {
@@ -108,9 +163,9 @@ impl Printer {
                 "               DEAD-LETTER {} rejected {}/{}@{}: {} ({})",
                 d.stage, d.source_topic, d.source_partition, d.source_offset, d.reason, d.detail
             ),
-            AnyRecord::MetricEvent(_) => return,
+            AnyRecord::MetricEvent(_) => return None,
         };
-        println!("{line}");
+        Some(line)
     }
 }
 
@@ -359,5 +414,59 @@ impl DemoSummary {
             writeln!(w, "WARNING: not every record was accounted for, or a stage produced nothing (see above)")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::MetricEvent;
+
+    fn anomaly_at(minute: i64) -> AnyRecord {
+        AnyRecord::Anomaly(crate::event::Anomaly {
+            id: format!("a{minute}"),
+            target: format!("t{minute}"),
+            pool: "p".into(),
+            metric: "latency".into(),
+            labels: Default::default(),
+            timestamp_ms: minute * 60_000,
+            value: 3.0,
+            expected: 1.0,
+            lower: 0.5,
+            upper: 1.5,
+            score: 0.9,
+            severity: crate::event::Severity::Warning,
+            direction: crate::event::Direction::Up,
+            detectors: vec!["residual".into()],
+            reason: "r".into(),
+        })
+    }
+
+    #[test]
+    fn lines_come_out_in_event_time_order_once_held_long_enough() {
+        let mut p = Printer::new(0, Policies::default(), false, 10 * 60_000);
+        for minute in [5, 3, 4] {
+            p.print(&anomaly_at(minute));
+        }
+        assert!(p.take_ready().is_empty(), "nothing is 10 minutes old yet");
+        // A metric event at minute 14 releases what is older than minute 4.
+        p.print(&AnyRecord::MetricEvent(MetricEvent::sample(
+            "a",
+            "b",
+            "c",
+            14 * 60_000,
+            1.0,
+        )));
+        let ready = p.take_ready();
+        assert_eq!(ready.len(), 2, "{ready:?}");
+        assert!(ready[0].starts_with("day 0 00:03") && ready[1].starts_with("day 0 00:04"));
+        p.print(&anomaly_at(1));
+        p.flush();
+        let rest = p.take_ready();
+        // Later than the hold: printed when it comes, then the rest in order.
+        assert!(
+            rest[0].starts_with("day 0 00:01") && rest[1].starts_with("day 0 00:05"),
+            "{rest:?}"
+        );
     }
 }
