@@ -189,12 +189,14 @@ pub async fn run(
     let watcher = tokio::spawn(watch(
         kafka.clone(),
         topics.clone(),
-        config.clone(),
-        start_ms,
-        args.quiet,
         // Lines wait for 5 s of simulated time to pass (one tick is a minute), which
         // covers the stages' hops; they then print in event-time order.
-        i64::from(args.ticks_per_second.max(1)) * 5 * 60_000,
+        report::Printer::new(
+            start_ms,
+            config.policies.clone(),
+            args.quiet,
+            i64::from(args.ticks_per_second.max(1)) * 5 * 60_000,
+        ),
         feedback_tx,
         watcher_stop.clone(),
     ));
@@ -309,10 +311,7 @@ pub fn poison_record(i: usize, ts: i64) -> anyhow::Result<(String, Vec<u8>)> {
 async fn watch(
     kafka: KafkaOptions,
     topics: Topics,
-    config: Config,
-    start_ms: i64,
-    quiet: bool,
-    hold_ms: i64,
+    mut printer: report::Printer,
     feedback: mpsc::Sender<(String, i32)>,
     stop: Shutdown,
 ) -> anyhow::Result<Observed> {
@@ -329,7 +328,6 @@ async fn watch(
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;
     let mut observed = Observed::default();
-    let mut printer = report::Printer::new(start_ms, config.policies.clone(), quiet, hold_ms);
     loop {
         let m = tokio::select! {
             _ = stop.wait() => break,
