@@ -471,11 +471,17 @@ pub fn compare(
         .cloned()
         .collect();
     let duplicated = got.values().map(|(_, n)| n - 1).sum();
-    let differing = reference
+    let differing: Vec<String> = reference
         .iter()
         .filter(|(k, a)| got.get(*k).is_some_and(|(b, _)| b != *a))
         .map(|(k, _)| k.clone())
         .collect();
+    // The first few in full, to see what differs.
+    for k in differing.iter().take(3) {
+        if let (Some(a), Some((b, _))) = (reference.get(k), got.get(k)) {
+            eprintln!("{k} differs:\n  reference {a:?}\n  got       {b:?}");
+        }
+    }
     Verdict {
         lost,
         duplicated,
