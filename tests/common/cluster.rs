@@ -345,20 +345,34 @@ impl Instance {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
+        // The stage's own watchdog ends it 30 s after the signal (10 s deadline + 20 s);
+        // past 15 s its threads' stacks are kept, to see where a slow stop waits.
+        let started = Instant::now();
+        let mut stacks = None;
+        while started.elapsed() < Duration::from_secs(45) {
             if let Ok(Some(status)) = self.child.try_wait() {
+                let note = stacks
+                    .as_ref()
+                    .map_or(String::new(), |p: &std::path::PathBuf| {
+                        format!(" (stacks at 15 s in {})", p.display())
+                    });
                 assert!(
                     status.success(),
-                    "instance {} stopped uncleanly: {status}",
+                    "instance {} stopped uncleanly: {status}{note}",
                     self.id
                 );
                 return;
             }
+            if stacks.is_none() && started.elapsed() > Duration::from_secs(15) {
+                let path = std::env::temp_dir()
+                    .join(format!("perfpilot-stop-{}-stacks.txt", self.child.id()));
+                let _ = std::fs::write(&path, self.stacks());
+                stacks = Some(path);
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         self.child.kill().unwrap();
-        panic!("instance {} did not stop within 30 s of SIGTERM", self.id);
+        panic!("instance {} did not stop within 45 s of SIGTERM", self.id);
     }
 }
 
