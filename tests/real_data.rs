@@ -33,10 +33,11 @@ fn the_detector_holds_its_nab_floors_on_the_development_files() {
     );
     assert!(report.unmatched_windows.is_empty());
     // (profile, floor) on what the stage emits, threshold optimised over their scores.
-    // Measured at the time of writing: 74.05 / 68.20 / 78.04 (before the daily routine
+    // Measured at the time of writing: 74.39 / 69.37 / 78.26 (before the persistent
+    // detectors' routine: 74.05 / 68.20 / 78.04; before the daily routine
     // and the burst rule: 71.94 / 63.98 / 76.62; before value novelty and the spike
     // and flatline fixes: 64.25 / 56.27 / 69.64; classic scoring: 3.51 / 0.00 / 29.88).
-    let floors = [73.6, 67.7, 77.6];
+    let floors = [73.9, 68.9, 77.8];
     for (score, floor) in report.emitted_scored.iter().zip(floors) {
         assert!(
             score.normalized >= floor,
@@ -52,7 +53,8 @@ fn the_detector_holds_its_nab_floors_on_the_development_files() {
         "{:?}",
         report.graded[0]
     );
-    // Measured: 148 anomalies on the 28 files (182 before bursts stopped escalating; classic
+    // Measured: 147 anomalies on the 28 files (148 before the persistent detectors'
+    // routine, 182 before bursts stopped escalating; classic
     // scoring: 914).
     assert!(report.anomalies <= 150, "{}", report.anomalies);
 }

@@ -21,7 +21,9 @@
 //! A residual that recurs at the same time of day as one the day before (within an
 //! hour, on a day with at most [`ROUTINE_HOURS`] such hours) and whose value is not
 //! novel is the series' routine — a nightly backup, a cron job — and does not count as
-//! fired (see [`DailyRecurrence`]).
+//! fired (see [`DailyRecurrence`]). So is a shift or a noise change that makes a point
+//! anomalous within an hour of the time it did the day before (a nightly batch that
+//! lifts the level for a while), with its own record of such hours.
 //!
 //! Each detector maps its statistic to a score that is 0.5 exactly at its threshold.
 //! With classic scoring the point's score is the largest. With likelihood scoring the
@@ -176,6 +178,8 @@ pub struct SeriesDetector {
     /// Daily recurrence: the hours of day (bits 0..24, UTC) in which the residual
     /// detector fired on the current day and on the day before it.
     recur: DailyRecurrence,
+    /// The same for points the persistent detectors (shift, variance) made anomalous.
+    persist_recur: DailyRecurrence,
 }
 
 /// Which hours of the current and the previous day had a point the residual detector
@@ -255,6 +259,7 @@ impl Default for SeriesDetector {
             novelty: ValueNovelty::default(),
             since_novel: u16::MAX,
             recur: DailyRecurrence::default(),
+            persist_recur: DailyRecurrence::default(),
         }
     }
 }
@@ -496,7 +501,7 @@ impl SeriesDetector {
             self.since_novel = 0;
             scores[4] = 1.0;
         }
-        let fired = others;
+        let mut fired = others;
         // A stuck value is odd by the smallness of its residuals: judged by that tail.
         // Computed only when a detector fired (otherwise the score is 0 regardless).
         let likelihood = if !fired {
@@ -508,6 +513,21 @@ impl SeriesDetector {
         } else {
             likelihood.high()
         };
+        // A shift or a noise change that made the point anomalous at the same time of
+        // day as yesterday (a nightly batch that lifts the level for an hour) is routine
+        // too, by the same rule as a recurring residual.
+        let persistent_only = fired && scores[0] < 0.5 && scores[3] < 0.5 && scores[4] < 0.5;
+        self.persist_recur.roll(ts);
+        if persistent_only && likelihood >= p.likelihood_threshold.unwrap_or(0.0) {
+            let routine = self.persist_recur.recurs(ts);
+            self.persist_recur.mark(ts);
+            if routine {
+                fired = false;
+                scores[1] = scores[1].min(0.49);
+                scores[2] = scores[2].min(0.49);
+            }
+        }
+        let likelihood = if fired { likelihood } else { 0.0 };
         Some(PointScore {
             expected,
             band,
@@ -643,6 +663,42 @@ mod tests {
         );
         assert!(off_hour.is_some(), "the same spike at 15:00 is news");
         assert!(d.well_formed());
+    }
+
+    #[test]
+    fn a_level_lift_at_the_same_hour_every_day_is_routine_after_the_first_day() {
+        let p = DetectParams {
+            likelihood_threshold: Some(0.1),
+            ..DetectParams::default()
+        };
+        let mut d = SeriesDetector::default();
+        let step = 300_000; // 5 minutes: 288 points a day
+        let mut alarms_per_day = [0usize; 10];
+        let mut by_shift = 0;
+        for i in 0..10 * 288i64 {
+            let (day, slot) = (i / 288, i % 288);
+            // A nightly batch lifts the level a little for an hour from about 02:00.
+            let start = 24 + (day * 5) % 4;
+            let lifted = (start..start + 12).contains(&slot);
+            let v = 50.0 + noise(i) + if lifted { 2.5 } else { 0.0 };
+            if let Some(s) = d.observe(i * step, v, &p) {
+                if s.anomalous() && lifted {
+                    alarms_per_day[day as usize] += 1;
+                    by_shift += usize::from(s.scores[1] >= 0.5 || s.scores[2] >= 0.5);
+                }
+            }
+        }
+        assert!(
+            by_shift > 0,
+            "the lift never made the shift detector fire: {alarms_per_day:?}"
+        );
+        let first = alarms_per_day.iter().position(|&n| n > 0).unwrap_or(10);
+        assert!(first < 9, "the lift was never reported: {alarms_per_day:?}");
+        assert_eq!(
+            alarms_per_day[first + 1..].iter().sum::<usize>(),
+            0,
+            "the lift is routine once seen the day before: {alarms_per_day:?}"
+        );
     }
 
     #[test]

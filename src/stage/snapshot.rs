@@ -15,8 +15,9 @@ use serde::{de::DeserializeOwned, Serialize};
 /// The snapshot format this build writes: postcard. Earlier postcard versions are
 /// refused and counted, and those series relearn: 2 was the states before the likelihood
 /// scoring and the slot forecaster, 3 before value novelty, 4 before the detector's
-/// daily recurrence and the stage's burst count.
-pub const SNAPSHOT_VERSION: u8 = 5;
+/// daily recurrence and the stage's burst count, 5 before the persistent detectors'
+/// recurrence.
+pub const SNAPSHOT_VERSION: u8 = 6;
 
 /// The JSON format of earlier builds, still read.
 pub const SNAPSHOT_VERSION_JSON: u8 = 1;
