@@ -409,6 +409,30 @@ fn replay_messages_read_right_for_one_series_and_name_the_series_to_plot() {
         err.contains(r#"no series "nosuch" in the input; --plot-series takes one of: "api", "db""#),
         "{err}"
     );
+
+    // The plot names its series and shows the time of day on its axis (the 50 minutes
+    // from 2023-11-14 22:13 UTC), not hours since the first point.
+    let out = perfpilot()
+        .arg("replay")
+        .arg(&long)
+        .args(["-o", "/dev/null", "--plot"])
+        .arg(&svg)
+        .args(["--plot-series", "db"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drawing = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawing.contains("db: values, expected range and anomalies"));
+    let time_of_day = |l: &str| l.len() == 5 && l.starts_with("22:") && l.as_bytes()[2] == b':';
+    assert!(
+        drawing.contains("time (UTC)") && drawing.lines().any(time_of_day),
+        "no time-of-day ticks"
+    );
+    assert!(!drawing.contains("hours since"));
 }
 
 #[test]
