@@ -35,6 +35,27 @@ impl StageKind {
         format!("{}{}", topics.prefix, self.as_str())
     }
 
+    /// For each topic a stage reads (full name), the consumer groups that read it: the
+    /// stages' default groups, plus `extra` groups on every such topic.
+    pub fn readers(
+        topics: &Topics,
+        extra: &[String],
+    ) -> std::collections::HashMap<String, Vec<String>> {
+        let mut readers: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for kind in StageKind::ALL {
+            for input in kind.runner_config(topics, None).input_topics {
+                readers
+                    .entry(input)
+                    .or_default()
+                    .push(kind.default_group(topics));
+            }
+        }
+        for groups in readers.values_mut() {
+            groups.extend(extra.iter().cloned());
+        }
+        readers
+    }
+
     /// Runner settings: inputs, output, dead letters, state changelog, group.
     pub fn runner_config(self, topics: &Topics, group_id: Option<String>) -> RunnerConfig {
         let (inputs, output) = match self {

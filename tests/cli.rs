@@ -458,3 +458,91 @@ fn simulate_says_what_its_counts_count() {
         "unlabelled counts: {text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_describe_shows_the_cluster_and_each_stage_group_s_lag() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let Some(c) = TestCluster::real("topics_describe", 3).await else {
+        return;
+    };
+    let kafka = [
+        "--bootstrap-servers",
+        &c.kafka.bootstrap_servers,
+        "--topic-prefix",
+        &c.topics.prefix,
+    ];
+    common::produce_lines(
+        &kafka,
+        b"{\"target\":\"a\",\"metric\":\"m\",\"value\":1}\n{\"target\":\"b\",\"metric\":\"m\",\"value\":2}\n",
+    );
+    let describe = || {
+        let out = perfpilot()
+            .args(["topics", "describe", "--group", "my-subscriber"])
+            .args(kafka)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = describe();
+    let metrics = c.topics.metrics();
+    let line = text.lines().find(|l| l.starts_with(&metrics)).unwrap_or("");
+    assert!(
+        line.contains("partitions=3 replication=1 records=2"),
+        "{text}"
+    );
+    assert!(line.contains("cleanup.policy=delete"), "{text}");
+    let detector = format!("group {}detector", c.topics.prefix);
+    let group_line = |text: &str, group: &str| {
+        text.lines()
+            .skip_while(|l| !l.starts_with(&metrics))
+            .find(|l| l.trim_start().starts_with(group))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        group_line(&text, &detector).contains("lag=2 (no commits yet)"),
+        "{text}"
+    );
+    assert!(
+        group_line(&text, "group my-subscriber").contains("lag=2"),
+        "{text}"
+    );
+    let state = format!("{}detector-state", c.topics.prefix);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&state) && l.contains("cleanup.policy=compact")),
+        "{text}"
+    );
+
+    // The detector group commits the end of every partition: its lag is 0.
+    let consumer: BaseConsumer = c
+        .kafka
+        .consumer_config(&format!("{}detector", c.topics.prefix))
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        let (_, high) = consumer
+            .fetch_watermarks(&metrics, p, std::time::Duration::from_secs(10))
+            .unwrap();
+        tpl.add_partition_offset(&metrics, p, Offset::Offset(high))
+            .unwrap();
+    }
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+    let text = describe();
+    let line = group_line(&text, &detector);
+    assert!(
+        line.contains("lag=0") && !line.contains("no commits"),
+        "{text}"
+    );
+    assert!(
+        group_line(&text, "group my-subscriber").contains("lag=2"),
+        "{text}"
+    );
+}

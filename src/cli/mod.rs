@@ -105,12 +105,29 @@ pub enum Command {
 pub enum TopicsCommand {
     /// Create every perfpilot topic (existing ones are left as they are).
     Create(TopicsCreateArgs),
-    /// Print the topic layout: names, keys and settings. Needs no broker.
+    /// Print the intended topic layout: names, keys and settings. Needs no broker (see
+    /// `describe` for what a cluster actually holds).
     List {
         /// Prefix of every topic name.
         #[arg(long, default_value = "perfpilot.", env = "PERFPILOT_TOPIC_PREFIX")]
         topic_prefix: String,
     },
+    /// Describe the topics on a cluster: partitions, replication, records held, the
+    /// settings the stages depend on, and each stage group's lag (records between its
+    /// committed offsets and the end of the topics it reads).
+    Describe(TopicsDescribeArgs),
+}
+
+/// Arguments of `topics describe`.
+#[derive(Debug, Args)]
+pub struct TopicsDescribeArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// More consumer groups whose lag to show on every topic a stage reads (stages run
+    /// with --group-id, or your own subscribers); the stages' default groups are always
+    /// shown.
+    #[arg(long = "group", value_name = "GROUP")]
+    groups: Vec<String>,
 }
 
 /// Arguments of `topics create`.
@@ -240,6 +257,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for (name, new) in created {
                 println!("{name}: {}", if new { "created" } else { "exists" });
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Topics(TopicsCommand::Describe(args)) => {
+            let topics = args.kafka.topics();
+            let readers = StageKind::readers(&topics, &args.groups);
+            let described =
+                crate::runtime::describe::describe_all(&args.kafka.options(), &topics, readers)
+                    .await?;
+            print!("{}", crate::runtime::describe::render(&described));
             Ok(ExitCode::SUCCESS)
         }
         Command::Topics(TopicsCommand::List { topic_prefix }) => {

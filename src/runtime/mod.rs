@@ -1,6 +1,7 @@
 //! Everything that touches Kafka: client options, topic layout, the generic stage
 //! runner, the embedded broker and shutdown. Stage cores never import this module.
 
+pub mod describe;
 pub mod embedded;
 pub mod kafka;
 pub mod runner;
