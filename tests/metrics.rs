@@ -37,6 +37,88 @@ fn missing<'a>(body: &str, wanted: &[&'a str]) -> Vec<&'a str> {
         .collect()
 }
 
+/// `GET path` on `addr`, the body of the response.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// Kills the child process when dropped (also when an assertion fails).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the real `prometheus` against `target` (scrapes every second) until the target
+/// is up and a query returns perfpilot's build info. `Ok(None)`: not installed;
+/// `Ok(Some(n))`: the series the query returned; `Err`: what Prometheus said instead.
+fn real_prometheus_scrape(target: &str) -> Result<Option<usize>, String> {
+    let probe = Command::new("prometheus").arg("--version").output();
+    if !probe.map(|o| o.status.success()).unwrap_or(false) {
+        return Ok(None);
+    }
+    let dir = std::env::temp_dir().join(format!("perfpilot-prom-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  \
+             - job_name: perfpilot\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let web = format!("127.0.0.1:{}", free_port());
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let _guard = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::from("no answer from Prometheus");
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        let Some(targets) = http_get(&web, "/api/v1/targets") else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&targets).map_err(|e| e.to_string())?;
+        let Some(t) = v["data"]["activeTargets"].get(0) else {
+            continue;
+        };
+        last = format!("target {}: {}", t["health"], t["lastError"]);
+        if t["health"] != "up" || t["lastError"] != "" {
+            continue;
+        }
+        let Some(answer) = http_get(&web, "/api/v1/query?query=perfpilot_build_info") else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&answer).map_err(|e| e.to_string())?;
+        let found = v["data"]["result"].as_array().map_or(0, Vec::len);
+        if found > 0 {
+            return Ok(Some(found));
+        }
+        last = format!("query answered {answer}");
+    }
+    let log = std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
+    Err(format!("{last}\n{log}"))
+}
+
 #[test]
 fn a_stage_exposes_counters_fitting_buckets_commit_time_lag_and_build_info() {
     let c = TestCluster::embedded("metrics", 2);
@@ -100,6 +182,9 @@ fn a_stage_exposes_counters_fitting_buckets_commit_time_lag_and_build_info() {
         }
         std::thread::sleep(Duration::from_millis(250));
     };
+    // A real Prometheus (Debian's package; .ci/run installs it) scrapes the same endpoint
+    // and reads it without complaint.
+    let prometheus = real_prometheus_scrape(&addr);
     // The image's HEALTHCHECK script, against the same live endpoint.
     let port = addr.rsplit(':').next().unwrap_or_default().to_string();
     let check = Command::new("bash")
@@ -164,6 +249,14 @@ fn a_stage_exposes_counters_fitting_buckets_commit_time_lag_and_build_info() {
         Some(Some(400)),
         "the stop line carries the counts:\n{log}"
     );
+    match prometheus {
+        Ok(Some(series)) => assert!(series >= 1, "Prometheus stored no perfpilot_build_info"),
+        Ok(None) => eprintln!(
+            "SKIPPED the real Prometheus scrape: `prometheus` is not installed \
+             (apt-get install prometheus; .ci/run installs it)"
+        ),
+        Err(e) => panic!("a real Prometheus could not scrape the stage: {e}"),
+    }
     match result {
         Ok(body) => {
             assert!(
