@@ -1,7 +1,6 @@
 //! Wiring of the four stages: which core reads which topics and writes where. Used by
 //! `perfpilot run`, the demo and the integration tests, so all run the same pipeline.
 
-use crate::cli::StageKind;
 use crate::config::Config;
 use crate::runtime::{
     run_stage, KafkaOptions, RunReport, RunnerConfig, RuntimeError, Shutdown, Topics,
@@ -10,6 +9,19 @@ use crate::stage::coordinator::Coordinator;
 use crate::stage::detector::Detector;
 use crate::stage::forecaster::Forecaster;
 use crate::stage::recommender::Recommender;
+
+/// The four stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StageKind {
+    /// metrics → anomalies
+    Detector,
+    /// metrics → forecasts
+    Forecaster,
+    /// anomalies + forecasts → recommendations
+    Recommender,
+    /// recommendations → decisions
+    Coordinator,
+}
 
 impl StageKind {
     /// Every stage, in pipeline order.
@@ -84,7 +96,7 @@ impl StageKind {
 pub enum PipelineError {
     /// The configuration is invalid for this stage.
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::config_error::ConfigError),
     /// The runner failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),

@@ -118,7 +118,7 @@ pub const ALL: [(&str, &str); 21] = [
 ];
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable lines.
     Plain,
@@ -366,4 +366,14 @@ pub fn transaction_aborted(stage: &'static str, error: &str) {
         error,
         "transaction failed; the stage stops reading, aborts it and rewinds to the last commit (retrying while the broker is away)"
     );
+}
+
+/// Serves `/metrics` if an address is given; a failure is reported, not fatal.
+pub fn maybe_serve_metrics(addr: Option<std::net::SocketAddr>) {
+    if let Some(addr) = addr {
+        match serve_metrics(addr) {
+            Ok(()) => tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics"),
+            Err(e) => tracing::warn!(error = %e, "metrics endpoint not started"),
+        }
+    }
 }

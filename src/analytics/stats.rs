@@ -42,18 +42,7 @@ pub fn z_for_level(level: f64) -> f64 {
     0.5 * (lo + hi)
 }
 
-/// 64-bit FNV-1a over a sequence of byte strings, with a separator between parts.
-/// Used for stable, reproducible ids (the same input always yields the same id).
-pub fn stable_hash(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in part.iter().chain(std::iter::once(&0x1f)) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
-}
+pub use crate::hash::stable_hash;
 
 #[cfg(test)]
 mod tests {

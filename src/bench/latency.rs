@@ -10,10 +10,10 @@
 
 use super::throughput::BenchError;
 use crate::agent::publish::MetricPublisher;
-use crate::cli::StageKind;
 use crate::config::Config;
 use crate::event::{AnyRecord, MetricEvent};
 use crate::pipeline::run_kind;
+use crate::pipeline::StageKind;
 use crate::runtime::{run_stage, KafkaOptions, RunnerConfig, Shutdown, Topics};
 use crate::stage::detector::Detector;
 use hdrhistogram::Histogram;
@@ -91,7 +91,7 @@ enum Arrival {
 pub const SPIKES_PER_ROUND: u64 = 5;
 
 /// Where the latency is measured to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Through {
     /// The anomalies topic, through the detector alone.
     Anomalies,

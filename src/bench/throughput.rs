@@ -3,10 +3,10 @@
 use super::process::cpu_seconds;
 use super::relay::Relay;
 use crate::agent::publish::MetricPublisher;
-use crate::cli::StageKind;
 use crate::config::Config;
 use crate::event::MetricEvent;
 use crate::pipeline::run_kind;
+use crate::pipeline::StageKind;
 use crate::runtime::{
     run_stage, Guarantee, KafkaOptions, Progress, RunnerConfig, Shutdown, Topics,
 };

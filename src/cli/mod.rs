@@ -3,20 +3,20 @@
 
 mod agent;
 mod bench;
+mod demo;
 pub mod produce;
 mod replay;
 mod simulate;
 mod stage;
 mod tail;
 pub mod tail_format;
+mod values;
 
 use crate::runtime::kafka::parse_property;
 use crate::runtime::{KafkaOptions, Topics};
 use crate::telemetry::LogFormat;
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::net::SocketAddr;
+use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// perfpilot — a performance autopilot over Apache Kafka.
 ///
@@ -97,7 +97,7 @@ pub enum Command {
     /// creates the topics, runs five synthetic services in two pools with injected
     /// incidents, all four stages, and prints anomalies, forecasts, recommendations
     /// and decisions as they happen; ends with a summary.
-    Demo(crate::demo::DemoArgs),
+    Demo(demo::DemoArgs),
 }
 
 /// `perfpilot topics …`
@@ -165,21 +165,7 @@ pub struct KafkaArgs {
     pub property: Vec<(String, String)>,
 }
 
-/// Environment variables that carry librdkafka properties.
-pub const PROPERTY_ENV_PREFIX: &str = "PERFPILOT_KAFKA_X_";
-
-/// The librdkafka properties set in the environment (`PERFPILOT_KAFKA_X_SASL_PASSWORD`
-/// → `sasl.password`), sorted by key.
-pub fn properties_from_env(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
-    let mut props: Vec<(String, String)> = vars
-        .filter_map(|(k, v)| {
-            let key = k.strip_prefix(PROPERTY_ENV_PREFIX)?;
-            (!key.is_empty()).then(|| (key.to_ascii_lowercase().replace('_', "."), v))
-        })
-        .collect();
-    props.sort();
-    props
-}
+pub use crate::runtime::kafka::{properties_from_env, PROPERTY_ENV_PREFIX};
 
 impl KafkaArgs {
     /// Client options.
@@ -201,33 +187,10 @@ impl KafkaArgs {
     }
 }
 
-/// The stages `run` can start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
-pub enum StageKind {
-    /// metrics → anomalies
-    Detector,
-    /// metrics → forecasts
-    Forecaster,
-    /// anomalies + forecasts → recommendations
-    Recommender,
-    /// recommendations → decisions
-    Coordinator,
-}
+pub use crate::pipeline::StageKind;
+pub use crate::time::parse_duration;
 
-/// Parses durations such as `30s`, `500ms`, `2m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 500ms, 2m)"))
-}
-
-/// Serves `/metrics` if an address is given; a failure is reported, not fatal.
-pub fn maybe_serve_metrics(addr: Option<SocketAddr>) {
-    if let Some(addr) = addr {
-        match crate::telemetry::serve_metrics(addr) {
-            Ok(()) => tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics"),
-            Err(e) => tracing::warn!(error = %e, "metrics endpoint not started"),
-        }
-    }
-}
+pub use crate::telemetry::maybe_serve_metrics;
 
 /// Runs a parsed command line. Must be called inside a tokio runtime.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -279,7 +242,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo(args) => crate::demo::run_cli(args).await,
+        Command::Demo(args) => {
+            maybe_serve_metrics(args.metrics_addr);
+            let summary = crate::demo::run_demo(args.into()).await?;
+            summary.print(&mut std::io::stdout())?;
+            Ok(if summary.healthy() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
     }
 }
 

@@ -7,18 +7,16 @@ pub use report::{DemoSummary, Observed};
 
 use crate::agent::publish::MetricPublisher;
 use crate::agent::synthetic::SyntheticFleet;
-use crate::cli::{maybe_serve_metrics, parse_duration, StageKind};
 use crate::config::Config;
 use crate::event::{encode, AnyRecord, MetricEvent, Verdict, REPLICAS};
 use crate::pipeline::run_kind;
+use crate::pipeline::StageKind;
 use crate::runtime::embedded::EmbeddedBroker;
 use crate::runtime::{now_ms, KafkaOptions, Shutdown, Topics};
-use clap::Args;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -54,51 +52,40 @@ decision_window_secs = 300
 idle_flush_ms = 1000
 "#;
 
-/// Arguments of `demo`.
-#[derive(Debug, Clone, Args)]
-pub struct DemoArgs {
+/// What a demo run does (the `demo` command line's options).
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
     /// How long the whole demo runs (agents, then draining the pipeline).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Run against this Kafka cluster instead of the embedded broker (topics get a
     /// fresh prefix per run, so earlier runs do not interfere). Only this option picks a
     /// cluster: PERFPILOT_BOOTSTRAP_SERVERS, which the stages read, is ignored here.
-    #[arg(long)]
     pub bootstrap_servers: Option<String>,
     /// With --bootstrap-servers: extra librdkafka property, key=value (repeatable), e.g.
     /// -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-256. Secrets are better
     /// passed as PERFPILOT_KAFKA_X_<KEY> (see `run --help`); -X wins over them.
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = crate::runtime::kafka::parse_property, requires = "bootstrap_servers")]
     pub property: Vec<(String, String)>,
     /// Simulated minutes per second of wall time.
-    #[arg(long, default_value_t = 10)]
     pub ticks_per_second: u32,
     /// Background hosts that each report one noisy seasonal metric (adds load).
-    #[arg(long, default_value_t = 300)]
     pub fleet: usize,
     /// Malformed records to slip into the metrics stream (they must be dead-lettered).
-    #[arg(long, default_value_t = 3)]
     pub poison: u32,
     /// Seed of the synthetic workload.
-    #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics while the demo runs.
-    #[arg(long, default_value = "127.0.0.1:9464")]
     pub metrics_addr: Option<SocketAddr>,
     /// Configuration file to use instead of the demo's built-in one.
-    #[arg(long)]
     pub config: Option<PathBuf>,
     /// Print only the summary.
-    #[arg(long)]
     pub quiet: bool,
     /// Partitions per topic.
-    #[arg(long, default_value_t = 4)]
     pub partitions: i32,
 }
 
-/// The CLI entry: starts the embedded broker unless a cluster was given.
-pub async fn run_cli(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    maybe_serve_metrics(args.metrics_addr);
+/// Runs the demo: on the embedded broker unless a cluster was given. The caller prints
+/// the summary.
+pub async fn run_demo(args: DemoOptions) -> anyhow::Result<DemoSummary> {
     let config = match &args.config {
         Some(p) => Config::load(Some(p))?,
         None => Config::parse(DEMO_CONFIG, "the built-in demo config")?,
@@ -107,7 +94,7 @@ pub async fn run_cli(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Some(bootstrap) => {
             let topics = Topics::with_prefix(format!("perfpilot-demo-{}.", now_ms()));
             let mut kafka = KafkaOptions::new(bootstrap.clone());
-            kafka.properties = crate::cli::properties_from_env(std::env::vars());
+            kafka.properties = crate::runtime::kafka::properties_from_env(std::env::vars());
             kafka.properties.extend(args.property.iter().cloned());
             crate::runtime::topics::create_all(&kafka, &topics, args.partitions, 1).await?;
             println!(
@@ -131,12 +118,7 @@ pub async fn run_cli(args: DemoArgs) -> anyhow::Result<ExitCode> {
             s
         }
     };
-    summary.print(&mut std::io::stdout())?;
-    Ok(if summary.healthy() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(summary)
 }
 
 /// Client settings that make the mock cluster's group rebalances take seconds, not a
@@ -153,7 +135,7 @@ pub fn embedded_client_options(bootstrap: &str) -> KafkaOptions {
 
 /// Runs the demo against a broker whose topics exist, and returns its summary.
 pub async fn run(
-    args: &DemoArgs,
+    args: &DemoOptions,
     config: &Config,
     kafka: &KafkaOptions,
     topics: &Topics,
@@ -241,7 +223,7 @@ pub async fn run(
 async fn agents(
     mut fleet: SyntheticFleet,
     ticks: u64,
-    args: &DemoArgs,
+    args: &DemoOptions,
     kafka: &KafkaOptions,
     topics: &Topics,
     mut feedback: mpsc::Receiver<(String, i32)>,

@@ -1,9 +1,9 @@
 //! What the demo prints: one line per interesting record as it arrives, and the summary.
 
 use crate::agent::synthetic::{Incident, IncidentKind};
-use crate::cli::StageKind;
 use crate::config::Policies;
 use crate::event::{show, ActionKind, AnyRecord, Verdict};
+use crate::pipeline::StageKind;
 use crate::runtime::RunReport;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;

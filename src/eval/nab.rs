@@ -426,11 +426,11 @@ mod tests {
     #[test]
     fn windows_file_is_read_with_nab_timestamps() {
         let json = r#"{"a/x.csv": [["2014-04-10 07:15:00.000000", "2014-04-11 16:45:00.000000"]], "b.csv": []}"#;
-        let w = parse_windows(json, crate::replay::parse_timestamp).unwrap();
+        let w = parse_windows(json, crate::time::parse_timestamp).unwrap();
         assert_eq!(w.len(), 2);
         assert_eq!(w[0].0, "a/x.csv");
         assert_eq!(w[0].1[0].1 - w[0].1[0].0, (33 * 60 + 30) * 60_000);
-        assert!(parse_windows("[]", crate::replay::parse_timestamp).is_err());
+        assert!(parse_windows("[]", crate::time::parse_timestamp).is_err());
         assert_eq!(count_labels(r#"{"a": ["x", "y"], "b": []}"#), Ok(2));
     }
 

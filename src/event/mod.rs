@@ -71,10 +71,7 @@ impl MetricEvent {
         }
         let ts = self.timestamp_ms.to_le_bytes();
         parts.push(&ts);
-        format!(
-            "{prefix}-{:016x}",
-            crate::analytics::stats::stable_hash(&parts)
-        )
+        format!("{prefix}-{:016x}", crate::hash::stable_hash(&parts))
     }
 
     /// The pool this event belongs to: its own, or the target when none was given.

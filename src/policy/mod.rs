@@ -7,7 +7,7 @@ pub mod target;
 pub use pool::{Freeze, FreezeWindow, PoolPolicy, ResolvedPool};
 pub use target::{ResourcePolicy, TargetPolicy, Tunable};
 
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 

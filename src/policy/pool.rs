@@ -1,6 +1,6 @@
 //! Pool policies: what a pool (the budget unit) may spend and when it may change.
 
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 use serde::{Deserialize, Serialize};
 
 /// Limits of one pool (`[pools.NAME]`; `[pools."*"]` applies to pools without a
@@ -76,8 +76,7 @@ impl FreezeWindow {
         match (&self.from, &self.to, &self.daily) {
             (Some(from), Some(to), None) => {
                 let at = |s: &str| {
-                    crate::replay::input::parse_timestamp(s)
-                        .map_err(|e| bad(format!("time {s:?}: {e}")))
+                    crate::time::parse_timestamp(s).map_err(|e| bad(format!("time {s:?}: {e}")))
                 };
                 let (a, b) = (at(from)?, at(to)?);
                 if a >= b {
@@ -172,7 +171,7 @@ mod tests {
         )
         .parse("p")
         .unwrap();
-        let xmas = crate::replay::input::parse_timestamp("2026-12-24T13:00:00Z").unwrap();
+        let xmas = crate::time::parse_timestamp("2026-12-24T13:00:00Z").unwrap();
         assert!(fixed.contains(xmas) && !fixed.contains(xmas + 86_400_000));
         let night = w(None, None, Some("22:00-06:00")).parse("p").unwrap();
         let h = 3_600_000;

@@ -1,6 +1,6 @@
 //! Target policies: how one target may be scaled, resized and tuned, and what it costs.
 
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 use crate::event::ActionKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

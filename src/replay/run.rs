@@ -66,7 +66,7 @@ pub enum ReplayError {
     Io(#[from] std::io::Error),
     /// The configuration is invalid.
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::config_error::ConfigError),
     /// The input holds no data row.
     #[error("the input holds no usable row")]
     Empty,

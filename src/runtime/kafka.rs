@@ -333,6 +333,22 @@ pub fn parse_property(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Environment variables that carry librdkafka properties.
+pub const PROPERTY_ENV_PREFIX: &str = "PERFPILOT_KAFKA_X_";
+
+/// The librdkafka properties set in the environment (`PERFPILOT_KAFKA_X_SASL_PASSWORD`
+/// → `sasl.password`), sorted by key.
+pub fn properties_from_env(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let mut props: Vec<(String, String)> = vars
+        .filter_map(|(k, v)| {
+            let key = k.strip_prefix(PROPERTY_ENV_PREFIX)?;
+            (!key.is_empty()).then(|| (key.to_ascii_lowercase().replace('_', "."), v))
+        })
+        .collect();
+    props.sort();
+    props
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

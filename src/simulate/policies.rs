@@ -139,7 +139,7 @@ pub struct Perfpilot {
 
 impl Perfpilot {
     /// The cores with the given configuration.
-    pub fn new(config: &Config) -> Result<Self, crate::config::ConfigError> {
+    pub fn new(config: &Config) -> Result<Self, crate::config_error::ConfigError> {
         Ok(Perfpilot {
             detector: Detector::new(config.detector.clone())?,
             forecaster: Forecaster::new(config.forecaster.clone())?,

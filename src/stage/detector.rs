@@ -7,7 +7,7 @@ use super::snapshot::{Partitioned, RestoreError};
 use super::{RecordMeta, Stage, StateChange};
 use crate::analytics::detect::{DetectParams, PointScore, SeriesDetector};
 use crate::analytics::seasonal::SeasonalParams;
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 use crate::event::{Anomaly, Direction, MetricEvent, Severity};
 use serde::{Deserialize, Serialize};
 

@@ -9,7 +9,7 @@ use crate::analytics::forecast::{ForecastParams, Predicted, SeriesForecaster, MO
 use crate::analytics::holt::HoltParams;
 use crate::analytics::reorder::{Offered, ReorderBuffer};
 use crate::analytics::stats::{normal_cdf, z_for_level};
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 use crate::event::{EarlyWarning, Forecast, ForecastPoint, MetricEvent};
 use serde::{Deserialize, Serialize};
 

@@ -34,8 +34,9 @@ mod arbitrate;
 
 use super::snapshot::{restore_into, take_changed, RestoreError};
 use super::{RecordMeta, Stage, StateChange};
-use crate::config::{ConfigError, Policies};
+use crate::config_error::ConfigError;
 use crate::event::{Decision, Recommendation};
+use crate::policy::Policies;
 use access::Rule;
 use arbitrate::PoolState;
 use serde::{Deserialize, Serialize};

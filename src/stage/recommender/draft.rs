@@ -1,8 +1,8 @@
 //! A recommendation in the making: what a recommender decided, before it gets its id,
 //! pool and expiry.
 
-use crate::analytics::stats::stable_hash;
 use crate::event::{ActionKind, Evidence, Recommendation};
+use crate::hash::stable_hash;
 use crate::policy::TargetPolicy;
 
 /// What one recommender proposes for one target.

@@ -34,8 +34,8 @@ pub use usage::UsageHistogram;
 
 use super::snapshot::{restore_into, take_changed, Partitioned, RestoreError};
 use super::{Insight, RecordMeta, Stage, StateChange};
-use crate::config::{Policies, TargetPolicy};
 use crate::event::{ActionKind, Recommendation};
+use crate::policy::{Policies, TargetPolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 

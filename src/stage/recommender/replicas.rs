@@ -6,10 +6,10 @@ use super::accuracy::TRACKED;
 use super::draft::Draft;
 use super::TargetState;
 use crate::analytics::stats::{normal_cdf, z_for_level};
-use crate::config::TargetPolicy;
 use crate::event::{
     ActionKind, Anomaly, Direction, Evidence, Forecast, ForecastPoint, Severity, REPLICAS,
 };
+use crate::policy::TargetPolicy;
 
 /// HPA's rule: the replicas that bring `observed` utilization to `goal`.
 pub fn hpa_desired(current: i32, observed: f64, goal: f64) -> i32 {

@@ -4,8 +4,8 @@
 
 use super::draft::Draft;
 use super::TargetState;
-use crate::config::TargetPolicy;
 use crate::event::{ActionKind, Anomaly, Direction, Evidence, Forecast};
+use crate::policy::TargetPolicy;
 
 /// Samples a usage histogram needs before it sizes anything.
 const MIN_SAMPLES: u32 = 20;
