@@ -436,13 +436,6 @@ const DEAD_LETTER_OVERHEAD: usize = 1024;
 /// Longest `detail` and kept key of a dead letter that had to be cut to fit.
 const DEAD_LETTER_TEXT_MAX: usize = 1024;
 
-/// FNV-1a, 64 bits, of `bytes`.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
 fn truncate_str(s: &mut String, max: usize) {
     if s.len() > max {
@@ -473,7 +466,7 @@ impl DeadLetter {
         }
         let original = self.payload.as_deref().unwrap_or_default();
         self.original_size = Some(original.len() as i64);
-        self.original_hash = Some(format!("{:016x}", fnv1a(original)));
+        self.original_hash = Some(format!("{:016x}", crate::hash::fnv1a(original)));
         truncate_str(&mut self.detail, DEAD_LETTER_TEXT_MAX);
         if let Some(k) = self.key.as_mut() {
             k.truncate(DEAD_LETTER_TEXT_MAX);
@@ -530,7 +523,7 @@ mod tests {
         assert_eq!(cut.original_size, Some(1_000_000));
         assert_eq!(
             cut.original_hash.as_deref(),
-            Some(format!("{:016x}", fnv1a(&whole)).as_str())
+            Some(format!("{:016x}", crate::hash::fnv1a(&whole)).as_str())
         );
         assert_eq!((cut.source_partition, cut.source_offset), (2, 41));
         assert_eq!(
