@@ -229,8 +229,19 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ActionKind; 7] = [
+        ActionKind::ScaleOut,
+        ActionKind::ScaleIn,
+        ActionKind::Raise,
+        ActionKind::Lower,
+        ActionKind::CapacityWarning,
+        ActionKind::Reclaim,
+        ActionKind::Tune,
+    ];
+
     /// Lower-case name for logs and labels.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             ActionKind::ScaleOut => "scale_out",
             ActionKind::ScaleIn => "scale_in",

@@ -309,13 +309,27 @@ impl TargetPolicy {
     }
 }
 
-/// Action kind names as written in `cooldowns`.
-pub const KIND_NAMES: [&str; 7] = [
-    "scale_out",
-    "scale_in",
-    "raise",
-    "lower",
-    "capacity_warning",
-    "reclaim",
-    "tune",
-];
+/// Action kind names as written in `cooldowns` (the kinds' own names).
+pub const KIND_NAMES: [&str; 7] = {
+    let mut names = [""; 7];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = ActionKind::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cooldown_names_are_the_kinds_own_names() {
+        assert_eq!(KIND_NAMES.len(), ActionKind::ALL.len());
+        for (name, kind) in KIND_NAMES.iter().zip(ActionKind::ALL) {
+            assert_eq!(*name, kind.as_str());
+        }
+        assert_eq!(KIND_NAMES[4], "capacity_warning");
+    }
+}

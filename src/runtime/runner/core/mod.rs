@@ -211,7 +211,9 @@ impl<S: Stage> Core<S> {
         };
         match decoded {
             Ok(input) => {
-                let lag = (now - input.event_time_ms()) as f64 / 1000.0;
+                // Saturating: the times of records other than metric events are not
+                // range-checked, and i64::MIN would overflow a plain subtraction.
+                let lag = now.saturating_sub(input.event_time_ms()) as f64 / 1000.0;
                 let started = Instant::now();
                 self.stage.process(input, &meta, &mut self.outputs);
                 self.metrics.processed(lag, started.elapsed().as_secs_f64());
