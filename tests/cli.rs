@@ -395,14 +395,17 @@ fn replay_messages_read_right_for_one_series_and_name_the_series_to_plot() {
     }
     std::fs::write(&long, text).unwrap();
     let svg = dir.join("plot.svg");
-    let out = perfpilot()
-        .arg("replay")
-        .arg(&long)
-        .args(["-o", "/dev/null", "--plot"])
-        .arg(&svg)
-        .args(["--plot-series", "nosuch"])
-        .output()
-        .unwrap();
+    let plot = |series: &str| {
+        perfpilot()
+            .arg("replay")
+            .arg(&long)
+            .args(["-o", "/dev/null", "--plot"])
+            .arg(&svg)
+            .args(["--plot-series", series])
+            .output()
+            .unwrap()
+    };
+    let out = plot("nosuch");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
@@ -412,14 +415,7 @@ fn replay_messages_read_right_for_one_series_and_name_the_series_to_plot() {
 
     // The plot names its series and shows the time of day on its axis (the 50 minutes
     // from 2023-11-14 22:13 UTC), not hours since the first point.
-    let out = perfpilot()
-        .arg("replay")
-        .arg(&long)
-        .args(["-o", "/dev/null", "--plot"])
-        .arg(&svg)
-        .args(["--plot-series", "db"])
-        .output()
-        .unwrap();
+    let out = plot("db");
     assert!(
         out.status.success(),
         "{}",
