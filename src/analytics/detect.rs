@@ -484,8 +484,9 @@ impl SeriesDetector {
             squash(flat, 1.0),
             0.0,
         ];
-        self.recur.roll(ts);
         if scores[0] >= 0.5 {
+            // Rolled only when used: rolling lazily gives the same record.
+            self.recur.roll(ts);
             let routine = self.recur.recurs(ts) && !novel_value;
             self.recur.mark(ts);
             if routine {
@@ -517,8 +518,8 @@ impl SeriesDetector {
         // day as yesterday (a nightly batch that lifts the level for an hour) is routine
         // too, by the same rule as a recurring residual.
         let persistent_only = fired && scores[0] < 0.5 && scores[3] < 0.5 && scores[4] < 0.5;
-        self.persist_recur.roll(ts);
         if persistent_only && likelihood >= p.likelihood_threshold.unwrap_or(0.0) {
+            self.persist_recur.roll(ts);
             let routine = self.persist_recur.recurs(ts);
             self.persist_recur.mark(ts);
             if routine {
