@@ -1,7 +1,8 @@
-//! Throughput of the metric stages against the no-op relay, on one broker, in one run.
+//! Throughput of the metric stages against the no-op relay and the consume-only sink, on
+//! one broker, in one run.
 
 use super::process::cpu_seconds;
-use super::relay::Relay;
+use super::relay::{Relay, Sink};
 use crate::agent::publish::MetricPublisher;
 use crate::config::Config;
 use crate::event::MetricEvent;
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 /// What one run of one stage achieved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageThroughput {
-    /// relay, detector or forecaster.
+    /// sink, relay, detector, forecaster or pipeline.
     pub stage: &'static str,
     /// Events read.
     pub events: u64,
@@ -29,6 +30,52 @@ pub struct StageThroughput {
     pub cpu_seconds: f64,
     /// State records written to the changelog.
     pub state_writes: u64,
+}
+
+/// One stage over several runs: the median run's rate and CPU, and the spread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// The stage.
+    pub stage: &'static str,
+    /// Median events per second.
+    pub rate: f64,
+    /// Slowest and fastest run.
+    pub min_rate: f64,
+    /// Fastest run.
+    pub max_rate: f64,
+    /// CPU seconds per million events of the median run.
+    pub cpu_per_million: f64,
+    /// State writes of the median run.
+    pub state_writes: u64,
+}
+
+impl Summary {
+    /// Per stage, in the order of the first run, the median of `runs` (each the rows of
+    /// one [`run`]); a stage missing from some runs is summarised over the others.
+    pub fn of(runs: &[Vec<StageThroughput>]) -> Vec<Summary> {
+        let Some(first) = runs.first() else {
+            return Vec::new();
+        };
+        first
+            .iter()
+            .map(|r| {
+                let mut same: Vec<&StageThroughput> = runs
+                    .iter()
+                    .flat_map(|run| run.iter().filter(|x| x.stage == r.stage))
+                    .collect();
+                same.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+                let median = same[same.len() / 2];
+                Summary {
+                    stage: r.stage,
+                    rate: median.rate(),
+                    min_rate: same[0].rate(),
+                    max_rate: same[same.len() - 1].rate(),
+                    cpu_per_million: median.cpu_per_million(),
+                    state_writes: median.state_writes,
+                }
+            })
+            .collect()
+    }
 }
 
 /// How the stages run: the delivery guarantee and the commit (checkpoint) interval,
@@ -246,7 +293,7 @@ async fn finish(
     })
 }
 
-/// Relay, detector and forecaster over the same `events` events on `topics`; then,
+/// Sink, relay, detector and forecaster over the same `events` events on `topics`; then,
 /// with `pipeline_topics` (a second fresh set), the same events through the whole
 /// pipeline.
 #[allow(clippy::too_many_arguments)]
@@ -262,6 +309,7 @@ pub async fn run(
 ) -> Result<Vec<StageThroughput>, BenchError> {
     publish(kafka, topics, events, series).await?;
     let mut out = Vec::new();
+    out.push(time_stage(Sink, "sink", kafka, topics, events, timeout, delivery).await?);
     out.push(time_stage(Relay, "relay", kafka, topics, events, timeout, delivery).await?);
     let det =
         Detector::new(config.detector.clone()).map_err(|e| BenchError::Kafka(e.to_string()))?;
@@ -274,4 +322,40 @@ pub async fn run(
         out.push(time_pipeline(config, kafka, topics, events, timeout, delivery).await?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(stage: &'static str, seconds: f64) -> StageThroughput {
+        StageThroughput {
+            stage,
+            events: 1000,
+            seconds,
+            cpu_seconds: seconds / 2.0,
+            state_writes: 0,
+        }
+    }
+
+    #[test]
+    fn a_summary_is_the_median_run_with_the_spread() {
+        let runs = vec![
+            vec![row("sink", 1.0), row("detector", 4.0)],
+            vec![row("sink", 2.0), row("detector", 1.0)],
+            vec![row("sink", 4.0), row("detector", 2.0)],
+        ];
+        let s = Summary::of(&runs);
+        assert_eq!(
+            s.iter().map(|r| r.stage).collect::<Vec<_>>(),
+            ["sink", "detector"]
+        );
+        assert_eq!(
+            (s[0].rate, s[0].min_rate, s[0].max_rate),
+            (500.0, 250.0, 1000.0)
+        );
+        assert_eq!(s[1].rate, 500.0);
+        assert_eq!(s[1].cpu_per_million, 1000.0); // the 2 s run: 1 CPU s per 1000 events
+        assert!(Summary::of(&[]).is_empty());
+    }
 }

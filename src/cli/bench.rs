@@ -19,9 +19,11 @@ pub struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
-    /// Events/s of the detector and forecaster, and of the whole pipeline, against a
-    /// no-op relay (consume → produce unchanged through the same runner), all over the
-    /// same events on the same broker in one run; also CPU seconds per million events.
+    /// Events/s of the detector and forecaster, and of the whole pipeline, against two
+    /// baselines through the same runner — a no-op relay (consume → produce unchanged)
+    /// and a sink (consume → drop) — all over the same events on the same broker; each
+    /// row the median of --runs runs with their min and max; also CPU seconds per
+    /// million events.
     Throughput {
         #[command(flatten)]
         kafka: KafkaArgs,
@@ -57,6 +59,10 @@ enum BenchCommand {
         /// topics), timed until detector and forecaster have read them all.
         #[arg(long)]
         no_pipeline: bool,
+        /// Runs per guarantee, each on fresh topics; a row is their median, with the
+        /// slowest and fastest beside it, so the variation shows.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+        runs: u32,
     },
     /// End-to-end latency percentiles at a fixed offered load: spikes are injected after
     /// the warm-up and timed from the producer to the anomalies topic (produce → anomaly
@@ -148,6 +154,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             processing_guarantee,
             commit_interval,
             no_pipeline,
+            runs,
         } => {
             let pipeline = !no_pipeline;
             let config = Config::load(config.as_deref())?;
@@ -156,43 +163,58 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 kafka.bootstrap_servers
             );
             println!(
-                "\n{:<14} {:<12} {:>12} {:>10} {:>16} {:>14}",
-                "guarantee", "stage", "events/s", "of relay", "CPU s / 1M ev", "state writes"
+                "\n{:<14} {:<11} {:>10} {:>21} {:>8} {:>8} {:>14} {:>13}",
+                "guarantee",
+                "stage",
+                "events/s",
+                "(min–max)",
+                "of sink",
+                "of relay",
+                "CPU s / 1M ev",
+                "state writes"
             );
             for guarantee in processing_guarantee {
                 let mut delivery = throughput::Delivery::from(guarantee);
                 if let Some(interval) = commit_interval {
                     delivery.commit_interval = interval;
                 }
-                let (options, topics) = bench_topics(&kafka, partitions).await?;
-                let pipeline_topics = match pipeline {
-                    true => Some(bench_topics(&kafka, partitions).await?.1),
-                    false => None,
-                };
-                let results = throughput::run(
-                    &options,
-                    &topics,
-                    pipeline_topics.as_ref(),
-                    &config,
-                    events,
-                    series,
-                    timeout,
-                    delivery,
-                )
-                .await?;
-                let relay = results[0].rate();
-                let name = match guarantee {
-                    Guarantee::AtLeastOnce => "at-least-once",
-                    Guarantee::ExactlyOnce => "exactly-once",
-                };
-                for r in &results {
+                let mut all: Vec<Vec<throughput::StageThroughput>> = Vec::new();
+                for _ in 0..runs {
+                    let (options, topics) = bench_topics(&kafka, partitions).await?;
+                    let pipeline_topics = match pipeline {
+                        true => Some(bench_topics(&kafka, partitions).await?.1),
+                        false => None,
+                    };
+                    all.push(
+                        throughput::run(
+                            &options,
+                            &topics,
+                            pipeline_topics.as_ref(),
+                            &config,
+                            events,
+                            series,
+                            timeout,
+                            delivery,
+                        )
+                        .await?,
+                    );
+                }
+                let rows = throughput::Summary::of(&all);
+                let of = |name: &str| rows.iter().find(|r| r.stage == name).map(|r| r.rate);
+                let (sink, relay) = (
+                    of("sink").unwrap_or(f64::NAN),
+                    of("relay").unwrap_or(f64::NAN),
+                );
+                for r in &rows {
                     println!(
-                        "{:<14} {:<12} {:>12.0} {:>9.0}% {:>16.2} {:>14}",
-                        name,
+                        "{:<14} {:<11} {:>10.0} {:>21} {:>7.0}% {:>7.0}% {:>14.2} {:>13}",
+                        guarantee.as_str(),
                         r.stage,
-                        r.rate(),
-                        100.0 * r.rate() / relay,
-                        r.cpu_per_million(),
+                        r.rate,
+                        format!("({:.0}–{:.0})", r.min_rate, r.max_rate),
+                        100.0 * r.rate / sink,
+                        100.0 * r.rate / relay,
+                        r.cpu_per_million,
                         r.state_writes
                     );
                 }
