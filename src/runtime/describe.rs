@@ -123,6 +123,8 @@ fn describe_blocking(
         .consumer_config(&format!("{}describe", topics.prefix))
         .create()?;
     let metadata = probe.fetch_metadata(None, TIMEOUT)?;
+    // One client per group, asked about every topic the group reads.
+    let mut group_clients: HashMap<String, BaseConsumer> = HashMap::new();
     let mut out = Vec::new();
     for (spec, configs) in topics.specs().into_iter().zip(configs) {
         let found = metadata
@@ -144,17 +146,25 @@ fn describe_blocking(
         let replication = meta.partitions().first().map_or(0, |p| p.replicas().len());
         let mut marks = Vec::with_capacity(partitions.len());
         for &p in &partitions {
-            marks.push((p, probe.fetch_watermarks(&spec.name, p, TIMEOUT)?));
+            marks.push((
+                p,
+                retrying(|| probe.fetch_watermarks(&spec.name, p, TIMEOUT))?,
+            ));
         }
         let records = marks.iter().map(|(_, (lo, hi))| hi - lo).sum();
         let mut lags = Vec::new();
         for group in readers.get(&spec.name).into_iter().flatten().cloned() {
-            let consumer: BaseConsumer = kafka.consumer_config(&group).create()?;
+            let consumer = match group_clients.entry(group.clone()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(kafka.consumer_config(&group).create()?)
+                }
+            };
             let mut tpl = TopicPartitionList::new();
             for &p in &partitions {
                 tpl.add_partition(&spec.name, p);
             }
-            let committed = consumer.committed_offsets(tpl, TIMEOUT)?;
+            let committed = retrying(|| consumer.committed_offsets(tpl.clone(), TIMEOUT))?;
             let (mut lag, mut committed_partitions) = (0, 0);
             for &(p, (lo, hi)) in &marks {
                 let at = match committed.find_partition(&spec.name, p).map(|e| e.offset()) {
@@ -182,6 +192,37 @@ fn describe_blocking(
         });
     }
     Ok(out)
+}
+
+/// Runs `call` again while the broker answers with a transient error — a partition
+/// whose leader is still being elected (a topic just created), the group coordinator
+/// still loading (a fresh cluster) — for up to [`TIMEOUT`]; any other error at once.
+fn retrying<T>(
+    mut call: impl FnMut() -> Result<T, rdkafka::error::KafkaError>,
+) -> Result<T, rdkafka::error::KafkaError> {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        match call() {
+            Err(e)
+                if std::time::Instant::now() < deadline
+                    && matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            Code::NotLeaderForPartition
+                                | Code::LeaderNotAvailable
+                                | Code::CoordinatorNotAvailable
+                                | Code::CoordinatorLoadInProgress
+                                | Code::NotCoordinator
+                                | Code::UnknownTopicOrPartition
+                        )
+                    ) =>
+            {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// The description as aligned text: a line per topic, an indented line per group.
