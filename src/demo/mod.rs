@@ -1,7 +1,10 @@
 //! `perfpilot demo`: the whole pipeline with synthetic agents, on the embedded broker
 //! (or a real cluster), printing what happens and a summary at the end.
 
+mod lockstep;
 mod report;
+
+use lockstep::Lockstep;
 
 pub use report::{DemoSummary, Observed};
 
@@ -13,10 +16,14 @@ use crate::pipeline::run_kind;
 use crate::pipeline::StageKind;
 use crate::runtime::embedded::EmbeddedBroker;
 use crate::runtime::{now_ms, KafkaOptions, Shutdown, Topics};
+
+const DAY_MS: i64 = 86_400_000;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -49,7 +56,7 @@ thresholds = { cpu_utilization = 0.9 }   # early warning before saturation
 
 [coordinator]
 decision_window_secs = 300
-idle_flush_ms = 1000
+idle_flush_ms = 1000            # in simulated time: a window idle for a tick closes at the next
 "#;
 
 /// What a demo run does (the `demo` command line's options).
@@ -131,6 +138,9 @@ pub fn embedded_client_options(bootstrap: &str) -> KafkaOptions {
     }
     .with_consumer("session.timeout.ms", "6000")
     .with_consumer("heartbeat.interval.ms", "500")
+    // The mock answers a fetch only when its wait is over, even once data has come:
+    // the default 500 ms wait made every hop of the demo's lockstep that long.
+    .with_consumer("fetch.wait.max.ms", "5")
 }
 
 /// Runs the demo against a broker whose topics exist, and returns its summary.
@@ -143,17 +153,6 @@ pub async fn run(
     let shutdown = Shutdown::new();
     let signals = Shutdown::new();
     tokio::spawn(signals.clone().on_signals());
-    let mut stages = Vec::new();
-    for kind in StageKind::ALL {
-        let mut runner = kind.runner_config(topics, None);
-        // Stages tick often so the coordinator's idle windows close promptly.
-        runner.tick_interval = Duration::from_millis(250);
-        let (cfg, kafka, stop) = (config.clone(), kafka.clone(), shutdown.clone());
-        stages.push((
-            kind,
-            tokio::spawn(async move { run_kind(kind, &cfg, &kafka, runner, stop).await }),
-        ));
-    }
 
     let agent_time = args
         .duration
@@ -161,40 +160,55 @@ pub async fn run(
         .max(Duration::from_secs(4));
     let ticks = (agent_time.as_secs_f64() * f64::from(args.ticks_per_second.max(1))) as u64;
     let step_ms = 60_000;
-    let start_ms = now_ms() - ticks as i64 * step_ms;
+    // Simulated time starts at a midnight (UTC), so the detector's daily routine sees
+    // the same times of day in every run; the last tick is still in the past.
+    let start_ms = (now_ms() - ticks as i64 * step_ms).div_euclid(DAY_MS) * DAY_MS;
     let fleet = SyntheticFleet::demo(start_ms, step_ms, ticks, args.fleet, args.seed);
     let incidents = fleet.incidents().to_vec();
 
+    let lockstep = Lockstep::new(start_ms, signals.clone());
+    let mut stages = Vec::new();
+    for (kind, progress) in StageKind::ALL.into_iter().zip(&lockstep.progress) {
+        let mut runner = kind.runner_config(topics, None);
+        runner.tick_interval = lockstep::TICK_INTERVAL;
+        runner.clock = lockstep.stage_clock.clone();
+        runner.progress = progress.clone();
+        if kind == StageKind::Detector {
+            runner.gate = Some(lockstep.detector_gate.clone());
+        }
+        let (cfg, kafka, stop) = (config.clone(), kafka.clone(), shutdown.clone());
+        stages.push((
+            kind,
+            tokio::spawn(async move { run_kind(kind, &cfg, &kafka, runner, stop).await }),
+        ));
+    }
+
     // Approved decisions flow back to the agents (closed loop), through a bounded channel.
-    let (feedback_tx, feedback_rx) = mpsc::channel::<(String, i32)>(1024);
+    let (feedback_tx, feedback_rx) = mpsc::channel::<Actuation>(1024);
     let watcher_stop = Shutdown::new();
     let watcher = tokio::spawn(watch(
         kafka.clone(),
         topics.clone(),
-        // Lines wait for 5 s of simulated time to pass (one tick is a minute), which
-        // covers the stages' hops; they then print in event-time order.
-        report::Printer::new(
-            start_ms,
-            config.policies.clone(),
-            args.quiet,
-            i64::from(args.ticks_per_second.max(1)) * 5 * 60_000,
-        ),
+        // Lines wait for 5 minutes of simulated time to pass, which covers the stages'
+        // hops; they then print in event-time order.
+        report::Printer::new(start_ms, config.policies.clone(), args.quiet, 5 * 60_000),
         feedback_tx,
+        lockstep.watched.clone(),
         watcher_stop.clone(),
     ));
 
     let started = Instant::now();
-    let produced = tokio::select! {
-        r = agents(fleet, ticks, args, kafka, topics, feedback_rx) => r?,
-        _ = signals.wait() => 0,
-    };
+    let rollout_ms = (config.coordinator.change_duration_secs * 1000) as i64;
+    let run = agents(
+        fleet,
+        ticks,
+        args,
+        (kafka, topics),
+        (feedback_rx, rollout_ms),
+        &lockstep,
+    )
+    .await;
     let agent_secs = started.elapsed().as_secs_f64();
-
-    // Let the pipeline drain: wait until the watcher has seen nothing new for a while.
-    let drain_until = started + args.duration.max(agent_time + Duration::from_secs(2));
-    while Instant::now() < drain_until && !signals.is_triggered() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     shutdown.trigger();
     let mut reports = Vec::new();
     for (kind, handle) in stages {
@@ -206,6 +220,12 @@ pub async fn run(
     }
     watcher_stop.trigger();
     let observed = watcher.await??;
+    let produced = match run {
+        Ok(n) => n,
+        // Ctrl-C: the summary of what was done so far.
+        Err(_) if signals.is_triggered() => lockstep.progress[0].consumed(),
+        Err(e) => return Err(e),
+    };
     Ok(DemoSummary {
         produced,
         poison: u64::from(args.poison),
@@ -219,14 +239,17 @@ pub async fn run(
     })
 }
 
-/// The synthetic agents: one tick per 1/ticks_per_second, applying fed-back decisions.
+/// The synthetic agents, in lockstep with the pipeline: each tick (one simulated
+/// minute, at most `ticks_per_second` a second) is published once the pipeline has
+/// worked through the one before and its decisions are fed back. Returns the events
+/// published.
 async fn agents(
     mut fleet: SyntheticFleet,
     ticks: u64,
     args: &DemoOptions,
-    kafka: &KafkaOptions,
-    topics: &Topics,
-    mut feedback: mpsc::Receiver<(String, i32)>,
+    (kafka, topics): (&KafkaOptions, &Topics),
+    (mut feedback, rollout_ms): (mpsc::Receiver<Actuation>, i64),
+    lockstep: &Lockstep,
 ) -> anyhow::Result<u64> {
     let mut publisher = MetricPublisher::new(kafka, topics.metrics())?;
     let period = Duration::from_secs_f64(1.0 / f64::from(args.ticks_per_second.max(1)));
@@ -236,22 +259,51 @@ async fn agents(
         .map(|i| i * ticks / (u64::from(args.poison) + 1))
         .collect();
     let mut produced = 0u64;
+    let mut records = 0u64;
+    let mut rolling_out: Vec<Actuation> = Vec::new();
     for tick in 0..ticks {
         interval.tick().await;
-        while let Ok((target, replicas)) = feedback.try_recv() {
-            fleet.apply_replicas(&target, replicas);
+        lockstep.advance(fleet.time_of(tick), records).await?;
+        // An approved change takes effect once rolled out (the coordinator's
+        // `change_duration_secs`), like pods that take a while to start.
+        while let Ok(a) = feedback.try_recv() {
+            rolling_out.push(a);
         }
+        let now = fleet.time_of(tick);
+        rolling_out.retain(|a| {
+            let done = a.decided_ms + rollout_ms <= now;
+            if done {
+                fleet.apply_replicas(&a.target, a.replicas);
+            }
+            !done
+        });
+        lockstep.hold_detector();
         for e in fleet.next_tick() {
             publisher.publish(&e).await?;
             produced += 1;
+            records += 1;
         }
         if let Some(i) = poison_at.iter().position(|&t| t == tick) {
             let (key, bytes) = poison_record(i, fleet.time_of(tick))?;
             publisher.publish_raw(key.as_bytes(), &bytes).await?;
+            records += 1;
         }
+        publisher.flush().await?;
+        lockstep.work_through(records).await?;
     }
-    publisher.flush().await?;
+    // The end: time moves on past every open decision window, which closes them.
+    lockstep
+        .advance(fleet.time_of(ticks) + DAY_MS, records)
+        .await?;
     Ok(produced)
+}
+
+/// An approved replica change on its way to the agents.
+#[derive(Debug)]
+struct Actuation {
+    target: String,
+    replicas: i32,
+    decided_ms: i64,
 }
 
 /// The i-th malformed record the demo slips in: not Avro, a NaN value, an empty target.
@@ -278,8 +330,9 @@ pub fn poison_record(i: usize, ts: i64) -> anyhow::Result<(String, Vec<u8>)> {
                 ..base
             })?,
         ),
+        // Keyed like the others (an unkeyed record lands on a random partition).
         _ => (
-            String::new(),
+            "checkout".into(),
             encode(&MetricEvent {
                 target: String::new(),
                 ..base
@@ -294,7 +347,8 @@ async fn watch(
     kafka: KafkaOptions,
     topics: Topics,
     mut printer: report::Printer,
-    feedback: mpsc::Sender<(String, i32)>,
+    feedback: mpsc::Sender<Actuation>,
+    watched: Arc<AtomicU64>,
     stop: Shutdown,
 ) -> anyhow::Result<Observed> {
     let consumer: StreamConsumer = kafka
@@ -323,6 +377,7 @@ async fn watch(
             }
         };
         let Ok(record) = AnyRecord::decode(m.payload().unwrap_or(&[])) else {
+            watched.fetch_add(1, Ordering::Release);
             continue;
         };
         if let AnyRecord::Decision(d) = &record {
@@ -331,9 +386,11 @@ async fn watch(
                     // The channel is bounded; if the agents fall behind, the decision is
                     // reported and the loop simply stays open for that one. Once the
                     // agents have finished, the channel is closed and nothing is applied.
-                    if let Err(mpsc::error::TrySendError::Full(_)) =
-                        feedback.try_send((d.target.clone(), r))
-                    {
+                    if let Err(mpsc::error::TrySendError::Full(_)) = feedback.try_send(Actuation {
+                        target: d.target.clone(),
+                        replicas: r,
+                        decided_ms: d.decided_ms,
+                    }) {
                         tracing::warn!(target = %d.target, "demo feedback channel full; decision not applied");
                     }
                 }
@@ -344,6 +401,8 @@ async fn watch(
             println!("{line}");
         }
         observed.record(record);
+        // Last: once the lockstep sees it counted, its decision is in the channel.
+        watched.fetch_add(1, Ordering::Release);
     }
     printer.flush();
     for line in printer.take_ready() {

@@ -17,8 +17,10 @@ pub(super) struct Printer {
     quiet: bool,
     last_forecast_print: HashMap<String, i64>,
     hold_ms: i64,
-    /// Lines not released yet, by (event time, arrival).
-    pending: BTreeMap<(i64, u64), String>,
+    /// Lines not released yet, by event time, then pipeline order (forecasts,
+    /// anomalies, recommendations, decisions, dead letters) and text, so a run prints
+    /// the same lines in the same order whatever order its records arrived in.
+    pending: BTreeMap<(i64, u8, String, u64), ()>,
     arrivals: u64,
     /// Newest event time seen on any record.
     newest: i64,
@@ -63,30 +65,39 @@ impl Printer {
             AnyRecord::Recommendation(r) => Some(r.created_ms),
             AnyRecord::Decision(d) => Some(d.decided_ms),
             AnyRecord::MetricEvent(e) => Some(e.timestamp_ms),
-            // No event time of its own: shown where the stream is.
-            AnyRecord::DeadLetter(_) => None,
+            // Shown when it was dead-lettered (simulated time in the demo).
+            AnyRecord::DeadLetter(d) => Some(d.dead_lettered_ms),
         };
         if let Some(ts) = ts {
             self.newest = self.newest.max(ts);
         }
         if let Some(line) = self.line(record) {
             let at = ts.unwrap_or(self.newest);
+            let rank = match record {
+                AnyRecord::MetricEvent(_) => 0,
+                AnyRecord::Forecast(_) => 1,
+                AnyRecord::Anomaly(_) => 2,
+                AnyRecord::Recommendation(_) => 3,
+                AnyRecord::Decision(_) => 4,
+                AnyRecord::DeadLetter(_) => 5,
+            };
             self.arrivals += 1;
-            self.pending.insert((at, self.arrivals), line);
+            self.pending.insert((at, rank, line, self.arrivals), ());
         }
         let due = self.newest.saturating_sub(self.hold_ms);
         while let Some(entry) = self.pending.first_entry() {
             if entry.key().0 > due {
                 break;
             }
-            self.ready.push(entry.remove());
+            self.ready.push(entry.remove_entry().0 .2);
         }
     }
 
     /// Releases every line still held (the end of the run).
     pub(super) fn flush(&mut self) {
         let rest = std::mem::take(&mut self.pending);
-        self.ready.extend(rest.into_values());
+        self.ready
+            .extend(rest.into_keys().map(|(_, _, line, _)| line));
     }
 
     /// The lines released so far, in event-time order.

@@ -9,7 +9,9 @@ pub mod shutdown;
 pub mod topics;
 
 pub use kafka::KafkaOptions;
-pub use runner::{run_stage, Guarantee, Progress, RunReport, RunnerConfig, RuntimeError};
+pub use runner::{
+    run_stage, Clock, Gate, Guarantee, Progress, RunReport, RunnerConfig, RuntimeError,
+};
 pub use shutdown::Shutdown;
 pub use topics::Topics;
 

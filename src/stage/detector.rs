@@ -298,18 +298,24 @@ impl Detector {
         // largest of the episode so far (a spike on top of a shift, say), or a certain one
         // (a new extreme of the series, likelihood 1) beyond the episode's largest, or a
         // novel value.
-        let beyond = p.z.abs() > state.episode_peak_z && p.scores[0] >= 0.5;
+        let peak = state.episode_peak_z.abs();
+        let beyond = p.z.abs() > peak && p.scores[0] >= 0.5;
+        // A deviation the other way, far larger than the episode's (a spike during a
+        // drop), is another incident, even within a burst.
+        let reversed = beyond && p.z * state.episode_peak_z < 0.0 && p.z.abs() > ESCALATION * peak;
         // A novel value (unlike any the series showed recently) is news in any episode.
-        let escalated = p.scores[4] >= 0.5
-            || beyond && (p.z.abs() > ESCALATION * state.episode_peak_z || p.likelihood >= 1.0);
+        let escalated =
+            p.scores[4] >= 0.5 || beyond && (p.z.abs() > ESCALATION * peak || p.likelihood >= 1.0);
         // Nor does a burst escalate: its points (a spike that climbs over a few points, a
         // value that leaves the range and then goes further) are one incident.
         let in_burst = state.burst > 0 && state.burst <= BURST_POINTS;
         if state.burst > 0 {
             state.burst = state.burst.saturating_add(1);
         }
-        if state.in_episode && (!escalated || in_burst) {
-            state.episode_peak_z = state.episode_peak_z.max(p.z.abs());
+        if state.in_episode && !reversed && (!escalated || in_burst) {
+            if p.z.abs() > peak {
+                state.episode_peak_z = p.z;
+            }
             counters.suppressed += 1;
             return Scored {
                 point: Some(p),
@@ -318,7 +324,9 @@ impl Detector {
         }
         state.in_episode = true;
         state.burst = 1;
-        state.episode_peak_z = state.episode_peak_z.max(p.z.abs());
+        if p.z.abs() > state.episode_peak_z.abs() {
+            state.episode_peak_z = p.z;
+        }
         Scored {
             point: Some(p),
             anomaly: Some(anomaly(e, &p, state.detector.model().seasonal_strength())),
@@ -583,6 +591,26 @@ mod tests {
         }
         let later = d.observe(&ev(440 * 60_000, 2000.0), 0);
         assert!(later.is_some(), "an escalation after the rest is reported");
+    }
+
+    #[test]
+    fn a_spike_during_a_drop_is_another_incident() {
+        let mut d = Detector::new(DetectorConfig::default()).unwrap();
+        for i in 0..400 {
+            assert!(d.observe(&ev(i * 60_000, 100.0 + noise(i)), 0).is_none());
+        }
+        // Latency halves (a scale-out took effect): one incident while it settles...
+        let drop: Vec<_> = (400..403)
+            .filter_map(|i| d.observe(&ev(i * 60_000, 50.0 + noise(i)), 0))
+            .collect();
+        assert_eq!(drop.len(), 1, "{drop:?}");
+        assert!(drop[0].value < drop[0].expected);
+        // ...but a spike the other way, within that burst, is news of its own.
+        let spike = d.observe(&ev(403 * 60_000, 400.0), 0);
+        assert!(
+            spike.as_ref().is_some_and(|a| a.value > a.expected),
+            "the spike was folded into the drop: {spike:?}"
+        );
     }
 
     #[test]

@@ -25,6 +25,9 @@
 
 mod core;
 pub mod restore;
+mod steer;
+
+pub use steer::{Clock, Gate, Progress};
 
 use self::core::Core;
 use self::restore::StateRestorer;
@@ -37,7 +40,6 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{ClientContext, TopicPartitionList};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -117,29 +119,10 @@ pub struct RunnerConfig {
     pub instance_id: String,
     /// Live counters, readable while the stage runs (by the demo, tests, benches).
     pub progress: Arc<Progress>,
-}
-
-/// Live counters of a running stage.
-#[derive(Debug, Default)]
-pub struct Progress {
-    consumed: AtomicU64,
-    dead_lettered: AtomicU64,
-    produced: AtomicU64,
-}
-
-impl Progress {
-    /// Records read so far.
-    pub fn consumed(&self) -> u64 {
-        self.consumed.load(Ordering::Relaxed)
-    }
-    /// Records dead-lettered so far.
-    pub fn dead_lettered(&self) -> u64 {
-        self.dead_lettered.load(Ordering::Relaxed)
-    }
-    /// Outputs acknowledged so far.
-    pub fn produced(&self) -> u64 {
-        self.produced.load(Ordering::Relaxed)
-    }
+    /// The stage's "now" (default: the wall clock; the demo runs on simulated time).
+    pub clock: Clock,
+    /// Holds the stage's input while closed (default: none, never held).
+    pub gate: Option<Arc<Gate>>,
 }
 
 impl RunnerConfig {
@@ -167,6 +150,8 @@ impl RunnerConfig {
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             instance_id: default_instance_id(),
             progress: Arc::new(Progress::default()),
+            clock: Clock::Wall,
+            gate: None,
         }
     }
 }
@@ -558,13 +543,14 @@ async fn run_loop<S: Stage>(
     consumer: &StreamConsumer<RunnerContext<S>>,
     shutdown: &Shutdown,
 ) -> Result<(), RuntimeError> {
-    let (tick_interval, commit_interval, max_batch, max_batch_wait) = {
+    let (tick_interval, commit_interval, max_batch, max_batch_wait, gate) = {
         let c = lock(core);
         (
             c.cfg.tick_interval,
             c.cfg.commit_interval,
             c.cfg.max_batch,
             c.cfg.max_batch_wait,
+            c.cfg.gate.clone(),
         )
     };
     let mut next_tick = Instant::now() + tick_interval;
@@ -599,6 +585,14 @@ async fn run_loop<S: Stage>(
             _ = tokio::time::sleep_until(wake.into()) => None,
         };
         let mut full = false;
+        if let (Some(_), Some(gate)) = (&first, &gate) {
+            // A driver holds the input: the record received waits, unhandled.
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => return Ok(()),
+                _ = gate.wait_open() => {}
+            }
+        }
         if let Some(m) = first {
             let handle = |m| {
                 let mut c = lock(core);

@@ -13,7 +13,6 @@ use super::restore::StateRestorer;
 use super::StageProducer;
 use super::{Guarantee, RunReport, RunnerConfig, RuntimeError};
 use crate::event::{encode, DeadLetter};
-use crate::runtime::now_ms;
 use crate::runtime::Shutdown;
 use crate::stage::{Keyed, RecordMeta, Rejection, Stage, StageInput, StateChange};
 use crate::telemetry;
@@ -192,9 +191,8 @@ impl<S: Stage> Core<S> {
         };
         self.ensure_txn()?;
         self.report.consumed += 1;
-        self.cfg.progress.consumed.fetch_add(1, Ordering::Relaxed);
         self.metrics.record_in();
-        let now = now_ms();
+        let now = self.cfg.clock.now_ms();
         let meta = RecordMeta {
             partition: m.partition(),
             offset: m.offset(),
@@ -232,6 +230,8 @@ impl<S: Stage> Core<S> {
                     .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
             }
         }
+        // Counted once handled: what the record gave is with the producer by now.
+        self.cfg.progress.consumed.fetch_add(1, Ordering::Release);
         Ok(true)
     }
 
@@ -355,6 +355,7 @@ impl<S: Stage> Core<S> {
                 Ok(fut) => {
                     self.inflight.push((fut, what, self.next_seq));
                     self.next_seq += 1;
+                    self.count_in_flight();
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -400,11 +401,12 @@ impl<S: Stage> Core<S> {
 
     /// Runs the core's timer and sends what it emitted.
     pub(super) fn tick(&mut self) -> Result<(), RuntimeError> {
-        self.stage.tick(now_ms(), &mut self.outputs);
+        self.stage.tick(self.cfg.clock.now_ms(), &mut self.outputs);
         if !self.outputs.is_empty() {
             self.ensure_txn()?;
             self.send_outputs()?;
         }
+        self.cfg.progress.ticks.fetch_add(1, Ordering::Release);
         telemetry::active_series(self.name, self.stage.active_series());
         telemetry::core_counters(self.name, &self.stage.counters());
         Ok(())
@@ -447,12 +449,22 @@ impl<S: Stage> Core<S> {
         self.cfg
             .progress
             .produced
-            .fetch_add(produced, Ordering::Relaxed);
+            .fetch_add(produced, Ordering::Release);
+        // After `produced`: a driver that sees nothing in flight sees every output counted.
+        self.count_in_flight();
         telemetry::records_out(self.name, produced);
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Publishes how many sends wait for their acknowledgement.
+    pub(super) fn count_in_flight(&self) {
+        self.cfg
+            .progress
+            .in_flight
+            .store(self.inflight.len() as u64, Ordering::Release);
     }
 
     /// Health: deliveries that wait long for the broker (it is away, or overloaded) make

@@ -224,6 +224,7 @@ impl<S: Stage> Core<S> {
                 if next == Step::Rewind {
                     // Nothing sent in the aborted transaction will be acknowledged.
                     self.inflight.clear();
+                    self.count_in_flight();
                     self.outputs.clear();
                 }
             }
@@ -318,6 +319,7 @@ impl<S: Stage> Core<S> {
         );
         self.renewals.push(now);
         self.inflight.clear();
+        self.count_in_flight();
         self.producer = p;
         Ok(true)
     }
