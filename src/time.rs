@@ -3,6 +3,14 @@
 
 use std::time::Duration;
 
+/// Formats ms since the epoch as `YYYY-MM-DD HH:MM` (UTC), for messages and tables.
+pub fn format_timestamp(ms: i64) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => t.strftime("%Y-%m-%d %H:%M").to_string(),
+        Err(_) => format!("{ms} ms"),
+    }
+}
+
 /// Parses epoch seconds, epoch milliseconds (numbers above 10¹¹), ISO-8601 with `Z` or
 /// an offset (`Z`, `±HH:MM`, `±HHMM`, `±HH`), `YYYY-MM-DD HH:MM:SS[.fff]` (UTC) or a bare date.
 pub fn parse_timestamp(s: &str) -> Result<i64, String> {

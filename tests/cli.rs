@@ -455,6 +455,78 @@ fn simulate_says_what_its_counts_count() {
     );
 }
 
+#[test]
+fn simulate_replays_a_recorded_trace_and_reports_its_bad_rows_and_gaps() {
+    let dir = std::env::temp_dir().join(format!("perfpilot-trace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("trace.csv");
+    // Two days of two services every 5 minutes: a daily peak at 15:00 (checkout) and a
+    // flat load (search); a bad row; search silent for three hours on day 2.
+    let mut text = String::from("timestamp,series,value\n");
+    for i in 0..(2 * 288) {
+        let ts = 1_714_521_600 + i * 300; // 2024-05-01 00:00 UTC
+        let hour = (i % 288) as f64 / 12.0;
+        let peak = 300.0 * (-((hour - 15.0) / 2.0).powi(2)).exp();
+        text.push_str(&format!("{ts},checkout,{:.1}\n", 100.0 + peak));
+        if !(300..336).contains(&i) {
+            text.push_str(&format!("{ts},search,{}\n", 50 + i % 3));
+        }
+    }
+    text.push_str("1714600000,search,lots\n");
+    std::fs::write(&input, text).unwrap();
+    let run = || {
+        perfpilot()
+            .args(["simulate", "--trace"])
+            .arg(&input)
+            .output()
+            .unwrap()
+    };
+    let (a, b) = (run(), run());
+    let (out, err) = (
+        String::from_utf8_lossy(&a.stdout),
+        String::from_utf8_lossy(&a.stderr),
+    );
+    assert_eq!(
+        a.status.code(),
+        Some(1),
+        "a bad row was skipped: {out}\n{err}"
+    );
+    assert!(err.contains("line 1118:") && err.contains("lots"), "{err}");
+    assert!(
+        err.contains("series search: no point from 2024-05-02 00:55 to 2024-05-02 04:00"),
+        "{err}"
+    );
+    assert!(
+        out.contains("2 services from") && out.contains("2024-05-01 00:00 to 2024-05-02 23:55"),
+        "{out}"
+    );
+    for policy in ["perfpilot ", "HPA-style reactive ", "static peak "] {
+        assert!(
+            out.lines().any(|l| l.starts_with(policy)),
+            "{policy}: {out}"
+        );
+    }
+    // The same trace gives the same table (only the run time differs).
+    let table = |o: &std::process::Output| -> String {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.starts_with("SLO: "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(table(&a), table(&b));
+    // A period outside the trace is an error that says so.
+    let none = perfpilot()
+        .args(["simulate", "--trace"])
+        .arg(&input)
+        .args(["--from", "2030-01-01"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert_eq!(none.status.code(), Some(2), "{err}");
+    assert!(err.contains("no point in the period asked for"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_describe_shows_the_cluster_and_each_stage_group_s_lag() {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};

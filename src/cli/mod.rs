@@ -78,10 +78,11 @@ pub enum Command {
     /// and skipped; the exit status is 1 when there were any.
     Replay(replay::ReplayArgs),
     /// Compare perfpilot with an HPA-style reactive policy and static peak provisioning
-    /// on simulated services (closed loop, no Kafka).
+    /// on simulated services (closed loop, no Kafka), built-in or from your recorded load.
     ///
-    /// Services respond to load and replicas (new replicas start after a delay); a load
-    /// trace with daily cycles, weekends, bursts and slow growth drives them. Prints
+    /// Services respond to load and replicas (new replicas start after a delay); a
+    /// built-in load trace with daily cycles, weekends, bursts and slow growth drives
+    /// them, or with --trace FILE.csv your services' recorded demand. Prints
     /// SLO-violation minutes, average slack, cost, changes and flip-flops per policy.
     Simulate(simulate::SimulateArgs),
     /// Measure on a Kafka cluster: throughput of the metric stages against a no-op relay

@@ -63,7 +63,7 @@ pub struct ReplayArgs {
 /// An M4 competition file (header `"V1","V2",...`; each row a series id then its values,
 /// padded with empty cells) as long-format rows `timestamp,series,value`, hourly from the
 /// epoch. Any other input passes through unchanged.
-fn m4_as_long(mut input: Box<dyn Read>) -> anyhow::Result<Box<dyn Read>> {
+pub(super) fn m4_as_long(mut input: Box<dyn Read>) -> anyhow::Result<Box<dyn Read>> {
     let mut head = [0u8; 5];
     let mut got = 0;
     while got < head.len() {

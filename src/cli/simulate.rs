@@ -1,9 +1,13 @@
 //! `perfpilot simulate`: perfpilot against an HPA-style reactive policy and static peak
-//! provisioning, in a closed loop without Kafka.
+//! provisioning, in a closed loop without Kafka, on built-in services or on recorded
+//! demand (`--trace`).
 
 use crate::config::Config;
+use crate::simulate::recorded::{self, TraceOptions};
 use crate::simulate::{print_table, Comparison};
 use clap::Args;
+use std::fs::File;
+use std::io::{BufReader, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,6 +29,95 @@ pub struct SimulateArgs {
     /// Cost of one replica for one hour, for the cost column.
     #[arg(long, default_value_t = 1.0)]
     cost_per_replica_hour: f64,
+    /// Replay recorded demand instead of the built-in services: a CSV in replay's
+    /// formats (`timestamp,series,value`, one series per service; or an M4 file, read as
+    /// hourly series), each value the service's requests per second. Demand is linear
+    /// between points; gaps and bad rows are reported (bad rows by line, and skipped).
+    #[arg(long, value_name = "FILE.csv")]
+    trace: Option<PathBuf>,
+    /// With --trace: requests per second one replica serves at 100 % utilization.
+    /// Default: per service, so that its median demand needs 4 replicas at the
+    /// utilization goal.
+    #[arg(long, value_name = "RPS", requires = "trace")]
+    capacity_per_replica: Option<f64>,
+    /// With --trace: how long a new replica takes to serve.
+    #[arg(long, default_value = "2m", value_parser = crate::time::parse_duration, requires = "trace")]
+    startup: std::time::Duration,
+    /// With --trace: latency of a service with no queueing, ms (its SLO is 4× it).
+    #[arg(long, default_value_t = 100.0, requires = "trace")]
+    base_latency_ms: f64,
+    /// With --trace: only the points at or after this time (as replay reads timestamps).
+    #[arg(long, value_parser = crate::time::parse_timestamp, requires = "trace")]
+    from: Option<i64>,
+    /// With --trace: only the points before this time.
+    #[arg(long, value_parser = crate::time::parse_timestamp, requires = "trace")]
+    to: Option<i64>,
+}
+
+/// The comparison on a recorded trace; prints what was read. The flag: bad rows.
+fn traced(args: &SimulateArgs, config: Option<Config>) -> anyhow::Result<(Comparison, bool)> {
+    let path = args.trace.as_deref().unwrap_or(std::path::Path::new("-"));
+    let file =
+        File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    let input: Box<dyn Read> = Box::new(BufReader::new(file));
+    let input = super::replay::m4_as_long(input)?;
+    let (series, summary) = crate::replay::run::read_series(input, &mut |_| {})?;
+    for e in &summary.bad {
+        eprintln!("{e}; skipped");
+    }
+    if summary.bad_count > summary.bad.len() as u64 {
+        eprintln!(
+            "... and {} more bad rows",
+            summary.bad_count - summary.bad.len() as u64
+        );
+    }
+    let goal = match &config {
+        Some(c) => c.policies.defaults().utilization_goal,
+        None => {
+            Comparison::new(1, 1, None)?
+                .config
+                .policies
+                .defaults()
+                .utilization_goal
+        }
+    };
+    let opts = TraceOptions {
+        capacity_per_replica: args.capacity_per_replica,
+        goal,
+        base_latency_ms: args.base_latency_ms,
+        startup_ms: args.startup.as_millis() as i64,
+        from_ms: args.from,
+        to_ms: args.to,
+    };
+    let t = recorded::services(series, &opts)?;
+    for g in &t.gaps {
+        eprintln!(
+            "series {}: no point from {} to {}; demand interpolated across",
+            g.series,
+            crate::time::format_timestamp(g.between.0),
+            crate::time::format_timestamp(g.between.1)
+        );
+    }
+    println!(
+        "{} services from {} ({} rows, {} bad), {} to {} ({} minutes), one step per minute",
+        t.specs.len(),
+        path.display(),
+        summary.rows,
+        summary.bad_count,
+        crate::time::format_timestamp(t.span.start_ms),
+        crate::time::format_timestamp(t.span.start_ms + (t.span.minutes - 1) * 60_000),
+        t.span.minutes
+    );
+    for s in &t.specs {
+        println!(
+            "  {}: {:.1} requests/s per replica, starts with {} replicas, SLO p99 {:.0} ms",
+            s.name, s.capacity, s.initial, s.slo_ms
+        );
+    }
+    Ok((
+        Comparison::recorded(t.specs, t.span, config)?,
+        summary.bad_count > 0,
+    ))
 }
 
 pub(super) fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
@@ -41,11 +134,16 @@ pub(super) fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         .map(|p| Config::load(Some(p)))
         .transpose()?;
     let started = std::time::Instant::now();
-    let outcomes = Comparison::new(args.days, args.seed, config)?.run()?;
-    println!(
-        "{} days, 3 services (web: daily cycle and bursts; api: growth and short bursts; worker: weekly pattern and long bursts), one step per minute, seed {}",
-        args.days, args.seed
-    );
+    let (comparison, bad_rows) = if args.trace.is_some() {
+        traced(&args, config)?
+    } else {
+        println!(
+            "{} days, 3 services (web: daily cycle and bursts; api: growth and short bursts; worker: weekly pattern and long bursts), one step per minute, seed {}",
+            args.days, args.seed
+        );
+        (Comparison::new(args.days, args.seed, config)?, false)
+    };
+    let outcomes = comparison.run()?;
     println!();
     print_table(
         &outcomes,
@@ -77,5 +175,10 @@ pub(super) fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         args.cost_per_replica_hour,
         started.elapsed().as_secs_f64()
     );
-    Ok(ExitCode::SUCCESS)
+    // Like replay: the run is done, but some input was skipped.
+    Ok(if bad_rows {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -124,6 +124,28 @@ fn read_rows(
     layout.ok_or(ReplayError::Empty)
 }
 
+/// Series by name, each its (time ms, value) points in input order.
+pub type SeriesPoints = BTreeMap<String, Vec<(i64, f64)>>;
+
+/// Reads every good row into series, for drivers that need whole series
+/// (`simulate --trace`); bad rows are in the summary.
+pub fn read_series(
+    input: impl Read,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(SeriesPoints, Summary), ReplayError> {
+    let mut summary = Summary::default();
+    let mut series = SeriesPoints::new();
+    read_rows(input, &mut summary, progress, |row, _, _| {
+        series
+            .entry(row.series)
+            .or_default()
+            .push((row.ts_ms, row.value));
+        Ok(())
+    })?;
+    summary.series = series.len();
+    Ok((series, summary))
+}
+
 /// The names of the input's columns, as its header gives them (`timestamp`, `series`,
 /// `value` without one), so the output speaks the input's language.
 #[derive(Debug, Clone, PartialEq, Eq)]

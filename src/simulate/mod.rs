@@ -5,6 +5,7 @@
 //! reactive policy and static peak provisioning, and one table compares them.
 
 pub mod policies;
+pub mod recorded;
 pub mod world;
 
 use crate::config::{Config, ConfigError};
@@ -81,11 +82,30 @@ impl Outcome {
     }
 }
 
-/// Runs one policy over the services for `days` days.
+/// The minutes simulated: `minutes` steps of a minute from `start_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// The first minute (ms since the epoch; the synthetic world starts at 0).
+    pub start_ms: i64,
+    /// Minutes simulated.
+    pub minutes: i64,
+}
+
+impl Span {
+    /// `days` days from time 0 (the synthetic world's start, a Monday).
+    pub fn days(days: u32) -> Self {
+        Span {
+            start_ms: 0,
+            minutes: i64::from(days) * 1440,
+        }
+    }
+}
+
+/// Runs one policy over the services for the span.
 pub fn run_policy(
     policy: &mut dyn Autoscaler,
     specs: &[ServiceSpec],
-    days: u32,
+    span: Span,
     seed: u64,
 ) -> Outcome {
     let mut services: Vec<Service> = specs
@@ -99,8 +119,8 @@ pub fn run_policy(
     };
     // Last change per service: (time, direction).
     let mut last: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    for minute in 0..i64::from(days) * 1440 {
-        let now = minute * MINUTE_MS;
+    for minute in 0..span.minutes {
+        let now = span.start_ms + minute * MINUTE_MS;
         let samples: Vec<(String, world::Sample)> = services
             .iter_mut()
             .map(|s| (s.spec.name.clone(), s.sample(now)))
@@ -141,38 +161,63 @@ pub fn run_policy(
 /// Settings of a comparison run.
 #[derive(Debug, Clone)]
 pub struct Comparison {
-    /// Days simulated.
-    pub days: u32,
-    /// Seed of the load traces.
+    /// The services and their loads.
+    pub specs: Vec<ServiceSpec>,
+    /// The minutes simulated.
+    pub span: Span,
+    /// Seed of the services' noise.
     pub seed: u64,
     /// perfpilot's configuration.
     pub config: Config,
 }
 
 impl Comparison {
-    /// The default comparison: 7 days, seed 1, [`SIM_CONFIG`].
+    /// The built-in services for `days` days (load seed `seed`), with `config` or
+    /// [`SIM_CONFIG`].
     pub fn new(days: u32, seed: u64, config: Option<Config>) -> Result<Self, ConfigError> {
-        let config = match config {
-            Some(c) => c,
-            None => Config::parse(SIM_CONFIG, "the simulation's configuration")?,
-        };
-        Ok(Comparison { days, seed, config })
+        Ok(Comparison {
+            specs: world::services(days, seed),
+            span: Span::days(days),
+            seed,
+            config: Self::config_or_default(config)?,
+        })
     }
 
-    /// Runs the three policies on the same trace.
+    /// Recorded services (see [`recorded`]) over their span, with `config` or
+    /// [`SIM_CONFIG`].
+    pub fn recorded(
+        specs: Vec<ServiceSpec>,
+        span: Span,
+        config: Option<Config>,
+    ) -> Result<Self, ConfigError> {
+        Ok(Comparison {
+            specs,
+            span,
+            seed: 1,
+            config: Self::config_or_default(config)?,
+        })
+    }
+
+    fn config_or_default(config: Option<Config>) -> Result<Config, ConfigError> {
+        match config {
+            Some(c) => Ok(c),
+            None => Config::parse(SIM_CONFIG, "the simulation's configuration"),
+        }
+    }
+
+    /// Runs the three policies on the same load.
     pub fn run(&self) -> Result<Vec<Outcome>, ConfigError> {
-        let specs = world::services(self.days, self.seed);
+        let (specs, span, seed) = (&self.specs, self.span, self.seed);
         let goal = self.config.policies.defaults().utilization_goal;
-        let minutes = i64::from(self.days) * 1440;
         let mut perfpilot = Perfpilot::new(&self.config)?;
         let mut out = vec![
-            run_policy(&mut perfpilot, &specs, self.days, self.seed),
-            run_policy(&mut Hpa::new(goal), &specs, self.days, self.seed),
+            run_policy(&mut perfpilot, specs, span, seed),
+            run_policy(&mut Hpa::new(goal), specs, span, seed),
             run_policy(
-                &mut Static::new(&specs, minutes, goal),
-                &specs,
-                self.days,
-                self.seed,
+                &mut Static::new(specs, span.start_ms, span.minutes, goal),
+                specs,
+                span,
+                seed,
             ),
         ];
         let by = |counts: Vec<String>| {

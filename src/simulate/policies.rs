@@ -32,13 +32,13 @@ pub struct Static {
 }
 
 impl Static {
-    /// Sized from the traces' true peaks over `minutes`.
-    pub fn new(specs: &[ServiceSpec], minutes: i64, goal: f64) -> Self {
+    /// Sized from the loads' true peaks over `minutes` from `start_ms`.
+    pub fn new(specs: &[ServiceSpec], start_ms: i64, minutes: i64, goal: f64) -> Self {
         let replicas = specs
             .iter()
             .map(|s| {
                 let peak = (0..minutes)
-                    .map(|m| s.trace.clean(m * MINUTE_MS) * (1.0 + 2.0 * s.trace.noise))
+                    .map(|m| s.load.clean(start_ms + m * MINUTE_MS) * (1.0 + 2.0 * s.load.noise()))
                     .fold(0.0, f64::max);
                 let n = (peak / (s.capacity * goal)).ceil() as u32;
                 (s.name.clone(), n.clamp(MIN_REPLICAS, MAX_REPLICAS))

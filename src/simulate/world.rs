@@ -7,6 +7,7 @@
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use std::sync::Arc;
 
 /// One minute, the simulation step.
 pub const MINUTE_MS: i64 = 60_000;
@@ -71,6 +72,88 @@ impl Trace {
     }
 }
 
+/// A recorded load: requests per second at known times (ms, ascending), linear between
+/// them and held flat before the first and after the last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    points: Arc<[(i64, f64)]>,
+}
+
+impl Recorded {
+    /// From (time, demand) points; sorted here, a repeated time keeps its last value.
+    /// `None` when there is no point.
+    pub fn new(mut points: Vec<(i64, f64)>) -> Option<Self> {
+        points.sort_by_key(|p| p.0);
+        let mut deduped: Vec<(i64, f64)> = Vec::with_capacity(points.len());
+        for p in points {
+            match deduped.last_mut() {
+                Some(last) if last.0 == p.0 => *last = p,
+                _ => deduped.push(p),
+            }
+        }
+        (!deduped.is_empty()).then(|| Recorded {
+            points: deduped.into(),
+        })
+    }
+
+    /// The demand at `t_ms`.
+    pub fn at(&self, t_ms: i64) -> f64 {
+        let i = self.points.partition_point(|p| p.0 <= t_ms);
+        match (i.checked_sub(1).map(|j| self.points[j]), self.points.get(i)) {
+            (Some((t0, v0)), Some(&(t1, v1))) => {
+                v0 + (v1 - v0) * (t_ms - t0) as f64 / (t1 - t0) as f64
+            }
+            (Some((_, v)), None) => v,
+            (None, Some(&(_, v))) => v,
+            (None, None) => 0.0,
+        }
+    }
+
+    /// The first and last times.
+    pub fn span(&self) -> (i64, i64) {
+        let first = self.points.first().map_or(0, |p| p.0);
+        let last = self.points.last().map_or(0, |p| p.0);
+        (first, last)
+    }
+
+    /// The times of consecutive points.
+    pub fn steps(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.points.windows(2).map(|w| (w[0].0, w[1].0))
+    }
+
+    /// The demand values, in time order.
+    pub fn values(&self) -> impl Iterator<Item = f64> + '_ {
+        self.points.iter().map(|p| p.1)
+    }
+}
+
+/// What drives a service: the built-in synthetic trace, or a recorded one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Load {
+    /// The generator's daily cycle, bursts, growth and noise.
+    Synthetic(Trace),
+    /// Demand recorded from a real service (no noise added).
+    Recorded(Recorded),
+}
+
+impl Load {
+    /// The load at `t_ms` without noise.
+    pub fn clean(&self, t_ms: i64) -> f64 {
+        match self {
+            Load::Synthetic(t) => t.clean(t_ms),
+            Load::Recorded(r) => r.at(t_ms),
+        }
+    }
+
+    /// Noise as a fraction of the load (standard deviation).
+    pub fn noise(&self) -> f64 {
+        match self {
+            Load::Synthetic(t) => t.noise,
+            Load::Recorded(_) => 0.0,
+        }
+    }
+}
+
 /// A service of the simulation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSpec {
@@ -87,7 +170,7 @@ pub struct ServiceSpec {
     /// Replicas at the start.
     pub initial: u32,
     /// Its load.
-    pub trace: Trace,
+    pub load: Load,
 }
 
 /// What a service reports for one minute.
@@ -142,13 +225,13 @@ impl Service {
 
     /// The service during the minute starting at `now_ms`.
     pub fn sample(&mut self, now_ms: i64) -> Sample {
-        let clean = self.spec.trace.clean(now_ms);
+        let clean = self.spec.load.clean(now_ms);
         let noise: f64 = {
             let u1: f64 = self.rng.random::<f64>().max(1e-12);
             let u2: f64 = self.rng.random::<f64>();
             (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
         };
-        let load = (clean * (1.0 + self.spec.trace.noise * noise)).max(0.0);
+        let load = (clean * (1.0 + self.spec.load.noise() * noise)).max(0.0);
         let ready = self.ready_at.iter().filter(|&&t| t <= now_ms).count() as u32;
         let demand = load / (f64::from(ready.max(1)) * self.spec.capacity);
         let latency_ms = if ready == 0 || demand >= 1.0 {
@@ -193,7 +276,7 @@ pub fn services(days: u32, seed: u64) -> Vec<ServiceSpec> {
             slo_ms: 160.0,
             startup_ms: 3 * MINUTE_MS,
             initial: 4,
-            trace: Trace {
+            load: Load::Synthetic(Trace {
                 base: 300.0,
                 daily: 0.6,
                 weekend: 0.7,
@@ -201,7 +284,7 @@ pub fn services(days: u32, seed: u64) -> Vec<ServiceSpec> {
                 bursts: bursts(per_day, (10, 40), (1.3, 1.7)),
                 scheduled: vec![],
                 noise: 0.04,
-            },
+            }),
         },
         ServiceSpec {
             name: "api".into(),
@@ -210,7 +293,7 @@ pub fn services(days: u32, seed: u64) -> Vec<ServiceSpec> {
             slo_ms: 100.0,
             startup_ms: 2 * MINUTE_MS,
             initial: 4,
-            trace: Trace {
+            load: Load::Synthetic(Trace {
                 base: 100.0,
                 daily: 0.35,
                 weekend: 0.9,
@@ -219,7 +302,7 @@ pub fn services(days: u32, seed: u64) -> Vec<ServiceSpec> {
                 // A partner's daily sync at 09:00.
                 scheduled: vec![(540, 45, 1.8)],
                 noise: 0.05,
-            },
+            }),
         },
         ServiceSpec {
             name: "worker".into(),
@@ -228,7 +311,7 @@ pub fn services(days: u32, seed: u64) -> Vec<ServiceSpec> {
             slo_ms: 800.0,
             startup_ms: 5 * MINUTE_MS,
             initial: 4,
-            trace: Trace {
+            load: Load::Synthetic(Trace {
                 base: 60.0,
                 daily: 0.2,
                 weekend: 0.4,
@@ -237,7 +320,7 @@ pub fn services(days: u32, seed: u64) -> Vec<ServiceSpec> {
                 // The nightly batch at 02:00.
                 scheduled: vec![(120, 90, 2.0)],
                 noise: 0.06,
-            },
+            }),
         },
     ]
 }
@@ -255,7 +338,7 @@ mod tests {
             slo_ms: 40.0,
             startup_ms: 3 * MINUTE_MS,
             initial: 2,
-            trace: Trace {
+            load: Load::Synthetic(Trace {
                 base: 15.0,
                 daily: 0.0,
                 weekend: 1.0,
@@ -263,7 +346,7 @@ mod tests {
                 bursts: vec![],
                 scheduled: vec![],
                 noise: 0.0,
-            },
+            }),
         };
         let mut s = Service::new(spec, 1);
         let a = s.sample(0);
