@@ -63,6 +63,19 @@ pub struct ReplayArgs {
 /// An M4 competition file (header `"V1","V2",...`; each row a series id then its values,
 /// padded with empty cells) as long-format rows `timestamp,series,value`, hourly from the
 /// epoch. Any other input passes through unchanged.
+/// The bad rows skipped (the first 20 with their line), on stderr.
+pub(super) fn print_bad_rows(summary: &crate::replay::run::Summary) {
+    for e in &summary.bad {
+        eprintln!("{e}; skipped");
+    }
+    if summary.bad_count > summary.bad.len() as u64 {
+        eprintln!(
+            "... and {} more bad rows",
+            summary.bad_count - summary.bad.len() as u64
+        );
+    }
+}
+
 pub(super) fn m4_as_long(mut input: Box<dyn Read>) -> anyhow::Result<Box<dyn Read>> {
     let mut head = [0u8; 5];
     let mut got = 0;
@@ -183,15 +196,7 @@ pub(super) fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         };
         eprintln!("plot of {name} written to {}{note}", path.display());
     }
-    for e in &summary.bad {
-        eprintln!("{e}; skipped");
-    }
-    if summary.bad_count > summary.bad.len() as u64 {
-        eprintln!(
-            "... and {} more bad rows",
-            summary.bad_count - summary.bad.len() as u64
-        );
-    }
+    print_bad_rows(&summary);
     eprintln!("{}", summary.paragraph());
     if let Some(acc) = &summary.accuracy {
         eprint!("{}", acc.table());

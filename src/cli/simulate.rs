@@ -62,15 +62,7 @@ fn traced(args: &SimulateArgs, config: Option<Config>) -> anyhow::Result<(Compar
     let input: Box<dyn Read> = Box::new(BufReader::new(file));
     let input = super::replay::m4_as_long(input)?;
     let (series, summary) = crate::replay::run::read_series(input, &mut |_| {})?;
-    for e in &summary.bad {
-        eprintln!("{e}; skipped");
-    }
-    if summary.bad_count > summary.bad.len() as u64 {
-        eprintln!(
-            "... and {} more bad rows",
-            summary.bad_count - summary.bad.len() as u64
-        );
-    }
+    super::replay::print_bad_rows(&summary);
     let goal = match &config {
         Some(c) => c.policies.defaults().utilization_goal,
         None => {
