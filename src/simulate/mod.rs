@@ -68,6 +68,19 @@ pub struct Outcome {
     pub flip_flops: u64,
     /// Per service: SLO-violation minutes.
     pub per_service: BTreeMap<String, u64>,
+    /// Every change applied: (time ms, service, replicas), in time order.
+    pub timeline: Vec<(i64, String, u32)>,
+}
+
+impl Outcome {
+    /// The replicas `service` had at `t_ms` (`initial` before its first change).
+    pub fn replicas_at(&self, service: &str, t_ms: i64, initial: u32) -> u32 {
+        self.timeline
+            .iter()
+            .rev()
+            .find(|(t, s, _)| s == service && *t <= t_ms)
+            .map_or(initial, |c| c.2)
+    }
 }
 
 impl Outcome {
@@ -146,6 +159,7 @@ pub fn run_policy(
             }
             svc.set_replicas(replicas, now + MINUTE_MS);
             out.changes += 1;
+            out.timeline.push((now + MINUTE_MS, name.clone(), replicas));
             let direction = if replicas > before { 1 } else { -1 };
             if let Some((t, d)) = last.get(&name) {
                 if *d != direction && now - t < FLIP_FLOP_MS {
@@ -279,6 +293,52 @@ pub fn print_table(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recurring_daily_peak_is_prepared_for_and_hpa_only_reacts() {
+        // Five days of a service at 100 requests/s that jumps to 400 at 15:00 for an
+        // hour every day, every 5 minutes.
+        let day: i64 = 86_400_000;
+        let points: Vec<(i64, f64)> = (0..5 * 288)
+            .map(|i: i64| {
+                let t = i * 300_000;
+                let hour = t.rem_euclid(day) / 3_600_000;
+                (t, if hour == 15 { 400.0 } else { 100.0 })
+            })
+            .collect();
+        let opts = recorded::TraceOptions {
+            capacity_per_replica: Some(50.0),
+            ..recorded::TraceOptions::default()
+        };
+        let t = recorded::services(BTreeMap::from([("svc".to_string(), points)]), &opts).unwrap();
+        let initial = t.specs[0].initial;
+        let outcomes = Comparison::recorded(t.specs, t.span, None)
+            .unwrap()
+            .run()
+            .unwrap();
+        let (pp, hpa) = (&outcomes[0], &outcomes[1]);
+        // On the last day, five minutes before the peak: the peak needs 14 replicas.
+        let before = 4 * day + 15 * 3_600_000 - 5 * 60_000;
+        let (pp_n, hpa_n) = (
+            pp.replicas_at("svc", before, initial),
+            hpa.replicas_at("svc", before, initial),
+        );
+        eprintln!(
+            "5 min before the 5th peak: perfpilot {pp_n}, HPA {hpa_n} replicas; SLO-violation minutes {} vs {}",
+            pp.slo_violation_minutes, hpa.slo_violation_minutes
+        );
+        assert!(hpa_n <= 4, "HPA cannot know the peak is coming: {hpa_n}");
+        assert!(
+            pp_n > hpa_n + 2,
+            "perfpilot did not prepare for a peak it saw four times: {pp_n} replicas vs HPA's {hpa_n}"
+        );
+        assert!(
+            pp.slo_violation_minutes < hpa.slo_violation_minutes,
+            "{} vs {}",
+            pp.slo_violation_minutes,
+            hpa.slo_violation_minutes
+        );
+    }
 
     #[test]
     fn perfpilot_beats_reactive_on_slo_with_less_slack_than_static() {
