@@ -11,6 +11,22 @@ pub fn format_timestamp(ms: i64) -> String {
     }
 }
 
+/// A tick label for an instant: the date and time of day, the year too when the plot
+/// spans more than a year, the time alone when it spans less than a day.
+pub fn utc_tick_label(ts_ms: i64, span_ms: i64) -> String {
+    let Ok(t) = jiff::Timestamp::from_millisecond(ts_ms) else {
+        return String::new();
+    };
+    let format = if span_ms > 366 * 86_400_000 {
+        "%Y-%m-%d"
+    } else if span_ms > 86_400_000 {
+        "%m-%d %H:%M"
+    } else {
+        "%H:%M"
+    };
+    t.strftime(format).to_string()
+}
+
 /// Parses epoch seconds, epoch milliseconds (numbers above 10¹¹), ISO-8601 with `Z` or
 /// an offset (`Z`, `±HH:MM`, `±HHMM`, `±HH`), `YYYY-MM-DD HH:MM:SS[.fff]` (UTC) or a bare date.
 pub fn parse_timestamp(s: &str) -> Result<i64, String> {
@@ -63,4 +79,21 @@ pub fn parse_timestamp(s: &str) -> Result<i64, String> {
 /// Parses durations such as `30s`, `500ms`, `2m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 500ms, 2m)"))
+}
+
+#[cfg(test)]
+mod tick_tests {
+    use super::*;
+
+    #[test]
+    fn ticks_show_dates_at_the_scale_of_the_plot() {
+        let t = 1_396_310_400_000; // 2014-04-01 00:00 UTC
+        assert_eq!(
+            utc_tick_label(t + 3_600_000, 14 * 86_400_000),
+            "04-01 01:00"
+        );
+        assert_eq!(utc_tick_label(t + 90 * 60_000, 6 * 3_600_000), "01:30");
+        assert_eq!(utc_tick_label(t, 800 * 86_400_000), "2014-04-01");
+        assert_eq!(format_timestamp(t), "2014-04-01 00:00");
+    }
 }

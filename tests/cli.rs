@@ -515,6 +515,35 @@ fn simulate_replays_a_recorded_trace_and_reports_its_bad_rows_and_gaps() {
             .join("\n")
     };
     assert_eq!(table(&a), table(&b));
+    // The plot of one service: what it needed and what each policy gave it.
+    let svg = dir.join("checkout.svg");
+    let plotted = perfpilot()
+        .args(["simulate", "--trace"])
+        .arg(&input)
+        .arg("--plot")
+        .arg(&svg)
+        .args(["--plot-service", "checkout"])
+        .output()
+        .unwrap();
+    assert_eq!(plotted.status.code(), Some(1));
+    let drawing = std::fs::read_to_string(&svg).unwrap();
+    for text in [
+        "checkout: replicas needed at the 60 % goal",
+        "perfpilot",
+        "HPA-style reactive",
+        "static peak",
+        "SLO-violation minutes so far",
+    ] {
+        assert!(drawing.contains(text), "{text} is not in the plot");
+    }
+    let unknown = perfpilot()
+        .args(["simulate", "--trace"])
+        .arg(&input)
+        .args(["--plot", "/dev/null", "--plot-service", "cart"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert!(err.contains("the services are: checkout, search"), "{err}");
     // A period outside the trace is an error that says so.
     let none = perfpilot()
         .args(["simulate", "--trace"])

@@ -52,6 +52,13 @@ pub struct SimulateArgs {
     /// With --trace: only the points before this time.
     #[arg(long, value_parser = crate::time::parse_timestamp, requires = "trace")]
     to: Option<i64>,
+    /// Draw an SVG of one service: the replicas its load needs at the utilization goal,
+    /// the replicas each policy gave it, and each policy's SLO-violation minutes over time.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// The service to plot (default: the first).
+    #[arg(long, value_name = "NAME", requires = "plot")]
+    plot_service: Option<String>,
 }
 
 /// The comparison on a recorded trace; prints what was read. The flag: bad rows.
@@ -136,6 +143,28 @@ pub(super) fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         (Comparison::new(args.days, args.seed, config)?, false)
     };
     let outcomes = comparison.run()?;
+    if let Some(path) = &args.plot {
+        let names: Vec<&str> = comparison.specs.iter().map(|s| s.name.as_str()).collect();
+        let spec = match &args.plot_service {
+            Some(n) => comparison
+                .specs
+                .iter()
+                .find(|s| &s.name == n)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no service {n:?} to plot; the services are: {}",
+                        names.join(", ")
+                    )
+                })?,
+            None => comparison
+                .specs
+                .first()
+                .ok_or_else(|| anyhow::anyhow!("no service to plot"))?,
+        };
+        let goal = comparison.config.policies.defaults().utilization_goal;
+        crate::simulate::plot::draw(path, spec, comparison.span, goal, &outcomes)?;
+        eprintln!("plot of {} written to {}", spec.name, path.display());
+    }
     println!();
     print_table(
         &outcomes,

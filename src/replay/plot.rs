@@ -127,22 +127,6 @@ fn err<E: std::fmt::Display>(e: E) -> PlotError {
     PlotError(e.to_string())
 }
 
-/// A tick label for an instant: the date and time of day, the year too when the plot
-/// spans more than a year, the time alone when it spans less than a day.
-fn utc_label(ts_ms: i64, span_ms: i64) -> String {
-    let Ok(t) = jiff::Timestamp::from_millisecond(ts_ms) else {
-        return String::new();
-    };
-    let format = if span_ms > 366 * 86_400_000 {
-        "%Y-%m-%d"
-    } else if span_ms > 86_400_000 {
-        "%m-%d %H:%M"
-    } else {
-        "%H:%M"
-    };
-    t.strftime(format).to_string()
-}
-
 /// Draws `points` (time-ordered) to an SVG file at `path`.
 pub fn draw(path: &Path, title: &str, points: &[PlotPoint]) -> Result<(), PlotError> {
     if points.is_empty() {
@@ -169,7 +153,8 @@ pub fn draw(path: &Path, title: &str, points: &[PlotPoint]) -> Result<(), PlotEr
         .build_cartesian_2d(0.0..x_max, (lo - pad)..(hi + pad))
         .map_err(err)?;
     let span_ms = points[points.len() - 1].ts_ms - t0;
-    let date = |h: &f64| utc_label(t0 + (h * 3_600_000.0).round() as i64, span_ms);
+    let date =
+        |h: &f64| crate::time::utc_tick_label(t0 + (h * 3_600_000.0).round() as i64, span_ms);
     chart
         .configure_mesh()
         .x_labels(8)
@@ -249,17 +234,4 @@ pub fn draw(path: &Path, title: &str, points: &[PlotPoint]) -> Result<(), PlotEr
         .map_err(err)?;
     root.present().map_err(err)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ticks_show_dates_at_the_scale_of_the_plot() {
-        let t = 1_396_310_400_000; // 2014-04-01 00:00 UTC
-        assert_eq!(utc_label(t + 3_600_000, 14 * 86_400_000), "04-01 01:00");
-        assert_eq!(utc_label(t + 90 * 60_000, 6 * 3_600_000), "01:30");
-        assert_eq!(utc_label(t, 800 * 86_400_000), "2014-04-01");
-    }
 }

@@ -4,6 +4,7 @@
 //! are applied back. The same trace (same seed) runs under perfpilot, an HPA-style
 //! reactive policy and static peak provisioning, and one table compares them.
 
+pub mod plot;
 pub mod policies;
 pub mod recorded;
 pub mod world;
@@ -70,6 +71,8 @@ pub struct Outcome {
     pub per_service: BTreeMap<String, u64>,
     /// Every change applied: (time ms, service, replicas), in time order.
     pub timeline: Vec<(i64, String, u32)>,
+    /// Every minute over the SLO: (time ms, service), in time order.
+    pub violations: Vec<(i64, String)>,
 }
 
 impl Outcome {
@@ -145,6 +148,7 @@ pub fn run_policy(
             if s.latency_ms > svc.spec.slo_ms {
                 out.slo_violation_minutes += 1;
                 *out.per_service.entry(name.clone()).or_default() += 1;
+                out.violations.push((now, name.clone()));
             }
         }
         let view: Vec<(&str, world::Sample)> =
