@@ -127,4 +127,8 @@ fn demo_runs_and_summarises() {
         text.contains("approved"),
         "no decision was approved:\n{text}"
     );
+    assert!(
+        text.contains("replica changes approved: ") && text.contains(", flip-flops: "),
+        "{text}"
+    );
 }

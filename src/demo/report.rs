@@ -2,7 +2,7 @@
 
 use crate::agent::synthetic::{Incident, IncidentKind};
 use crate::config::Policies;
-use crate::event::{show, ActionKind, AnyRecord, Verdict};
+use crate::event::{show, ActionKind, AnyRecord, Verdict, REPLICAS};
 use crate::pipeline::StageKind;
 use crate::runtime::RunReport;
 use std::collections::{BTreeMap, HashMap};
@@ -195,6 +195,32 @@ pub struct Observed {
     pub rules: BTreeMap<String, u64>,
     /// Dead letters by (stage, reason).
     pub dead_letters: BTreeMap<(String, String), u64>,
+    /// Approved replica changes: (target, decided, up).
+    pub replica_changes: Vec<(String, i64, bool)>,
+}
+
+/// A replica change reversing the target's previous one within this long is a flip-flop
+/// (the same rule as `simulate`'s).
+const FLIP_FLOP_MS: i64 = 15 * 60_000;
+
+impl Observed {
+    /// Approved replica changes that reversed the target's previous change within
+    /// [`FLIP_FLOP_MS`].
+    pub fn flip_flops(&self) -> u64 {
+        let mut changes: Vec<&(String, i64, bool)> = self.replica_changes.iter().collect();
+        changes.sort_by_key(|c| c.1);
+        let mut last: BTreeMap<&str, (i64, bool)> = BTreeMap::new();
+        let mut flips = 0;
+        for (target, at, up) in changes {
+            if let Some((t, u)) = last.get(target.as_str()) {
+                if u != up && at - t < FLIP_FLOP_MS {
+                    flips += 1;
+                }
+            }
+            last.insert(target.as_str(), (*at, *up));
+        }
+        flips
+    }
 }
 
 impl Observed {
@@ -210,7 +236,13 @@ impl Observed {
             }
             AnyRecord::Decision(d) => {
                 *self.verdicts.entry(d.verdict).or_default() += 1;
-                *self.rules.entry(d.rule).or_default() += 1;
+                *self.rules.entry(d.rule.clone()).or_default() += 1;
+                if d.verdict == Verdict::Approved && !d.dry_run && d.resource == REPLICAS {
+                    if let Some(v) = d.final_value.filter(|v| *v != d.current) {
+                        self.replica_changes
+                            .push((d.target, d.decided_ms, v > d.current));
+                    }
+                }
             }
             AnyRecord::DeadLetter(d) => {
                 *self.dead_letters.entry((d.stage, d.reason)).or_default() += 1
@@ -406,6 +438,12 @@ impl DemoSummary {
             },
             rules.join(", ")
         )?;
+        writeln!(
+            w,
+            "replica changes approved: {}, flip-flops: {} (a change reversing the target's previous one within 15 min)",
+            self.observed.replica_changes.len(),
+            self.observed.flip_flops()
+        )?;
         let dl: Vec<String> = self
             .observed
             .dead_letters
@@ -479,5 +517,27 @@ mod tests {
             rest[0].starts_with("day 0 00:01") && rest[1].starts_with("day 0 00:05"),
             "{rest:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod flip_flop_tests {
+    use super::*;
+
+    #[test]
+    fn a_reversal_within_15_minutes_is_a_flip_flop() {
+        let min = 60_000;
+        let o = Observed {
+            replica_changes: vec![
+                ("a".into(), 0, true),
+                ("b".into(), 5 * min, true),
+                ("a".into(), 10 * min, false), // reverses a within 10 min
+                ("a".into(), 40 * min, true),  // 30 min later: not one
+                ("b".into(), 19 * min, true),  // same direction: not one
+                ("b".into(), 21 * min, false), // reverses b within 2 min (out of order)
+            ],
+            ..Observed::default()
+        };
+        assert_eq!(o.flip_flops(), 2);
     }
 }
