@@ -10,7 +10,8 @@ use std::time::Duration;
 /// Arguments of `demo`.
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
-    /// How long the whole demo runs (agents, then draining the pipeline).
+    /// How long the demo runs: the agents publish (this − 6 s) × --ticks-per-second
+    /// simulated minutes, in lockstep with the pipeline (longer on a slow machine).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Run against this Kafka cluster instead of the embedded broker (topics get a
@@ -28,7 +29,8 @@ pub struct DemoArgs {
         requires = "bootstrap_servers"
     )]
     pub property: Vec<(String, String)>,
-    /// Simulated minutes per second of wall time.
+    /// Simulated minutes per second of wall time, at most (each is worked through by
+    /// the pipeline before the next).
     #[arg(long, default_value_t = 10)]
     pub ticks_per_second: u32,
     /// Background hosts that each report one noisy seasonal metric (adds load).

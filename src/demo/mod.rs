@@ -62,7 +62,8 @@ idle_flush_ms = 1000            # in simulated time: a window idle for a tick cl
 /// What a demo run does (the `demo` command line's options).
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
-    /// How long the whole demo runs (agents, then draining the pipeline).
+    /// How long the demo runs: the agents publish (this − 6 s) × `ticks_per_second`
+    /// simulated minutes, in lockstep with the pipeline (longer on a slow machine).
     pub duration: Duration,
     /// Run against this Kafka cluster instead of the embedded broker (topics get a
     /// fresh prefix per run, so earlier runs do not interfere). Only this option picks a
@@ -72,7 +73,7 @@ pub struct DemoOptions {
     /// -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-256. Secrets are better
     /// passed as PERFPILOT_KAFKA_X_<KEY> (see `run --help`); -X wins over them.
     pub property: Vec<(String, String)>,
-    /// Simulated minutes per second of wall time.
+    /// Simulated minutes per second of wall time, at most.
     pub ticks_per_second: u32,
     /// Background hosts that each report one noisy seasonal metric (adds load).
     pub fleet: usize,
