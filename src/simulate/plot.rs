@@ -5,6 +5,7 @@
 use super::world::ServiceSpec;
 use super::{Outcome, Span};
 use crate::time::utc_tick_label;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -22,6 +23,29 @@ const MAX_POINTS: i64 = 2_000;
 
 /// A colour per policy, in the table's order.
 const COLOURS: [RGBColor; 3] = [BLUE, RGBColor(230, 120, 0), RGBColor(120, 120, 120)];
+
+/// One line per policy (in the table's colours), and the legend, upper left.
+fn policy_lines<'a>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    outcomes: &[Outcome],
+    lines: Vec<Vec<(f64, f64)>>,
+) -> Result<(), PlotError> {
+    for ((o, line), colour) in outcomes.iter().zip(lines).zip(COLOURS) {
+        chart
+            .draw_series(LineSeries::new(line, colour.stroke_width(2)))
+            .map_err(err)?
+            .label(o.policy.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
 
 /// Draws `spec`'s run under every policy of `outcomes` to an SVG at `path`.
 pub fn draw(
@@ -118,20 +142,7 @@ pub fn draw(
         .map_err(err)?
         .label("needed at the goal (demand / capacity / goal)")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK));
-    for ((o, line), colour) in outcomes.iter().zip(steps).zip(COLOURS) {
-        chart
-            .draw_series(LineSeries::new(line, colour.stroke_width(2)))
-            .map_err(err)?
-            .label(o.policy.clone())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK.mix(0.3))
-        .draw()
-        .map_err(err)?;
+    policy_lines(&mut chart, outcomes, steps)?;
 
     let mut chart = ChartBuilder::on(&lower)
         .caption("SLO-violation minutes so far", ("sans-serif", 16))
@@ -148,20 +159,7 @@ pub fn draw(
         .y_desc("minutes")
         .draw()
         .map_err(err)?;
-    for ((o, line), colour) in outcomes.iter().zip(cumulative).zip(COLOURS) {
-        chart
-            .draw_series(LineSeries::new(line, colour.stroke_width(2)))
-            .map_err(err)?
-            .label(o.policy.clone())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK.mix(0.3))
-        .draw()
-        .map_err(err)?;
+    policy_lines(&mut chart, outcomes, cumulative)?;
     root.present().map_err(err)?;
     Ok(())
 }
