@@ -174,6 +174,7 @@ fn learnt() -> &'static Learnt {
                 2 => recommender.take_state_changes(&mut changes),
                 _ => coordinator.take_state_changes(&mut changes),
             }
+            .expect("every core's state encodes");
             let n = snapshots.len();
             snapshots.extend(
                 changes

@@ -3,7 +3,7 @@
 //! See `analytics::detect` for the detectors and the meaning of the score.
 
 use super::series_table::SeriesTable;
-use super::snapshot::{Partitioned, RestoreError};
+use super::snapshot::{Partitioned, RestoreError, UnencodableState};
 use super::{RecordMeta, Stage, StateChange};
 use crate::analytics::detect::{DetectParams, PointScore, SeriesDetector};
 use crate::analytics::seasonal::SeasonalParams;
@@ -422,8 +422,8 @@ impl Stage for Detector {
         true
     }
 
-    fn take_state_changes(&mut self, out: &mut Vec<StateChange>) {
-        self.series.take_changes(out);
+    fn take_state_changes(&mut self, out: &mut Vec<StateChange>) -> Result<(), UnencodableState> {
+        self.series.take_changes(out)
     }
 
     fn forget(&mut self, _partition: i32, key: &str) {

@@ -3,7 +3,7 @@
 //! time it emits a Forecast with prediction intervals over a horizon.
 
 use super::series_table::SeriesTable;
-use super::snapshot::{Partitioned, RestoreError};
+use super::snapshot::{Partitioned, RestoreError, UnencodableState};
 use super::{RecordMeta, Stage, StateChange};
 use crate::analytics::forecast::{ForecastParams, Predicted, SeriesForecaster, MODELS};
 use crate::analytics::holt::HoltParams;
@@ -300,8 +300,8 @@ impl Stage for Forecaster {
         true
     }
 
-    fn take_state_changes(&mut self, out: &mut Vec<StateChange>) {
-        self.series.take_changes(out);
+    fn take_state_changes(&mut self, out: &mut Vec<StateChange>) -> Result<(), UnencodableState> {
+        self.series.take_changes(out)
     }
 
     fn forget(&mut self, _partition: i32, key: &str) {

@@ -228,8 +228,14 @@ pub trait Stage: Send + 'static {
     }
 
     /// The state of every key changed since the last call (any partition), and
-    /// tombstones for keys removed since; they count as written afterwards.
-    fn take_state_changes(&mut self, _out: &mut Vec<StateChange>) {}
+    /// tombstones for keys removed since; they count as written afterwards. A key whose
+    /// state cannot be encoded stays changed and is returned (the runner stops on it).
+    fn take_state_changes(
+        &mut self,
+        _out: &mut Vec<StateChange>,
+    ) -> Result<(), snapshot::UnencodableState> {
+        Ok(())
+    }
 
     /// Forgets one key of `partition` (a tombstone met while restoring).
     fn forget(&mut self, _partition: i32, _key: &str) {}

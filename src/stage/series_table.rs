@@ -269,19 +269,28 @@ impl<S: Partitioned> SeriesTable<S> {
 
     /// Appends the state of every series changed since the last call, and a tombstone
     /// for every series evicted since, to `out`; marks them clean. A state that cannot
-    /// be encoded is skipped and stays dirty (counted by the caller as not written).
-    pub fn take_changes(&mut self, out: &mut Vec<super::StateChange>)
+    /// be encoded stays dirty, and the first such is returned (the runner stops on it).
+    pub fn take_changes(
+        &mut self,
+        out: &mut Vec<super::StateChange>,
+    ) -> Result<(), super::snapshot::UnencodableState>
     where
         S: Serialize,
     {
+        let mut failed = None;
         for (key, slot) in self.map.iter_mut().filter(|(_, s)| s.dirty()) {
-            if let Some(bytes) = encode(&slot.state) {
-                slot.clean();
-                out.push(super::StateChange {
-                    partition: slot.state.partition(),
-                    key: key.clone(),
-                    bytes: Some(bytes),
-                });
+            match super::snapshot::encode_change(key, &slot.state) {
+                Ok(bytes) => {
+                    slot.clean();
+                    out.push(super::StateChange {
+                        partition: slot.state.partition(),
+                        key: key.clone(),
+                        bytes: Some(bytes),
+                    });
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
             }
         }
         for (partition, key) in self.removed.drain(..) {
@@ -291,6 +300,7 @@ impl<S: Partitioned> SeriesTable<S> {
                 bytes: None,
             });
         }
+        failed.map_or(Ok(()), Err)
     }
 
     /// Drops the state of every series of the revoked partitions.
@@ -384,7 +394,7 @@ mod tests {
         let b = t.get_or_create("b", "m", &labels, 1, 0).unwrap();
         b.partition = 2;
         let mut out = Vec::new();
-        t.take_changes(&mut out);
+        t.take_changes(&mut out).unwrap();
         out.sort_by(|x, y| x.key.cmp(&y.key));
         assert_eq!(out.len(), 2);
         assert_eq!((out[0].partition, out[1].partition), (0, 2));
@@ -394,13 +404,13 @@ mod tests {
         );
         // Nothing changed since: nothing to write.
         out.clear();
-        t.take_changes(&mut out);
+        t.take_changes(&mut out).unwrap();
         assert!(out.is_empty());
         // "b" is touched; "a" ages out (its tombstone goes to partition 0).
         for ts in [60, 120, 180] {
             t.get_or_create("b", "m", &labels, ts, 0).unwrap();
         }
-        t.take_changes(&mut out);
+        t.take_changes(&mut out).unwrap();
         let a_key = crate::stage::series_key("a", "m", &labels);
         let b_key = crate::stage::series_key("b", "m", &labels);
         assert!(out.contains(&crate::stage::StateChange {
@@ -414,7 +424,7 @@ mod tests {
         let bytes = encode(&Count { n: 7, partition: 0 }).unwrap();
         t.restore(3, "r", &bytes).unwrap();
         out.clear();
-        t.take_changes(&mut out);
+        t.take_changes(&mut out).unwrap();
         assert!(out.is_empty());
         t.forget("r");
         assert!(t.get("r").is_none());

@@ -50,11 +50,36 @@ pub enum RestoreError {
 /// Encodes a state. `None` only if serde refuses it (a sequence of unknown length,
 /// which no state type has; each stage's restore tests encode its state).
 pub fn encode<T: Serialize>(state: &T) -> Option<Vec<u8>> {
+    try_encode(state).ok()
+}
+
+/// Encodes a state, or says why serde refused it.
+fn try_encode<T: Serialize>(state: &T) -> Result<Vec<u8>, postcard::Error> {
     // Into a buffer sized for a typical state (half the time of `to_allocvec`, which
     // grows from empty).
     let mut out = Vec::with_capacity(512);
     out.push(SNAPSHOT_VERSION);
-    postcard::to_extend(state, out).ok()
+    postcard::to_extend(state, out)
+}
+
+/// A key whose state could not be encoded for the changelog: a defect (the state's
+/// type holds something the format cannot write). The stage stops on it rather than
+/// checkpoint without it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("the state of key {key:?} cannot be encoded: {reason}")]
+pub struct UnencodableState {
+    /// The key.
+    pub key: String,
+    /// The encoder's error.
+    pub reason: String,
+}
+
+/// Encodes the state of `key` for the changelog.
+pub fn encode_change<T: Serialize>(key: &str, state: &T) -> Result<Vec<u8>, UnencodableState> {
+    try_encode(state).map_err(|e| UnencodableState {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Decodes a state written by [`encode`], or by an earlier build as JSON.
@@ -89,23 +114,32 @@ pub trait Partitioned {
 
 /// The keys of `states` named in `changed` (drained), as state changes: the changelog
 /// of a stage whose state is a map per key (the recommender per target, the
-/// coordinator per pool). Keys gone from the map since are skipped.
+/// coordinator per pool). Keys gone from the map since are skipped. A key whose state
+/// cannot be encoded stays changed, and the first such is returned.
 pub fn take_changed<T: Serialize + Partitioned>(
     states: &std::collections::HashMap<String, T>,
     changed: &mut std::collections::HashSet<String>,
     out: &mut Vec<super::StateChange>,
-) {
+) -> Result<(), UnencodableState> {
+    let mut failed: Option<UnencodableState> = None;
+    let mut kept = Vec::new();
     for key in changed.drain() {
         if let Some(state) = states.get(&key) {
-            if let Some(bytes) = encode(state) {
-                out.push(super::StateChange {
+            match encode_change(&key, state) {
+                Ok(bytes) => out.push(super::StateChange {
                     partition: state.partition(),
                     key,
                     bytes: Some(bytes),
-                });
+                }),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    kept.push(key);
+                }
             }
         }
     }
+    changed.extend(kept);
+    failed.map_or(Ok(()), Err)
 }
 
 /// Decodes one key's snapshot of `partition` into `states`.

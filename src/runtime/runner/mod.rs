@@ -181,6 +181,9 @@ pub struct RunReport {
     pub aborts: u64,
     /// Assignments seen.
     pub assignments: u64,
+    /// Sends that found the producer's queue full and waited, in order, for room (the
+    /// broker was slow or away); none is dropped.
+    pub queue_full_waits: u64,
     /// True when the final commit finished within the shutdown deadline.
     pub clean_shutdown: bool,
 }
@@ -215,6 +218,15 @@ pub enum RuntimeError {
     /// The stage was stopped while it recovered from a failed exactly-once transaction.
     #[error("stopped while recovering from a failed transaction ({0}); it was aborted, the next owner re-reads from the last commit")]
     Unrecovered(String),
+    /// A record the stage made could not be encoded: its type and its schema disagree,
+    /// a defect. The stage stops rather than skip the record unseen.
+    #[error("cannot encode {what}: {detail}; the stage stops rather than skip it (a defect in perfpilot: please report it)")]
+    Encode {
+        /// What it was.
+        what: &'static str,
+        /// The encoder's error.
+        detail: String,
+    },
     /// An output could not be delivered; offsets were not committed past it, so a
     /// restart re-processes the batch.
     #[error("delivery to {topic} failed: {source}; offsets were not committed, a restart re-processes the batch")]
@@ -226,6 +238,9 @@ pub enum RuntimeError {
         source: KafkaError,
     },
 }
+
+/// How often a stage whose sends wait for room in the producer's queue looks again.
+const BACKLOG_POLL: Duration = Duration::from_millis(2);
 
 /// The stage's producer: its client errors and librdkafka's log lines rate-limited.
 pub(crate) type StageProducer = FutureProducer<super::kafka::WatchedContext>;
@@ -450,8 +465,8 @@ pub async fn run_stage<S: Stage>(
     drop(consumer);
     let report = {
         let mut c = lock(&core);
-        c.report.clean_shutdown = clean;
-        c.report.clone()
+        c.stats.report.clean_shutdown = clean;
+        c.stats.report.clone()
     };
     tracing::info!(
         stage = name,
@@ -573,6 +588,22 @@ async fn run_loop<S: Stage>(
             }
             continue;
         }
+        if lock(core).backlogged() {
+            // The producer's queue is full: nothing is read until the sends waiting for
+            // room are handed over. The wait holds neither the lock nor the thread.
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => return Ok(()),
+                _ = tokio::time::sleep(BACKLOG_POLL) => {}
+            }
+            if let Some(e) = consumer.context().fatal.get() {
+                return Err(RuntimeError::Client(e));
+            }
+            let mut c = lock(core);
+            let r = c.settle();
+            c.absorb(r)?;
+            continue;
+        }
         let mut wake = next_tick.min(next_commit);
         if lock(core).checkpoint_pending() {
             // A checkpoint under way moves on as its sends are acknowledged.
@@ -594,19 +625,22 @@ async fn run_loop<S: Stage>(
             }
         }
         if let Some(m) = first {
+            // (handled, more): `more` is false when the batch must end early, because
+            // sends wait for room in the producer's queue.
             let handle = |m| {
                 let mut c = lock(core);
                 let r = c.handle(m);
                 // Ok(None): a transaction failed; the batch ends and recovery begins.
-                c.absorb(r).map(|ok| ok.unwrap_or(false))
+                let ok = c.absorb(r).map(|ok| ok.unwrap_or(false))?;
+                Ok::<_, RuntimeError>((ok, !c.backlogged()))
             };
-            let mut ok = handle(m)?;
+            let (mut ok, mut more) = handle(m)?;
             let batch_end = Instant::now() + max_batch_wait;
             let mut n = 1;
-            while ok && n < max_batch {
+            while ok && more && n < max_batch {
                 tokio::select! {
                     biased;
-                    m = consumer.recv() => { ok = handle(m)?; n += 1; }
+                    m = consumer.recv() => { (ok, more) = handle(m)?; n += 1; }
                     _ = tokio::time::sleep_until(batch_end.into()) => break,
                 }
             }

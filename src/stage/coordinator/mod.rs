@@ -32,7 +32,7 @@
 mod access;
 mod arbitrate;
 
-use super::snapshot::{restore_into, take_changed, RestoreError};
+use super::snapshot::{restore_into, take_changed, RestoreError, UnencodableState};
 use super::{RecordMeta, Stage, StateChange};
 use crate::config_error::ConfigError;
 use crate::event::{Decision, Recommendation};
@@ -278,8 +278,8 @@ impl Stage for Coordinator {
         true
     }
 
-    fn take_state_changes(&mut self, out: &mut Vec<StateChange>) {
-        take_changed(&self.pools, &mut self.changed, out);
+    fn take_state_changes(&mut self, out: &mut Vec<StateChange>) -> Result<(), UnencodableState> {
+        take_changed(&self.pools, &mut self.changed, out)
     }
 
     fn restore(&mut self, partition: i32, key: &str, bytes: &[u8]) -> Result<(), RestoreError> {

@@ -588,10 +588,10 @@ fn a_restored_coordinator_remembers_cooldowns_and_nothing_of_the_open_window() {
         &mut out,
     );
     let mut changes = Vec::new();
-    a.take_state_changes(&mut changes);
+    a.take_state_changes(&mut changes).unwrap();
     assert_eq!(changes.len(), 1);
     assert_eq!((changes[0].partition, changes[0].key.as_str()), (2, "pool"));
-    a.take_state_changes(&mut changes);
+    a.take_state_changes(&mut changes).unwrap();
     assert_eq!(changes.len(), 1, "nothing changed since");
 
     let mut b = Coordinator::new(CoordinatorConfig::default(), Policies::default()).unwrap();

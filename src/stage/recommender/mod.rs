@@ -32,7 +32,7 @@ pub use replicas::hpa_desired;
 pub use tuner::Tuner;
 pub use usage::UsageHistogram;
 
-use super::snapshot::{restore_into, take_changed, Partitioned, RestoreError};
+use super::snapshot::{restore_into, take_changed, Partitioned, RestoreError, UnencodableState};
 use super::{Insight, RecordMeta, Stage, StateChange};
 use crate::event::{ActionKind, Recommendation};
 use crate::policy::{Policies, TargetPolicy};
@@ -176,8 +176,8 @@ impl Stage for Recommender {
         true
     }
 
-    fn take_state_changes(&mut self, out: &mut Vec<StateChange>) {
-        take_changed(&self.targets, &mut self.changed, out);
+    fn take_state_changes(&mut self, out: &mut Vec<StateChange>) -> Result<(), UnencodableState> {
+        take_changed(&self.targets, &mut self.changed, out)
     }
 
     fn restore(&mut self, partition: i32, key: &str, bytes: &[u8]) -> Result<(), RestoreError> {

@@ -344,7 +344,7 @@ fn a_restored_recommender_continues_where_the_original_was() {
     assert!(a.observe(&low(0), 4).is_empty());
     assert!(a.observe(&low(1), 4).is_empty());
     let mut changes = Vec::new();
-    a.take_state_changes(&mut changes);
+    a.take_state_changes(&mut changes).unwrap();
     assert_eq!(changes.len(), 1);
     assert_eq!((changes[0].partition, changes[0].key.as_str()), (4, "api"));
     let mut b = Recommender::new(Policies::default());
@@ -375,7 +375,7 @@ fn seasoned() -> (Recommender, Vec<u8>) {
         }
     }
     let mut changes = Vec::new();
-    r.take_state_changes(&mut changes);
+    r.take_state_changes(&mut changes).unwrap();
     let bytes = changes.pop().and_then(|c| c.bytes).unwrap();
     (r, bytes)
 }

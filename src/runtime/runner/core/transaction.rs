@@ -117,9 +117,8 @@ impl<S: Stage> Core<S> {
         if self.recovery.is_some() {
             return;
         }
-        telemetry::transaction_aborted(self.name, &cause.to_string());
+        self.stats.aborted(&cause.to_string());
         telemetry::healthy(self.name, false);
-        self.report.aborts += 1;
         let step = if fatal(cause) {
             Step::Renew
         } else if committing && retriable(cause) {
@@ -163,8 +162,8 @@ impl<S: Stage> Core<S> {
             Step::Commit => match self.producer.commit_transaction(RECOVERY_CALL_TIMEOUT) {
                 // Committed after all: nothing to throw away, reading resumes as it was.
                 Ok(()) => {
-                    self.report.commits += 1;
-                    self.committed.clear();
+                    self.stats.committed();
+                    self.offsets.forget_commits();
                     self.finish_recovery(false);
                     return Ok(());
                 }
@@ -223,8 +222,8 @@ impl<S: Stage> Core<S> {
                 r.next_try = Instant::now();
                 if next == Step::Rewind {
                     // Nothing sent in the aborted transaction will be acknowledged.
-                    self.inflight.clear();
-                    self.count_in_flight();
+                    self.sends.clear();
+                    self.stats.in_flight(0);
                     self.outputs.clear();
                 }
             }
@@ -248,7 +247,7 @@ impl<S: Stage> Core<S> {
         let Some(r) = self.recovery.take() else {
             return;
         };
-        self.txn_open = false;
+        self.durability.set_txn_open(false);
         telemetry::healthy(self.name, true);
         if rewound {
             tracing::info!(stage = self.name, after = ?r.since.elapsed(), attempts = r.attempts, "recovered: the failed transaction is aborted, state and positions are back at the last commit; reading resumes");
@@ -277,7 +276,7 @@ impl<S: Stage> Core<S> {
         };
         match aborted {
             Ok(()) => {
-                self.txn_open = false;
+                self.durability.set_txn_open(false);
                 tracing::info!(stage = self.name, step = ?r.step, cause = %r.cause, "stopped during a recovery: the failed transaction is aborted (or fenced with its producer); its inputs are re-read by the next owner, nothing is lost or repeated");
                 Ok(())
             }
@@ -318,8 +317,8 @@ impl<S: Stage> Core<S> {
             "the producer is in a fatal state (its epoch fenced by the broker, or its transaction lost); a new producer with the same transactional id takes over"
         );
         self.renewals.push(now);
-        self.inflight.clear();
-        self.count_in_flight();
+        self.sends.clear();
+        self.stats.in_flight(0);
         self.producer = p;
         Ok(true)
     }
@@ -329,11 +328,16 @@ impl<S: Stage> Core<S> {
         C: ConsumerContext,
         K: Consumer<C>,
     {
-        if !self.txn_open || self.recovery.is_some() {
+        if !self.durability.txn_open() || self.recovery.is_some() {
             return Ok(());
         }
         let started = Instant::now();
         self.write_state()?;
+        if self.backlogged() {
+            // Sends still waiting for room are not with the producer, so its commit
+            // would not wait for them: hand them over first.
+            self.flush()?;
+        }
         let (tpl, planned) = self.offsets_to_commit();
         // The offsets first; a failure there aborts (a commit without them would let
         // the outputs through and re-read their inputs).
@@ -352,12 +356,13 @@ impl<S: Stage> Core<S> {
                 .commit_transaction(COMMIT_TIMEOUT)
                 .map_err(|e| (e, true))
         });
-        telemetry::commit(self.name, started.elapsed().as_secs_f64(), result.is_ok());
+        self.stats
+            .commit_time(started.elapsed().as_secs_f64(), result.is_ok());
         match result {
             Ok(()) => {
-                self.txn_open = false;
-                self.report.commits += 1;
-                self.committed.extend(planned);
+                self.durability.set_txn_open(false);
+                self.stats.committed();
+                self.offsets.committed(planned);
                 self.settle()
             }
             Err((e, committing)) => {
@@ -394,7 +399,7 @@ impl<S: Stage> Core<S> {
         K: Consumer<C>,
     {
         let mut tpl = TopicPartitionList::new();
-        for (topic, p) in &self.assignment {
+        for (topic, p) in self.offsets.assignment() {
             let _ = tpl.add_partition(topic, *p);
         }
         let positions: Vec<(String, i32, Offset)> = consumer
@@ -410,13 +415,14 @@ impl<S: Stage> Core<S> {
                 (e.topic().to_string(), e.partition(), offset)
             })
             .collect();
-        let partitions = super::partition_numbers(self.assignment.iter().map(|(_, p)| *p));
+        let partitions =
+            super::partition_numbers(self.offsets.assignment().iter().map(|(_, p)| *p));
         self.stage.partitions_revoked(&partitions);
         self.outputs.clear();
         if let Some(r) = &self.restorer {
             let stats = r.restore(&mut self.stage, &partitions);
             // What was just read is the committed state, nothing to write back.
-            self.stage.take_state_changes(&mut self.changes);
+            let _ = self.stage.take_state_changes(&mut self.changes);
             self.changes.clear();
             if !stats.incomplete.is_empty() {
                 return Err(Rewind::Broker(KafkaError::MessageConsumption(
@@ -424,13 +430,12 @@ impl<S: Stage> Core<S> {
                 )));
             }
         }
-        self.read_upto.clear();
+        self.offsets.rewound();
         for (topic, p, offset) in positions {
             consumer
                 .seek(&topic, p, offset, RECOVERY_CALL_TIMEOUT)
                 .map_err(Rewind::Seek)?;
         }
-        self.committed.clear();
         Ok(())
     }
 }
