@@ -158,10 +158,18 @@ fn cores(c: &mut Criterion) {
         f.observe(e, 0);
     }
     let mut g = c.benchmark_group("checkpoint");
-    g.throughput(Throughput::Elements(d.snapshot(0).len() as u64));
-    g.bench_function("detector", |b| b.iter(|| black_box(d.snapshot(0).len())));
-    g.throughput(Throughput::Elements(f.snapshot(0).len() as u64));
-    g.bench_function("forecaster", |b| b.iter(|| black_box(f.snapshot(0).len())));
+    g.throughput(Throughput::Elements(
+        d.state().unwrap().snapshot(0).len() as u64
+    ));
+    g.bench_function("detector", |b| {
+        b.iter(|| black_box(d.state().unwrap().snapshot(0).len()))
+    });
+    g.throughput(Throughput::Elements(
+        f.state().unwrap().snapshot(0).len() as u64
+    ));
+    g.bench_function("forecaster", |b| {
+        b.iter(|| black_box(f.state().unwrap().snapshot(0).len()))
+    });
     g.finish();
 
     let recs: Vec<_> = {

@@ -24,7 +24,7 @@ fn learnt<S: Stage>(mut core: S, observe: impl Fn(&mut S, &MetricEvent)) -> Vec<
     for e in &evs[..evs.len() * 5 / 6] {
         observe(&mut core, e);
     }
-    core.snapshot(0)
+    core.state().unwrap().snapshot(0)
 }
 
 fn detector_snapshot() -> &'static Vec<(String, Vec<u8>)> {
@@ -65,7 +65,7 @@ fn survives<S: Stage>(
     observe: impl Fn(&mut S, &MetricEvent),
 ) {
     for (key, bytes) in snapshot {
-        let _ = core.restore(0, key, &damage(bytes, flips));
+        let _ = core.state().unwrap().restore(0, key, &damage(bytes, flips));
     }
     let evs = events();
     for e in &evs[evs.len() * 5 / 6..] {

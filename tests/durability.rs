@@ -286,7 +286,7 @@ async fn a_huge_changelog_restores_within_the_series_limit() {
         );
         d.observe(&e, 0);
     }
-    let snapshot = d.snapshot(0).remove(0).1;
+    let snapshot = d.state().unwrap().snapshot(0).remove(0).1;
     let producer: FutureProducer = c
         .kafka
         .producer_config()

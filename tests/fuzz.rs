@@ -169,10 +169,10 @@ fn learnt() -> &'static Learnt {
         let mut changes = Vec::new();
         for core in 0..4 {
             match core {
-                0 => detector.take_state_changes(&mut changes),
-                1 => forecaster.take_state_changes(&mut changes),
-                2 => recommender.take_state_changes(&mut changes),
-                _ => coordinator.take_state_changes(&mut changes),
+                0 => detector.state().unwrap().take_changes(&mut changes),
+                1 => forecaster.state().unwrap().take_changes(&mut changes),
+                2 => recommender.state().unwrap().take_changes(&mut changes),
+                _ => coordinator.state().unwrap().take_changes(&mut changes),
             }
             .expect("every core's state encodes");
             let n = snapshots.len();
@@ -354,10 +354,10 @@ fn damaged_state_of_every_core_never_panics_nor_allocates_much() {
             let bytes = apply(bytes, &m);
             let a = largest_allocation(|| {
                 let _ = match stage {
-                    0 => detector.restore(0, key, &bytes),
-                    1 => forecaster.restore(0, key, &bytes),
-                    2 => recommender.restore(0, key, &bytes),
-                    _ => coordinator.restore(0, key, &bytes),
+                    0 => detector.state().unwrap().restore(0, key, &bytes),
+                    1 => forecaster.state().unwrap().restore(0, key, &bytes),
+                    2 => recommender.state().unwrap().restore(0, key, &bytes),
+                    _ => coordinator.state().unwrap().restore(0, key, &bytes),
                 };
             });
             largest.set(largest.get().max(a));

@@ -3,8 +3,9 @@
 //! See `analytics::detect` for the detectors and the meaning of the score.
 
 use super::series_table::SeriesTable;
-use super::snapshot::{Partitioned, RestoreError, UnencodableState};
-use super::{RecordMeta, Stage, StateChange};
+use super::snapshot::Partitioned;
+use super::KeyedState;
+use super::{RecordMeta, Stage};
 use crate::analytics::detect::{DetectParams, PointScore, SeriesDetector};
 use crate::analytics::seasonal::SeasonalParams;
 use crate::config_error::ConfigError;
@@ -410,24 +411,8 @@ impl Stage for Detector {
         self.series.len()
     }
 
-    fn snapshot(&self, partition: i32) -> Vec<(String, Vec<u8>)> {
-        self.series.snapshot_partition(partition)
-    }
-
-    fn restore(&mut self, partition: i32, key: &str, bytes: &[u8]) -> Result<(), RestoreError> {
-        self.series.restore(partition, key, bytes)
-    }
-
-    fn has_state(&self) -> bool {
-        true
-    }
-
-    fn take_state_changes(&mut self, out: &mut Vec<StateChange>) -> Result<(), UnencodableState> {
-        self.series.take_changes(out)
-    }
-
-    fn forget(&mut self, _partition: i32, key: &str) {
-        self.series.forget(key);
+    fn state(&mut self) -> Option<&mut dyn KeyedState> {
+        Some(&mut self.series)
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
@@ -706,15 +691,18 @@ mod snapshot_tests {
         for i in 0..120 {
             a.observe(&ev(i * 60_000, series(i)), 3);
         }
-        let snap = a.snapshot(3);
+        let snap = a.state().unwrap().snapshot(3);
         assert_eq!(snap.len(), 1);
         // What one changelog record costs (660 bytes when written, 257 of them the
         // novelty bins; 338 before them): bounded.
         assert!(snap[0].1.len() < 700, "{} bytes", snap[0].1.len());
-        assert!(a.snapshot(2).is_empty(), "only the asked partition");
+        assert!(
+            a.state().unwrap().snapshot(2).is_empty(),
+            "only the asked partition"
+        );
         let mut b = Detector::new(DetectorConfig::default()).unwrap();
         for (k, bytes) in &snap {
-            b.restore(3, k, bytes).unwrap();
+            b.state().unwrap().restore(3, k, bytes).unwrap();
         }
         for i in 120..200 {
             let (x, y) = (
@@ -731,15 +719,22 @@ mod snapshot_tests {
     #[test]
     fn unreadable_snapshots_are_errors_not_crashes() {
         let mut d = Detector::new(DetectorConfig::default()).unwrap();
-        assert_eq!(d.restore(0, "k", &[]), Err(RestoreError::Empty));
         assert_eq!(
-            d.restore(0, "k", &[SNAPSHOT_VERSION + 1, b'{']),
+            d.state().unwrap().restore(0, "k", &[]),
+            Err(RestoreError::Empty)
+        );
+        assert_eq!(
+            d.state()
+                .unwrap()
+                .restore(0, "k", &[SNAPSHOT_VERSION + 1, b'{']),
             Err(RestoreError::Version {
                 found: SNAPSHOT_VERSION + 1
             })
         );
         assert!(matches!(
-            d.restore(0, "k", &[SNAPSHOT_VERSION, b'{']),
+            d.state()
+                .unwrap()
+                .restore(0, "k", &[SNAPSHOT_VERSION, b'{']),
             Err(RestoreError::Decode(_))
         ));
         assert_eq!(d.active_series(), 0);

@@ -3,8 +3,9 @@
 //! time it emits a Forecast with prediction intervals over a horizon.
 
 use super::series_table::SeriesTable;
-use super::snapshot::{Partitioned, RestoreError, UnencodableState};
-use super::{RecordMeta, Stage, StateChange};
+use super::snapshot::Partitioned;
+use super::KeyedState;
+use super::{RecordMeta, Stage};
 use crate::analytics::forecast::{ForecastParams, Predicted, SeriesForecaster, MODELS};
 use crate::analytics::holt::HoltParams;
 use crate::analytics::reorder::{Offered, ReorderBuffer};
@@ -288,24 +289,8 @@ impl Stage for Forecaster {
         self.series.len()
     }
 
-    fn snapshot(&self, partition: i32) -> Vec<(String, Vec<u8>)> {
-        self.series.snapshot_partition(partition)
-    }
-
-    fn restore(&mut self, partition: i32, key: &str, bytes: &[u8]) -> Result<(), RestoreError> {
-        self.series.restore(partition, key, bytes)
-    }
-
-    fn has_state(&self) -> bool {
-        true
-    }
-
-    fn take_state_changes(&mut self, out: &mut Vec<StateChange>) -> Result<(), UnencodableState> {
-        self.series.take_changes(out)
-    }
-
-    fn forget(&mut self, _partition: i32, key: &str) {
-        self.series.forget(key);
+    fn state(&mut self) -> Option<&mut dyn KeyedState> {
+        Some(&mut self.series)
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
@@ -474,13 +459,13 @@ mod snapshot_tests {
             a.observe(&ev(i * 300_000, series(i)), 1);
         }
         let mut b = Forecaster::new(ForecasterConfig::default()).unwrap();
-        let snap = a.snapshot(1);
+        let snap = a.state().unwrap().snapshot(1);
         // What one changelog record costs (with a week of hourly slots; 1.85 KB as JSON
         // before them): bounded.
         eprintln!("forecaster snapshot: {} bytes", snap[0].1.len());
         assert!(snap[0].1.len() < 800, "{} bytes", snap[0].1.len());
         for (k, bytes) in snap {
-            b.restore(1, &k, &bytes).unwrap();
+            b.state().unwrap().restore(1, &k, &bytes).unwrap();
         }
         let mut compared = 0;
         for i in 2300..2360 {

@@ -7,9 +7,12 @@
 pub mod coordinator;
 pub mod detector;
 pub mod forecaster;
+pub mod keyed;
 pub mod recommender;
 pub mod series_table;
 pub mod snapshot;
+
+pub use keyed::{KeyedMap, KeyedState};
 
 use crate::event::{
     decode, validate_metric, Anomaly, AnyRecord, AvroRecord, Decision, Forecast, MetricEvent,
@@ -215,40 +218,11 @@ pub trait Stage: Send + 'static {
         0
     }
 
-    /// The per-key state of `partition` as versioned snapshots (key, bytes), for a
-    /// state changelog. Stages without per-key state return nothing.
-    fn snapshot(&self, _partition: i32) -> Vec<(String, Vec<u8>)> {
-        Vec::new()
-    }
-
-    /// True when the core keeps per-key state worth a changelog: the runner then
-    /// checkpoints [`Stage::take_state_changes`] and restores assigned partitions.
-    fn has_state(&self) -> bool {
-        false
-    }
-
-    /// The state of every key changed since the last call (any partition), and
-    /// tombstones for keys removed since; they count as written afterwards. A key whose
-    /// state cannot be encoded stays changed and is returned (the runner stops on it).
-    fn take_state_changes(
-        &mut self,
-        _out: &mut Vec<StateChange>,
-    ) -> Result<(), snapshot::UnencodableState> {
-        Ok(())
-    }
-
-    /// Forgets one key of `partition` (a tombstone met while restoring).
-    fn forget(&mut self, _partition: i32, _key: &str) {}
-
-    /// Restores one key of `partition` from a snapshot. An error leaves the key cold;
-    /// the caller counts it and goes on.
-    fn restore(
-        &mut self,
-        _partition: i32,
-        _key: &str,
-        _bytes: &[u8],
-    ) -> Result<(), snapshot::RestoreError> {
-        Ok(())
+    /// The core's per-key state, when it keeps any worth a changelog: the runner
+    /// checkpoints it, restores it for assigned partitions and drops it for revoked
+    /// ones through this. `None` (the default): a stateless core.
+    fn state(&mut self) -> Option<&mut dyn KeyedState> {
+        None
     }
 
     /// Named counters of the core (late points dropped, duplicates, ...), cumulative.

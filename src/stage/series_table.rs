@@ -313,6 +313,42 @@ impl<S: Partitioned> SeriesTable<S> {
     }
 }
 
+impl<S> super::keyed::KeyedState for SeriesTable<S>
+where
+    S: Partitioned + Serialize + DeserializeOwned,
+{
+    fn take_changes(
+        &mut self,
+        out: &mut Vec<super::StateChange>,
+    ) -> Result<(), super::snapshot::UnencodableState> {
+        SeriesTable::take_changes(self, out)
+    }
+
+    fn restore(&mut self, partition: i32, key: &str, bytes: &[u8]) -> Result<(), RestoreError> {
+        SeriesTable::restore(self, partition, key, bytes)
+    }
+
+    fn forget(&mut self, key: &str) {
+        SeriesTable::forget(self, key);
+    }
+
+    fn drop_partitions(&mut self, partitions: &[i32]) {
+        SeriesTable::drop_partitions(self, partitions);
+    }
+
+    fn snapshot(&self, partition: i32) -> Vec<(String, Vec<u8>)> {
+        self.snapshot_partition(partition)
+    }
+
+    fn len(&self) -> usize {
+        SeriesTable::len(self)
+    }
+
+    fn evicted(&self) -> u64 {
+        SeriesTable::evicted(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

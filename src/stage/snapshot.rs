@@ -112,54 +112,6 @@ pub trait Partitioned {
     }
 }
 
-/// The keys of `states` named in `changed` (drained), as state changes: the changelog
-/// of a stage whose state is a map per key (the recommender per target, the
-/// coordinator per pool). Keys gone from the map since are skipped. A key whose state
-/// cannot be encoded stays changed, and the first such is returned.
-pub fn take_changed<T: Serialize + Partitioned>(
-    states: &std::collections::HashMap<String, T>,
-    changed: &mut std::collections::HashSet<String>,
-    out: &mut Vec<super::StateChange>,
-) -> Result<(), UnencodableState> {
-    let mut failed: Option<UnencodableState> = None;
-    let mut kept = Vec::new();
-    for key in changed.drain() {
-        if let Some(state) = states.get(&key) {
-            match encode_change(&key, state) {
-                Ok(bytes) => out.push(super::StateChange {
-                    partition: state.partition(),
-                    key,
-                    bytes: Some(bytes),
-                }),
-                Err(e) => {
-                    failed.get_or_insert(e);
-                    kept.push(key);
-                }
-            }
-        }
-    }
-    changed.extend(kept);
-    failed.map_or(Ok(()), Err)
-}
-
-/// Decodes one key's snapshot of `partition` into `states`.
-pub fn restore_into<T: DeserializeOwned + Partitioned>(
-    states: &mut std::collections::HashMap<String, T>,
-    partition: i32,
-    key: &str,
-    bytes: &[u8],
-) -> Result<(), RestoreError> {
-    let mut state: T = decode(bytes)?;
-    if !state.well_formed() {
-        return Err(RestoreError::Decode(
-            "the state decodes but is not well formed (lengths or indices out of range)".into(),
-        ));
-    }
-    state.set_partition(partition);
-    states.insert(key.to_string(), state);
-    Ok(())
-}
-
 /// `#[serde(with = "f32s")]`: a long `Vec<f32>` as one byte string in the binary format
 /// (element by element it took 10 µs per recommender state, the larger part of a
 /// checkpoint), as a list of numbers in JSON.

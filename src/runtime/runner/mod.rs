@@ -393,7 +393,8 @@ pub async fn run_stage<S: Stage>(
             .init_transactions(Duration::from_secs(30))
             .map_err(RuntimeError::Transaction)?;
     }
-    let restorer = match (&cfg.state_topic, stage.has_state()) {
+    let mut stage = stage;
+    let restorer = match (&cfg.state_topic, stage.state().is_some()) {
         (Some(topic), true) => Some(
             StateRestorer::new(kafka, topic, cfg.restore_timeout, shutdown.clone())
                 .map_err(RuntimeError::Setup)?,

@@ -148,12 +148,15 @@ impl StateRestorer {
                         stats.unusable += 1;
                         continue;
                     };
+                    let Some(state) = stage.state() else {
+                        continue;
+                    };
                     match m.payload() {
                         None => {
-                            stage.forget(partition, key);
+                            state.forget(key);
                             stats.forgotten += 1;
                         }
-                        Some(bytes) => match stage.restore(partition, key, bytes) {
+                        Some(bytes) => match state.restore(partition, key, bytes) {
                             Ok(()) => stats.restored += 1,
                             Err(e) => {
                                 stats.unusable += 1;

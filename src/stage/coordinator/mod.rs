@@ -32,15 +32,14 @@
 mod access;
 mod arbitrate;
 
-use super::snapshot::{restore_into, take_changed, RestoreError, UnencodableState};
-use super::{RecordMeta, Stage, StateChange};
+use super::{KeyedMap, KeyedState, RecordMeta, Stage};
 use crate::config_error::ConfigError;
 use crate::event::{Decision, Recommendation};
 use crate::policy::Policies;
 use access::Rule;
 use arbitrate::PoolState;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 
 /// Coordinator settings (`[coordinator]` in the config file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,15 +118,16 @@ pub(crate) struct Pending {
     pub offset: i64,
 }
 
+/// Pools whose state a coordinator holds at most (see [`Coordinator::with_max_pools`]).
+pub const MAX_POOLS: usize = 100_000;
+
 /// The coordinator stage core.
 #[derive(Debug)]
 pub struct Coordinator {
     rules: Rules,
-    pools: HashMap<String, PoolState>,
+    pools: KeyedMap<PoolState>,
     seen: HashSet<String>,
     seen_order: VecDeque<String>,
-    /// Pools whose memory may have changed since the last checkpoint.
-    changed: HashSet<String>,
     duplicates: u64,
     /// Decisions made, by verdict (in `Verdict` order).
     decided: [u64; 5],
@@ -143,8 +143,19 @@ const DECIDED: [&str; 5] = [
 ];
 
 impl Coordinator {
-    /// A coordinator with validated settings.
+    /// A coordinator with validated settings, holding at most [`MAX_POOLS`] pools.
     pub fn new(cfg: CoordinatorConfig, policies: Policies) -> Result<Self, ConfigError> {
+        Self::with_max_pools(cfg, policies, MAX_POOLS)
+    }
+
+    /// A coordinator holding the state of at most `max_pools` pools: a new one past it
+    /// evicts the least recently heard of (counted as `pools_evicted`), never one that
+    /// holds recommendations not yet decided.
+    pub fn with_max_pools(
+        cfg: CoordinatorConfig,
+        policies: Policies,
+        max_pools: usize,
+    ) -> Result<Self, ConfigError> {
         cfg.check()?;
         let allow = cfg.allow.iter().map(|r| Rule::parse(r)).collect();
         let deny = cfg.deny.iter().map(|r| Rule::parse(r)).collect();
@@ -155,10 +166,9 @@ impl Coordinator {
                 allow,
                 deny,
             },
-            pools: HashMap::new(),
+            pools: KeyedMap::new(max_pools).keeping(|p: &PoolState| !p.pending.is_empty()),
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
-            changed: HashSet::new(),
             duplicates: 0,
             decided: [0; 5],
         })
@@ -201,11 +211,7 @@ impl Coordinator {
         }
         self.remember(&rec.id);
         let window_ms = (self.rules.cfg.decision_window_secs * 1000) as i64;
-        if !self.changed.contains(&rec.pool) {
-            self.changed.insert(rec.pool.clone());
-        }
-        let pool = self.pools.entry(rec.pool.clone()).or_default();
-        pool.partition = partition;
+        let pool = self.pools.entry(&rec.pool, partition);
         if let Some(start) = pool.window_start {
             if rec.created_ms >= start + window_ms {
                 pool.decide(&self.rules, Some(rec.created_ms), out);
@@ -236,14 +242,14 @@ impl Stage for Coordinator {
     fn tick(&mut self, now_ms: i64, out: &mut Vec<Decision>) {
         let before = out.len();
         let idle = self.rules.cfg.idle_flush_ms as i64;
-        for (name, pool) in self.pools.iter_mut() {
-            if !pool.pending.is_empty() && now_ms - pool.last_input_wall_ms >= idle {
-                pool.decide(&self.rules, None, out);
-                if !self.changed.contains(name) {
-                    self.changed.insert(name.clone());
-                }
+        let rules = &self.rules;
+        self.pools.update_each(|_, pool| {
+            let due = !pool.pending.is_empty() && now_ms - pool.last_input_wall_ms >= idle;
+            if due {
+                pool.decide(rules, None, out);
             }
-        }
+            due
+        });
         self.count(&out[before..]);
     }
 
@@ -259,7 +265,7 @@ impl Stage for Coordinator {
         for id in dropped {
             self.seen.remove(&id);
         }
-        self.pools.retain(|_, p| !partitions.contains(&p.partition));
+        self.pools.drop_partitions(partitions);
     }
 
     fn held_offset(&self, partition: i32) -> Option<i64> {
@@ -274,24 +280,15 @@ impl Stage for Coordinator {
         self.pools.values().map(PoolState::resources).sum()
     }
 
-    fn has_state(&self) -> bool {
-        true
-    }
-
-    fn take_state_changes(&mut self, out: &mut Vec<StateChange>) -> Result<(), UnencodableState> {
-        take_changed(&self.pools, &mut self.changed, out)
-    }
-
-    fn restore(&mut self, partition: i32, key: &str, bytes: &[u8]) -> Result<(), RestoreError> {
-        restore_into(&mut self.pools, partition, key, bytes)
-    }
-
-    fn forget(&mut self, _partition: i32, key: &str) {
-        self.pools.remove(key);
+    fn state(&mut self) -> Option<&mut dyn KeyedState> {
+        Some(&mut self.pools)
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
-        let mut c = vec![("redelivered_skipped", self.duplicates)];
+        let mut c = vec![
+            ("redelivered_skipped", self.duplicates),
+            ("pools_evicted", self.pools.evicted()),
+        ];
         c.extend(DECIDED.iter().copied().zip(self.decided));
         c
     }

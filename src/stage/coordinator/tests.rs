@@ -588,15 +588,15 @@ fn a_restored_coordinator_remembers_cooldowns_and_nothing_of_the_open_window() {
         &mut out,
     );
     let mut changes = Vec::new();
-    a.take_state_changes(&mut changes).unwrap();
+    a.state().unwrap().take_changes(&mut changes).unwrap();
     assert_eq!(changes.len(), 1);
     assert_eq!((changes[0].partition, changes[0].key.as_str()), (2, "pool"));
-    a.take_state_changes(&mut changes).unwrap();
+    a.state().unwrap().take_changes(&mut changes).unwrap();
     assert_eq!(changes.len(), 1, "nothing changed since");
 
     let mut b = Coordinator::new(CoordinatorConfig::default(), Policies::default()).unwrap();
     let bytes = changes[0].bytes.as_deref().unwrap();
-    b.restore(2, "pool", bytes).unwrap();
+    b.state().unwrap().restore(2, "pool", bytes).unwrap();
     assert_eq!(b.held_offset(2), None);
     // The new owner reads "b" again and rejects it for the cooldown, as "a" would have.
     let mut decided = Vec::new();
@@ -612,9 +612,9 @@ fn a_restored_coordinator_remembers_cooldowns_and_nothing_of_the_open_window() {
         verdicts(&decided),
         vec![("b".into(), Rejected, "cooldown".into())]
     );
-    b.forget(2, "pool");
+    b.state().unwrap().forget("pool");
     assert_eq!(b.active_series(), 0);
-    assert!(b.restore(2, "pool", b"\x01{").is_err());
+    assert!(b.state().unwrap().restore(2, "pool", b"\x01{").is_err());
 }
 
 mod properties {
@@ -742,4 +742,36 @@ mod properties {
             }
         }
     }
+}
+
+#[test]
+fn pools_past_the_limit_evict_the_least_recent_but_never_one_holding_recommendations() {
+    let mut c =
+        Coordinator::with_max_pools(CoordinatorConfig::default(), Policies::default(), 2).unwrap();
+    let mut out = Vec::new();
+    let in_pool = |id: &str, pool: &str| {
+        with(rec(id, "t", ScaleOut, 2.0, 4.0, 0), |r| {
+            r.pool = pool.into()
+        })
+    };
+    // Pool "a" is heard of first but its recommendation stays undecided (offset 5); "b"
+    // is heard of later and decided once idle. So "a" is the least recent, and held.
+    c.offer(in_pool("1", "a"), 0, 5, 20_000, &mut out);
+    c.offer(in_pool("2", "b"), 0, 6, 0, &mut out);
+    c.tick(21_000, &mut out);
+    assert_eq!(out.len(), 1, "b is decided, a still waits");
+    c.offer(in_pool("3", "c"), 0, 7, 21_000, &mut out);
+    let counters: std::collections::HashMap<_, _> = c.counters().into_iter().collect();
+    assert_eq!(counters["pools_evicted"], 1);
+    assert_eq!(
+        c.held_offset(0),
+        Some(5),
+        "the pool holding offset 5 was evicted"
+    );
+    let mut changes = Vec::new();
+    c.state().unwrap().take_changes(&mut changes).unwrap();
+    assert!(
+        changes.iter().any(|ch| ch.key == "b" && ch.bytes.is_none()),
+        "the evicted pool's changelog entry is a tombstone"
+    );
 }

@@ -32,12 +32,12 @@ pub use replicas::hpa_desired;
 pub use tuner::Tuner;
 pub use usage::UsageHistogram;
 
-use super::snapshot::{restore_into, take_changed, Partitioned, RestoreError, UnencodableState};
-use super::{Insight, RecordMeta, Stage, StateChange};
+use super::snapshot::Partitioned;
+use super::{Insight, KeyedMap, KeyedState, RecordMeta, Stage};
 use crate::event::{ActionKind, Recommendation};
 use crate::policy::{Policies, TargetPolicy};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 /// What the recommender remembers of one target.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -83,23 +83,29 @@ impl TargetState {
     }
 }
 
+/// Targets whose state a recommender holds at most (see [`Recommender::with_max_targets`]).
+pub const MAX_TARGETS: usize = 100_000;
+
 /// The recommender stage core.
 #[derive(Debug)]
 pub struct Recommender {
     policies: Policies,
-    targets: HashMap<String, TargetState>,
-    /// Targets whose state changed since the last checkpoint.
-    changed: HashSet<String>,
+    targets: KeyedMap<TargetState>,
     repeats_suppressed: u64,
 }
 
 impl Recommender {
-    /// A recommender over the given target policies.
+    /// A recommender over the given target policies, holding at most [`MAX_TARGETS`].
     pub fn new(policies: Policies) -> Self {
+        Self::with_max_targets(policies, MAX_TARGETS)
+    }
+
+    /// A recommender holding the state of at most `max_targets` targets: a new one
+    /// past it evicts the least recently heard of (counted as `targets_evicted`).
+    pub fn with_max_targets(policies: Policies, max_targets: usize) -> Self {
         Recommender {
             policies,
-            targets: HashMap::new(),
-            changed: HashSet::new(),
+            targets: KeyedMap::new(max_targets),
             repeats_suppressed: 0,
         }
     }
@@ -111,11 +117,7 @@ impl Recommender {
             Insight::Forecast(f) => (&f.target, &f.pool),
         };
         let policy = self.policies.get(target);
-        let state = self.targets.entry(target.clone()).or_default();
-        state.partition = partition;
-        if !self.changed.contains(target) {
-            self.changed.insert(target.clone());
-        }
+        let state = self.targets.entry(target, partition);
         let mut drafts = Vec::new();
         match insight {
             Insight::Forecast(f) => {
@@ -164,32 +166,22 @@ impl Stage for Recommender {
     }
 
     fn partitions_revoked(&mut self, partitions: &[i32]) {
-        self.targets
-            .retain(|_, s| !partitions.contains(&s.partition));
+        self.targets.drop_partitions(partitions);
     }
 
     fn active_series(&self) -> usize {
         self.targets.len()
     }
 
-    fn has_state(&self) -> bool {
-        true
-    }
-
-    fn take_state_changes(&mut self, out: &mut Vec<StateChange>) -> Result<(), UnencodableState> {
-        take_changed(&self.targets, &mut self.changed, out)
-    }
-
-    fn restore(&mut self, partition: i32, key: &str, bytes: &[u8]) -> Result<(), RestoreError> {
-        restore_into(&mut self.targets, partition, key, bytes)
-    }
-
-    fn forget(&mut self, _partition: i32, key: &str) {
-        self.targets.remove(key);
+    fn state(&mut self) -> Option<&mut dyn KeyedState> {
+        Some(&mut self.targets)
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
-        vec![("repeats_suppressed", self.repeats_suppressed)]
+        vec![
+            ("repeats_suppressed", self.repeats_suppressed),
+            ("targets_evicted", self.targets.evicted()),
+        ]
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::event::{Anomaly, Direction, Forecast, ForecastPoint, Severity};
+use crate::stage::snapshot::RestoreError;
 use crate::stage::Insight;
 
 fn forecast(metric: &str, peak: f64, at: i64) -> Forecast {
@@ -332,7 +333,7 @@ fn adaptive_selection_follows_the_recommender_that_was_right() {
         "{} proposals after the errors were known",
         later.len()
     );
-    let state = &r.targets["api"];
+    let state = r.targets.get("api").unwrap();
     let errors = state.accuracy.errors().unwrap();
     assert!(errors[0] > errors[1], "{errors:?}");
 }
@@ -344,11 +345,13 @@ fn a_restored_recommender_continues_where_the_original_was() {
     assert!(a.observe(&low(0), 4).is_empty());
     assert!(a.observe(&low(1), 4).is_empty());
     let mut changes = Vec::new();
-    a.take_state_changes(&mut changes).unwrap();
+    a.state().unwrap().take_changes(&mut changes).unwrap();
     assert_eq!(changes.len(), 1);
     assert_eq!((changes[0].partition, changes[0].key.as_str()), (4, "api"));
     let mut b = Recommender::new(Policies::default());
-    b.restore(4, "api", changes[0].bytes.as_deref().unwrap())
+    b.state()
+        .unwrap()
+        .restore(4, "api", changes[0].bytes.as_deref().unwrap())
         .unwrap();
     // The low streak survived: the third low forecast proposes, in both.
     let (x, y) = (a.observe(&low(2), 4), b.observe(&low(2), 4));
@@ -356,7 +359,7 @@ fn a_restored_recommender_continues_where_the_original_was() {
     assert_eq!(x, y);
     b.partitions_revoked(&[4]);
     assert_eq!(b.active_series(), 0);
-    assert!(b.restore(4, "api", &[9, b'{']).is_err());
+    assert!(b.state().unwrap().restore(4, "api", &[9, b'{']).is_err());
 }
 
 /// A recommender that has seen a day and a half of forecasts of three metrics, and its
@@ -375,7 +378,7 @@ fn seasoned() -> (Recommender, Vec<u8>) {
         }
     }
     let mut changes = Vec::new();
-    r.take_state_changes(&mut changes).unwrap();
+    r.state().unwrap().take_changes(&mut changes).unwrap();
     let bytes = changes.pop().and_then(|c| c.bytes).unwrap();
     (r, bytes)
 }
@@ -396,11 +399,11 @@ fn a_state_with_a_missing_bin_is_refused_not_indexed() {
     let mut b = Recommender::new(Policies::default());
     let encoded = crate::stage::snapshot::encode(&short).unwrap();
     assert!(matches!(
-        b.restore(0, "api", &encoded),
+        b.state().unwrap().restore(0, "api", &encoded),
         Err(RestoreError::Decode(e)) if e.contains("well formed")
     ));
     assert_eq!(b.active_series(), 0);
-    b.restore(0, "api", &bytes).unwrap();
+    b.state().unwrap().restore(0, "api", &bytes).unwrap();
     assert_eq!(b.active_series(), 1);
 }
 
@@ -418,7 +421,7 @@ proptest::proptest! {
             damaged[i] ^= 1 << bit;
         }
         let mut r = Recommender::new(Policies::default());
-        if r.restore(0, "api", &damaged).is_ok() {
+        if r.state().unwrap().restore(0, "api", &damaged).is_ok() {
             for i in 2_000..2_100i64 {
                 for metric in ["cpu_utilization", "memory_bytes", "replicas"] {
                     r.observe(&Insight::Forecast(forecast(metric, 0.5, i * 60_000)), 0);
@@ -431,4 +434,20 @@ proptest::proptest! {
 fn seasoned_once() -> &'static (Recommender, Vec<u8>) {
     static SEASONED: std::sync::OnceLock<(Recommender, Vec<u8>)> = std::sync::OnceLock::new();
     SEASONED.get_or_init(seasoned)
+}
+
+#[test]
+fn targets_past_the_limit_evict_the_least_recently_heard_of() {
+    let mut r = Recommender::with_max_targets(Policies::default(), 2);
+    for (i, target) in ["a", "b", "a", "c"].into_iter().enumerate() {
+        let mut f = forecast("cpu_utilization", 0.5, i as i64 * 60_000);
+        f.target = target.into();
+        r.observe(&Insight::Forecast(f), 0);
+    }
+    assert_eq!(r.active_series(), 2);
+    assert!(
+        r.targets.get("b").is_none(),
+        "b was heard of least recently"
+    );
+    assert!(r.counters().contains(&("targets_evicted", 1)));
 }

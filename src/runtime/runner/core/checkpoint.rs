@@ -90,6 +90,18 @@ impl Durability {
     }
 }
 
+/// The state of every key the core changed since the last call (see
+/// [`crate::stage::KeyedState::take_changes`]); nothing for a stateless core.
+pub(super) fn state_changes<S: Stage>(
+    stage: &mut S,
+    out: &mut Vec<StateChange>,
+) -> Result<(), UnencodableState> {
+    match stage.state() {
+        Some(state) => state.take_changes(out),
+        None => Ok(()),
+    }
+}
+
 /// A state that cannot be encoded stops the stage: a checkpoint without it would
 /// commit offsets past what the changelog holds.
 fn unencodable(e: UnencodableState) -> RuntimeError {
@@ -118,9 +130,7 @@ impl<S: Stage> Core<S> {
             let mut changes = Vec::new();
             if self.restorer.is_some() {
                 let started = Instant::now();
-                self.stage
-                    .take_state_changes(&mut changes)
-                    .map_err(unencodable)?;
+                state_changes(&mut self.stage, &mut changes).map_err(unencodable)?;
                 tracing::debug!(
                     stage = self.name,
                     keys = changes.len(),
@@ -260,9 +270,7 @@ impl<S: Stage> Core<S> {
         if self.restorer.is_none() {
             return Ok(());
         }
-        self.stage
-            .take_state_changes(&mut self.changes)
-            .map_err(unencodable)?;
+        state_changes(&mut self.stage, &mut self.changes).map_err(unencodable)?;
         let changes = std::mem::take(&mut self.changes);
         self.send_state(&changes)?;
         self.changes = changes;

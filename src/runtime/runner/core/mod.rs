@@ -435,7 +435,7 @@ impl<S: Stage> Core<S> {
             self.stats.restored(restored.restored, restored.unusable);
             // What was just read is the committed state, nothing to write back (and
             // nothing new that could fail to encode).
-            let _ = self.stage.take_state_changes(&mut self.changes);
+            let _ = checkpoint::state_changes(&mut self.stage, &mut self.changes);
             self.changes.clear();
         }
         self.stage.partitions_assigned(&parts);

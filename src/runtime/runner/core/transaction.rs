@@ -422,7 +422,7 @@ impl<S: Stage> Core<S> {
         if let Some(r) = &self.restorer {
             let stats = r.restore(&mut self.stage, &partitions);
             // What was just read is the committed state, nothing to write back.
-            let _ = self.stage.take_state_changes(&mut self.changes);
+            let _ = super::checkpoint::state_changes(&mut self.stage, &mut self.changes);
             self.changes.clear();
             if !stats.incomplete.is_empty() {
                 return Err(Rewind::Broker(KafkaError::MessageConsumption(
