@@ -163,22 +163,31 @@ pub async fn publish(
     Ok(())
 }
 
+/// What a timed core is: one of the pipeline's stages, writing where `perfpilot run`
+/// has it write, or a baseline (the sink, the relay) writing to a topic nothing reads
+/// in this run.
+#[derive(Debug, Clone, Copy)]
+pub enum Timed {
+    /// A stage of the pipeline.
+    Stage(StageKind),
+    /// A baseline, by name.
+    Baseline(&'static str),
+}
+
 /// Runs `core` from the beginning of the metrics topic with a fresh group until it has
 /// read `expected` events; times it from its first record.
 pub async fn time_stage<S: Stage>(
     core: S,
-    stage: &'static str,
+    timed: Timed,
     kafka: &KafkaOptions,
     topics: &Topics,
     expected: u64,
     timeout: Duration,
     delivery: Delivery,
 ) -> Result<StageThroughput, BenchError> {
-    // The relay writes to a topic nothing else reads in this run.
-    let output = match stage {
-        "detector" => topics.anomalies(),
-        "forecaster" => topics.forecasts(),
-        _ => topics.recommendations(),
+    let (stage, output) = match timed {
+        Timed::Stage(kind) => (kind.as_str(), kind.runner_config(topics, None).output_topic),
+        Timed::Baseline(name) => (name, topics.recommendations()),
     };
     let group = format!(
         "{}bench-{stage}-{}",
@@ -309,14 +318,17 @@ pub async fn run(
 ) -> Result<Vec<StageThroughput>, BenchError> {
     publish(kafka, topics, events, series).await?;
     let mut out = Vec::new();
-    out.push(time_stage(Sink, "sink", kafka, topics, events, timeout, delivery).await?);
-    out.push(time_stage(Relay, "relay", kafka, topics, events, timeout, delivery).await?);
+    let (sink, relay) = (Timed::Baseline("sink"), Timed::Baseline("relay"));
+    out.push(time_stage(Sink, sink, kafka, topics, events, timeout, delivery).await?);
+    out.push(time_stage(Relay, relay, kafka, topics, events, timeout, delivery).await?);
     let det =
         Detector::new(config.detector.clone()).map_err(|e| BenchError::Kafka(e.to_string()))?;
-    out.push(time_stage(det, "detector", kafka, topics, events, timeout, delivery).await?);
+    let timed = Timed::Stage(StageKind::Detector);
+    out.push(time_stage(det, timed, kafka, topics, events, timeout, delivery).await?);
     let fc =
         Forecaster::new(config.forecaster.clone()).map_err(|e| BenchError::Kafka(e.to_string()))?;
-    out.push(time_stage(fc, "forecaster", kafka, topics, events, timeout, delivery).await?);
+    let timed = Timed::Stage(StageKind::Forecaster);
+    out.push(time_stage(fc, timed, kafka, topics, events, timeout, delivery).await?);
     if let Some(topics) = pipeline_topics {
         publish(kafka, topics, events, series).await?;
         out.push(time_pipeline(config, kafka, topics, events, timeout, delivery).await?);

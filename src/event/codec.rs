@@ -62,44 +62,92 @@ pub trait AvroRecord: Serialize + DeserializeOwned + Sized {
     }
 }
 
-macro_rules! avro_record {
-    ($ty:ty, $name:literal $(, read = $reader:path)?) => {
-        impl AvroRecord for $ty {
-            $(
-                fn read_body(body: &[u8]) -> Option<Result<Self, String>> {
-                    Some($reader(body))
+/// The record types, listed once: this drives each one's codec (`AvroRecord`, with the
+/// schema of the same name under `schemas/`), [`AnyRecord`] and its decoding by
+/// fingerprint, and the names in errors.
+macro_rules! records {
+    ($( $(#[$doc:meta])* $ty:ident $(read = $reader:path)? ),* $(,)?) => {
+        $(
+            impl AvroRecord for $ty {
+                $(
+                    fn read_body(body: &[u8]) -> Option<Result<Self, String>> {
+                        Some($reader(body))
+                    }
+                )?
+                const NAME: &'static str = stringify!($ty);
+                const SCHEMA_JSON: &'static str = include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/schemas/",
+                    stringify!($ty),
+                    ".avsc"
+                ));
+                fn schema_info() -> &'static SchemaInfo {
+                    static INFO: OnceLock<SchemaInfo> = OnceLock::new();
+                    INFO.get_or_init(|| {
+                        // The schema is part of the binary, not input: a parse failure
+                        // is a build defect, caught by the schema tests before anything
+                        // ships.
+                        SchemaInfo::parse(stringify!($ty), Self::SCHEMA_JSON)
+                            .expect("embedded schema parses (checked by tests/schemas.rs)") // ok: compile-time constant
+                    })
                 }
-            )?
-            const NAME: &'static str = $name;
-            const SCHEMA_JSON: &'static str = include_str!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/schemas/",
-                $name,
-                ".avsc"
-            ));
-            fn schema_info() -> &'static SchemaInfo {
-                static INFO: OnceLock<SchemaInfo> = OnceLock::new();
-                INFO.get_or_init(|| {
-                    // The schema is part of the binary, not input: a parse failure is a
-                    // build defect, caught by the schema tests before anything ships.
-                    SchemaInfo::parse($name, Self::SCHEMA_JSON)
-                        .expect("embedded schema parses (checked by tests/schemas.rs)") // ok: compile-time constant
-                })
+            }
+        )*
+
+        /// The name of the record type whose schema has this fingerprint.
+        fn record_name_of(fingerprint: u64) -> Option<&'static str> {
+            $(
+                if fingerprint == $ty::schema_info().fingerprint {
+                    return Some($ty::NAME);
+                }
+            )*
+            None
+        }
+
+        /// Any perfpilot record, told apart by its fingerprint. Used by `tail` and by
+        /// stages that read more than one record type.
+        #[derive(Debug, Clone, PartialEq, Serialize)]
+        #[serde(tag = "type")]
+        pub enum AnyRecord {
+            $( $(#[$doc])* $ty($ty), )*
+        }
+
+        impl AnyRecord {
+            /// Decodes any perfpilot record.
+            pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+                let (fp, body) = split_header(bytes)?;
+                $(
+                    if fp == $ty::schema_info().fingerprint {
+                        return decode_body(body).map(AnyRecord::$ty);
+                    }
+                )*
+                Err(DecodeError::UnknownFingerprint { fingerprint: fp })
+            }
+
+            /// Its record type's name.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $( AnyRecord::$ty(_) => $ty::NAME, )*
+                }
             }
         }
     };
 }
 
-avro_record!(
-    MetricEvent,
-    "MetricEvent",
-    read = super::binary::read_metric_event
+records!(
+    /// A metric event.
+    MetricEvent read = super::binary::read_metric_event,
+    /// An anomaly.
+    Anomaly,
+    /// A forecast.
+    Forecast,
+    /// A recommendation.
+    Recommendation,
+    /// A decision.
+    Decision,
+    /// A dead letter.
+    DeadLetter,
 );
-avro_record!(Anomaly, "Anomaly");
-avro_record!(Forecast, "Forecast");
-avro_record!(Recommendation, "Recommendation");
-avro_record!(Decision, "Decision");
-avro_record!(DeadLetter, "DeadLetter");
 
 /// Why a record could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -250,61 +298,6 @@ pub fn decode<T: AvroRecord>(bytes: &[u8]) -> Result<T, DecodeError> {
         });
     }
     decode_body(body)
-}
-
-fn record_name_of(fingerprint: u64) -> Option<&'static str> {
-    [
-        MetricEvent::schema_info(),
-        Anomaly::schema_info(),
-        Forecast::schema_info(),
-        Recommendation::schema_info(),
-        Decision::schema_info(),
-        DeadLetter::schema_info(),
-    ]
-    .into_iter()
-    .find(|i| i.fingerprint == fingerprint)
-    .map(|i| i.name)
-}
-
-/// Any perfpilot record, told apart by its fingerprint. Used by `tail` and by stages
-/// that read more than one record type.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type")]
-pub enum AnyRecord {
-    /// A metric event.
-    MetricEvent(MetricEvent),
-    /// An anomaly.
-    Anomaly(Anomaly),
-    /// A forecast.
-    Forecast(Forecast),
-    /// A recommendation.
-    Recommendation(Recommendation),
-    /// A decision.
-    Decision(Decision),
-    /// A dead letter.
-    DeadLetter(DeadLetter),
-}
-
-impl AnyRecord {
-    /// Decodes any perfpilot record.
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (fp, body) = split_header(bytes)?;
-        if fp == MetricEvent::schema_info().fingerprint {
-            decode_body(body).map(AnyRecord::MetricEvent)
-        } else if fp == Anomaly::schema_info().fingerprint {
-            decode_body(body).map(AnyRecord::Anomaly)
-        } else if fp == Forecast::schema_info().fingerprint {
-            decode_body(body).map(AnyRecord::Forecast)
-        } else if fp == Recommendation::schema_info().fingerprint {
-            decode_body(body).map(AnyRecord::Recommendation)
-        } else if fp == Decision::schema_info().fingerprint {
-            decode_body(body).map(AnyRecord::Decision)
-        } else if fp == DeadLetter::schema_info().fingerprint {
-            decode_body(body).map(AnyRecord::DeadLetter)
-        } else {
-            Err(DecodeError::UnknownFingerprint { fingerprint: fp })
-        }
-    }
 }
 
 #[cfg(test)]

@@ -120,7 +120,7 @@ impl StageInput for Insight {
                 reason: "wrong_record_type",
                 detail: format!(
                     "expected an Anomaly or a Forecast record, found {}",
-                    any_name(&other)
+                    other.name()
                 ),
             }),
         }
@@ -131,17 +131,6 @@ impl StageInput for Insight {
             Insight::Anomaly(a) => a.timestamp_ms,
             Insight::Forecast(f) => f.generated_at_ms,
         }
-    }
-}
-
-fn any_name(r: &AnyRecord) -> &'static str {
-    match r {
-        AnyRecord::MetricEvent(_) => MetricEvent::NAME,
-        AnyRecord::Anomaly(_) => Anomaly::NAME,
-        AnyRecord::Forecast(_) => Forecast::NAME,
-        AnyRecord::Recommendation(_) => Recommendation::NAME,
-        AnyRecord::Decision(_) => Decision::NAME,
-        AnyRecord::DeadLetter(_) => crate::event::DeadLetter::NAME,
     }
 }
 
