@@ -142,7 +142,16 @@ pub(super) fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         );
         (Comparison::new(args.days, args.seed, config)?, false)
     };
-    let outcomes = comparison.run()?;
+    // A bar in simulated minutes, on stderr, drawn only on a terminal.
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("simulating {bar:40} {percent}% {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let outcomes = comparison.run_with_progress(&mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
     if let Some(path) = &args.plot {
         let names: Vec<&str> = comparison.specs.iter().map(|s| s.name.as_str()).collect();
         let spec = match &args.plot_service {

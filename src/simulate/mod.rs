@@ -124,6 +124,18 @@ pub fn run_policy(
     span: Span,
     seed: u64,
 ) -> Outcome {
+    run_policy_with(policy, specs, span, seed, &mut |_| {})
+}
+
+/// [`run_policy`], calling `minute_done` after each simulated minute (with the minute's
+/// index), for a progress bar.
+pub fn run_policy_with(
+    policy: &mut dyn Autoscaler,
+    specs: &[ServiceSpec],
+    span: Span,
+    seed: u64,
+    minute_done: &mut dyn FnMut(i64),
+) -> Outcome {
     let mut services: Vec<Service> = specs
         .iter()
         .enumerate()
@@ -172,6 +184,7 @@ pub fn run_policy(
             }
             last.insert(name, (now, direction));
         }
+        minute_done(minute);
     }
     out
 }
@@ -225,19 +238,36 @@ impl Comparison {
 
     /// Runs the three policies on the same load.
     pub fn run(&self) -> Result<Vec<Outcome>, ConfigError> {
+        self.run_with_progress(&mut |_, _| {})
+    }
+
+    /// [`Comparison::run`], calling `progress(done, total)` in simulated service-minutes
+    /// of all three policies as it goes (a long trace takes minutes).
+    pub fn run_with_progress(
+        &self,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Vec<Outcome>, ConfigError> {
         let (specs, span, seed) = (&self.specs, self.span, self.seed);
         let goal = self.config.policies.defaults().utilization_goal;
+        let per_policy = span.minutes.max(0) as u64;
+        let total = 3 * per_policy;
         let mut perfpilot = Perfpilot::new(&self.config)?;
-        let mut out = vec![
-            run_policy(&mut perfpilot, specs, span, seed),
-            run_policy(&mut Hpa::new(goal), specs, span, seed),
-            run_policy(
-                &mut Static::new(specs, span.start_ms, span.minutes, goal),
-                specs,
-                span,
-                seed,
-            ),
-        ];
+        // Reported every simulated hour: the bar is cheap, not free.
+        let mut report = |offset: u64, m: i64| {
+            if m % 60 == 59 || m as u64 + 1 == per_policy {
+                progress(offset + m as u64 + 1, total)
+            }
+        };
+        let perfpilot_run =
+            run_policy_with(&mut perfpilot, specs, span, seed, &mut |m| report(0, m));
+        let hpa_run = run_policy_with(&mut Hpa::new(goal), specs, span, seed, &mut |m| {
+            report(per_policy, m)
+        });
+        let mut fixed = Static::new(specs, span.start_ms, span.minutes, goal);
+        let static_run = run_policy_with(&mut fixed, specs, span, seed, &mut |m| {
+            report(2 * per_policy, m)
+        });
+        let mut out = vec![perfpilot_run, hpa_run, static_run];
         let by = |counts: Vec<String>| {
             if counts.is_empty() {
                 "none".to_string()
@@ -361,5 +391,19 @@ mod tests {
         );
         assert_eq!(stat.changes, 3, "static sets each service once");
         assert_eq!(pp.minutes, 4 * 1440 * 3);
+    }
+
+    #[test]
+    fn progress_is_reported_hourly_in_order_and_ends_at_the_total() {
+        let c = Comparison::new(1, 3, None).unwrap();
+        let mut seen = Vec::new();
+        let outcomes = c
+            .run_with_progress(&mut |done, total| seen.push((done, total)))
+            .unwrap();
+        assert_eq!(outcomes.len(), 3);
+        // Three policies, one day each, one report per simulated hour.
+        assert_eq!(seen.len(), 3 * 24);
+        assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "not in order");
+        assert_eq!(seen.last(), Some(&(3 * 1440, 3 * 1440)));
     }
 }
