@@ -775,3 +775,38 @@ fn pools_past_the_limit_evict_the_least_recent_but_never_one_holding_recommendat
         "the evicted pool's changelog entry is a tombstone"
     );
 }
+
+#[test]
+fn a_scale_in_soon_after_a_scale_out_is_held_whichever_recommender_proposes_it() {
+    let p = policies(
+        TargetPolicy {
+            cooldown_secs: 0,
+            max_scale_in_step: 10,
+            ..TargetPolicy::default()
+        },
+        None,
+    );
+    let ds = run_with(
+        CoordinatorConfig::default(),
+        p,
+        vec![
+            with(rec("out", "t", ScaleOut, 4.0, 8.0, 0), |r| {
+                r.recommender = "forecast-replicas".into()
+            }),
+            with(rec("in", "t", ScaleIn, 8.0, 5.0, 120_000), |r| {
+                r.recommender = "usage".into()
+            }),
+        ],
+    );
+    let get = |id: &str| ds.iter().find(|d| d.recommendation_id == id).unwrap();
+    assert_eq!(get("out").verdict, Approved, "{}", get("out").reason);
+    // HPA's scale-down stabilization, for the whole target: another recommender's
+    // scale-in two minutes after the scale-out is a flip-flop and is held.
+    let held = get("in");
+    assert_eq!(
+        (held.verdict, held.rule.as_str()),
+        (Deferred, "stabilization"),
+        "{}",
+        held.reason
+    );
+}
