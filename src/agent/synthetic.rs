@@ -76,8 +76,10 @@ pub struct SyntheticFleet {
     rng: SmallRng,
 }
 
-/// The metrics every service reports.
-pub const SERVICE_METRICS: [&str; 3] = ["cpu_utilization", "latency_p99_ms", "replicas"];
+/// The metrics every service reports, in the order it reports them each tick: its
+/// capacity first, then the load it carries (so a scale change is known before its
+/// effect is scored, see `explained_after_scaling_secs`).
+pub const SERVICE_METRICS: [&str; 3] = ["replicas", "cpu_utilization", "latency_p99_ms"];
 
 impl SyntheticFleet {
     /// An empty fleet whose first tick is at `start_ms`, one tick every `step_ms`, with a
@@ -250,9 +252,9 @@ impl SyntheticFleet {
                 value,
                 unit: unit.into(),
             };
+            out.push(mk("replicas", f64::from(s.replicas), "count"));
             out.push(mk("cpu_utilization", util, "ratio"));
             out.push(mk("latency_p99_ms", latency.max(0.0), "ms"));
-            out.push(mk("replicas", f64::from(s.replicas), "count"));
         }
         for h in 0..self.background {
             let cycle = (2.0 * std::f64::consts::PI * ((tick + h as u64 * 7) as f64) / day).sin();

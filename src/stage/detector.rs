@@ -2,6 +2,7 @@
 //! complementary detectors combined into one score, one anomaly per incident episode.
 //! See `analytics::detect` for the detectors and the meaning of the score.
 
+use super::scaling::ScalingLog;
 use super::series_table::SeriesTable;
 use super::snapshot::Partitioned;
 use super::KeyedState;
@@ -53,6 +54,14 @@ pub struct DetectorConfig {
     /// Metrics not scored at all (for example `replicas`, which perfpilot's own
     /// decisions change). Default none.
     pub ignore_metrics: Vec<String>,
+    /// Metrics that are a target's capacity. A change of one explains what follows on
+    /// the same target (see `explained_after_scaling_secs`). Default `["replicas"]`.
+    pub capacity_metrics: Vec<String>,
+    /// For this long after a target's capacity changed, a level change of its other
+    /// metrics the way the change moves them (down after a scale-out, up after a
+    /// scale-in) is the change's effect: counted as `explained_by_scaling`, not reported
+    /// as an anomaly. 0 reports everything. Default 900 s.
+    pub explained_after_scaling_secs: u64,
 }
 
 impl Default for DetectorConfig {
@@ -73,6 +82,8 @@ impl Default for DetectorConfig {
             alpha: p.model.alpha,
             beta: p.model.beta,
             ignore_metrics: Vec::new(),
+            capacity_metrics: vec!["replicas".into()],
+            explained_after_scaling_secs: 900,
         }
     }
 }
@@ -193,6 +204,8 @@ pub struct DetectorCounters {
     pub suppressed: u64,
     /// Points of metrics listed in `ignore_metrics`.
     pub ignored: u64,
+    /// Episodes that opened as the effect of a capacity change and were not reported.
+    pub explained: u64,
 }
 
 /// What the detector made of one event.
@@ -220,6 +233,7 @@ pub struct Detector {
     cfg: DetectorConfig,
     params: DetectParams,
     series: SeriesTable<SeriesState>,
+    scaling: ScalingLog,
     counters: DetectorCounters,
 }
 
@@ -230,6 +244,10 @@ impl Detector {
         Ok(Detector {
             params: cfg.params(),
             series: SeriesTable::new(cfg.max_series, (cfg.series_ttl_secs * 1000) as i64),
+            scaling: ScalingLog::new(
+                cfg.max_series,
+                (cfg.explained_after_scaling_secs.min(i64::MAX as u64 / 1000) * 1000) as i64,
+            ),
             cfg,
             counters: DetectorCounters::default(),
         })
@@ -251,8 +269,13 @@ impl Detector {
             cfg,
             params,
             series,
+            scaling,
             counters,
         } = self;
+        let capacity = cfg.capacity_metrics.contains(&e.metric);
+        if capacity {
+            scaling.observe(&e.target, partition, e.timestamp_ms, e.value);
+        }
         if cfg.ignore_metrics.contains(&e.metric) {
             counters.ignored += 1;
             return Scored::default();
@@ -327,6 +350,20 @@ impl Detector {
         state.burst = 1;
         if p.z.abs() > state.episode_peak_z.abs() {
             state.episode_peak_z = p.z;
+        }
+        let direction = if e.value >= p.expected {
+            Direction::Up
+        } else {
+            Direction::Down
+        };
+        if !capacity && scaling.explains(&e.target, e.timestamp_ms, direction) {
+            // The target's own capacity change did this; the episode stays open, so its
+            // aftermath is not reported either.
+            counters.explained += 1;
+            return Scored {
+                point: Some(p),
+                anomaly: None,
+            };
         }
         Scored {
             point: Some(p),
@@ -405,6 +442,7 @@ impl Stage for Detector {
 
     fn partitions_revoked(&mut self, partitions: &[i32]) {
         self.series.drop_partitions(partitions);
+        self.scaling.drop_partitions(partitions);
     }
 
     fn active_series(&self) -> usize {
@@ -425,6 +463,7 @@ impl Stage for Detector {
             ("series_evicted", self.series.evicted()),
             ("suppressed_in_episode", c.suppressed),
             ("ignored_metric", c.ignored),
+            ("explained_by_scaling", c.explained),
         ]
     }
 }
@@ -738,5 +777,51 @@ mod snapshot_tests {
             Err(RestoreError::Decode(_))
         ));
         assert_eq!(d.active_series(), 0);
+    }
+
+    #[test]
+    fn a_level_change_right_after_a_scale_out_is_its_effect_not_an_incident() {
+        let run = |explain_secs: u64| {
+            let mut d = Detector::new(DetectorConfig {
+                explained_after_scaling_secs: explain_secs,
+                ..DetectorConfig::default()
+            })
+            .unwrap();
+            let mut anomalies = Vec::new();
+            for i in 0..400i64 {
+                let ts = i * 60_000;
+                let replicas = if i < 200 { 4.0 } else { 8.0 };
+                // Twice the replicas halve the latency (after a minute of start-up); at
+                // minute 320 a real incident: latency triples.
+                let mut latency = if i < 201 { 100.0 } else { 50.0 };
+                if (370..375).contains(&i) {
+                    latency *= 3.0;
+                }
+                let mut r = ev(ts, replicas);
+                r.metric = "replicas".into();
+                anomalies.extend(d.observe(&r, 0));
+                // Deterministic pseudo-noise in [-1, 1].
+                let noise = ((i * 7919 % 101) as f64 / 50.0) - 1.0;
+                anomalies.extend(d.observe(&ev(ts, latency + noise), 0));
+            }
+            (anomalies, d.detector_counters().explained)
+        };
+        let (reported, explained) = run(900);
+        let latency: Vec<i64> = reported
+            .iter()
+            .filter(|a| a.metric != "replicas")
+            .map(|a| a.timestamp_ms / 60_000)
+            .collect();
+        assert_eq!(explained, 1, "the drop after the scale-out is explained");
+        assert_eq!(latency, vec![370], "only the real incident is reported");
+        // Without the knowledge, the drop is reported as an incident.
+        let (reported, explained) = run(0);
+        assert_eq!(explained, 0);
+        assert!(
+            reported
+                .iter()
+                .any(|a| a.metric != "replicas" && (201..215).contains(&(a.timestamp_ms / 60_000))),
+            "the control run should report the drop: {reported:?}"
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod detector;
 pub mod forecaster;
 pub mod keyed;
 pub mod recommender;
+pub mod scaling;
 pub mod series_table;
 pub mod snapshot;
 
