@@ -7,7 +7,9 @@
 //! forecaster, and [`KeyedMap`] (per target or pool, bounded, least recently used key
 //! evicted when full) for the recommender and the coordinator.
 
-use super::snapshot::{decode, encode, encode_change, Partitioned, RestoreError, UnencodableState};
+use super::snapshot::{
+    decode_partitioned, encode, encode_change, Partitioned, RestoreError, UnencodableState,
+};
 use super::StateChange;
 use hashbrown::{HashMap, HashSet};
 use serde::{de::DeserializeOwned, Serialize};
@@ -194,13 +196,7 @@ where
     }
 
     fn restore(&mut self, partition: i32, key: &str, bytes: &[u8]) -> Result<(), RestoreError> {
-        let mut state: T = decode(bytes)?;
-        if !state.well_formed() {
-            return Err(RestoreError::Decode(
-                "the state decodes but is not well formed (lengths or indices out of range)".into(),
-            ));
-        }
-        state.set_partition(partition);
+        let state: T = decode_partitioned(partition, bytes)?;
         self.uses += 1;
         if !self.map.contains_key(key) && self.map.len() >= self.max_keys {
             self.evict_least_recent();

@@ -17,7 +17,7 @@
 //! foldhash, several times cheaper than SipHash on short keys; its seed is random per
 //! process, so crafted keys cannot be aimed at one bucket chain ahead of time.
 
-use super::snapshot::{decode, encode, Partitioned, RestoreError};
+use super::snapshot::{decode_partitioned, encode, Partitioned, RestoreError};
 use crate::event::Labels;
 use hashbrown::hash_map::EntryRef;
 use hashbrown::HashMap;
@@ -246,14 +246,7 @@ impl<S: Partitioned> SeriesTable<S> {
         if self.map.len() >= self.max && !self.map.contains_key(key) {
             return Err(RestoreError::Full { max: self.max });
         }
-        let mut state: S = decode(bytes)?;
-        if !state.well_formed() {
-            return Err(RestoreError::Decode(
-                "the state decodes but is not well formed (lengths, times or indices out of range)"
-                    .into(),
-            ));
-        }
-        state.set_partition(partition);
+        let state: S = decode_partitioned(partition, bytes)?;
         // A restored series counts as seen now: it gets a full TTL to show up again.
         let newest = newest_of(&self.newest_by_partition, partition);
         let seen_ms = if newest == i64::MIN { RESTORED } else { newest };
@@ -435,7 +428,9 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!((out[0].partition, out[1].partition), (0, 2));
         assert_eq!(
-            decode::<Count>(out[0].bytes.as_deref().unwrap()).unwrap().n,
+            super::super::snapshot::decode::<Count>(out[0].bytes.as_deref().unwrap())
+                .unwrap()
+                .n,
             1
         );
         // Nothing changed since: nothing to write.

@@ -99,6 +99,23 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RestoreError> {
     }
 }
 
+/// Decodes one key's state restored from `partition` of the changelog: decodable, well
+/// formed (see [`Partitioned::well_formed`]), and told its partition.
+pub fn decode_partitioned<T: DeserializeOwned + Partitioned>(
+    partition: i32,
+    bytes: &[u8],
+) -> Result<T, RestoreError> {
+    let mut state: T = decode(bytes)?;
+    if !state.well_formed() {
+        return Err(RestoreError::Decode(
+            "the state decodes but is not well formed (lengths, times or indices out of range)"
+                .into(),
+        ));
+    }
+    state.set_partition(partition);
+    Ok(state)
+}
+
 /// Per-key state that remembers the partition its key came from.
 pub trait Partitioned {
     /// The partition of the key.
