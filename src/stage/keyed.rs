@@ -244,23 +244,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Deserialize;
 
-    #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
-    struct Count {
-        n: u32,
-        #[serde(skip)]
-        partition: i32,
-    }
-
-    impl Partitioned for Count {
-        fn partition(&self) -> i32 {
-            self.partition
-        }
-        fn set_partition(&mut self, partition: i32) {
-            self.partition = partition;
-        }
-    }
+    use crate::stage::snapshot::TestCount as Count;
 
     fn keys(changes: &[StateChange]) -> Vec<(String, bool)> {
         let mut v: Vec<(String, bool)> = changes

@@ -347,21 +347,7 @@ mod tests {
     use super::*;
     use crate::event::Labels;
 
-    #[derive(Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
-    struct Count {
-        n: u32,
-        #[serde(skip)]
-        partition: i32,
-    }
-
-    impl Partitioned for Count {
-        fn partition(&self) -> i32 {
-            self.partition
-        }
-        fn set_partition(&mut self, partition: i32) {
-            self.partition = partition;
-        }
-    }
+    use crate::stage::snapshot::TestCount as Count;
 
     #[test]
     fn one_state_per_series_bounded_and_per_partition() {

@@ -116,6 +116,25 @@ pub fn decode_partitioned<T: DeserializeOwned + Partitioned>(
     Ok(state)
 }
 
+/// A minimal per-key state for the tests of the state tables.
+#[cfg(test)]
+#[derive(Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+pub(crate) struct TestCount {
+    pub n: u32,
+    #[serde(skip)]
+    pub partition: i32,
+}
+
+#[cfg(test)]
+impl Partitioned for TestCount {
+    fn partition(&self) -> i32 {
+        self.partition
+    }
+    fn set_partition(&mut self, partition: i32) {
+        self.partition = partition;
+    }
+}
+
 /// Per-key state that remembers the partition its key came from.
 pub trait Partitioned {
     /// The partition of the key.
