@@ -408,8 +408,9 @@ fn approved_values_are_limited_and_explained() {
     assert!(a.reason.contains("granted 1 of 2"), "{}", a.reason);
 }
 
-#[test]
-fn stabilization_settles_a_scale_in_at_the_highest_recent_proposal() {
+/// Runs `recs` with no cooldown and room for large removals, so only stabilization holds
+/// a scale-in back.
+fn run_for_stabilization(recs: Vec<Recommendation>) -> Vec<Decision> {
     let p = policies(
         TargetPolicy {
             cooldown_secs: 0,
@@ -418,14 +419,15 @@ fn stabilization_settles_a_scale_in_at_the_highest_recent_proposal() {
         },
         None,
     );
-    let ds = run_with(
-        CoordinatorConfig::default(),
-        p,
-        vec![
-            rec("a", "t", ScaleIn, 8.0, 6.0, 0),
-            rec("b", "t", ScaleIn, 6.0, 3.0, 120_000),
-        ],
-    );
+    run_with(CoordinatorConfig::default(), p, recs)
+}
+
+#[test]
+fn stabilization_settles_a_scale_in_at_the_highest_recent_proposal() {
+    let ds = run_for_stabilization(vec![
+        rec("a", "t", ScaleIn, 8.0, 6.0, 0),
+        rec("b", "t", ScaleIn, 6.0, 3.0, 120_000),
+    ]);
     let b = ds.iter().find(|d| d.recommendation_id == "b").unwrap();
     // "a" (8 → 6) was approved; 120 s later 3 is proposed, but 6 was proposed within
     // the 300 s stabilization window: nothing to do below 6 → deferred.
@@ -778,26 +780,14 @@ fn pools_past_the_limit_evict_the_least_recent_but_never_one_holding_recommendat
 
 #[test]
 fn a_scale_in_soon_after_a_scale_out_is_held_whichever_recommender_proposes_it() {
-    let p = policies(
-        TargetPolicy {
-            cooldown_secs: 0,
-            max_scale_in_step: 10,
-            ..TargetPolicy::default()
-        },
-        None,
-    );
-    let ds = run_with(
-        CoordinatorConfig::default(),
-        p,
-        vec![
-            with(rec("out", "t", ScaleOut, 4.0, 8.0, 0), |r| {
-                r.recommender = "forecast-replicas".into()
-            }),
-            with(rec("in", "t", ScaleIn, 8.0, 5.0, 120_000), |r| {
-                r.recommender = "usage".into()
-            }),
-        ],
-    );
+    let ds = run_for_stabilization(vec![
+        with(rec("out", "t", ScaleOut, 4.0, 8.0, 0), |r| {
+            r.recommender = "forecast-replicas".into()
+        }),
+        with(rec("in", "t", ScaleIn, 8.0, 5.0, 120_000), |r| {
+            r.recommender = "usage".into()
+        }),
+    ]);
     let get = |id: &str| ds.iter().find(|d| d.recommendation_id == id).unwrap();
     assert_eq!(get("out").verdict, Approved, "{}", get("out").reason);
     // HPA's scale-down stabilization, for the whole target: another recommender's
