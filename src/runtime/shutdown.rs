@@ -1,12 +1,15 @@
 //! A shutdown signal shared by every task of a process: SIGINT/SIGTERM or a caller.
 
+use std::time::Instant;
 use tokio::sync::watch;
 
-/// Cloneable handle: `trigger` once, and every `wait` returns.
+/// Cloneable handle: `trigger` once, and every `wait` returns. It remembers when it was
+/// first triggered, so blocking calls made while stopping can keep to what is left of
+/// the shutdown deadline.
 #[derive(Debug, Clone)]
 pub struct Shutdown {
-    tx: std::sync::Arc<watch::Sender<bool>>,
-    rx: watch::Receiver<bool>,
+    tx: std::sync::Arc<watch::Sender<Option<Instant>>>,
+    rx: watch::Receiver<Option<Instant>>,
 }
 
 impl Default for Shutdown {
@@ -18,20 +21,31 @@ impl Default for Shutdown {
 impl Shutdown {
     /// A fresh, untriggered signal.
     pub fn new() -> Self {
-        let (tx, rx) = watch::channel(false);
+        let (tx, rx) = watch::channel(None);
         Shutdown {
             tx: std::sync::Arc::new(tx),
             rx,
         }
     }
 
-    /// Asks every holder to stop.
+    /// Asks every holder to stop. Triggering again keeps the first time.
     pub fn trigger(&self) {
-        self.tx.send_replace(true);
+        self.tx.send_if_modified(|at| {
+            if at.is_some() {
+                return false;
+            }
+            *at = Some(Instant::now());
+            true
+        });
     }
 
     /// True once triggered.
     pub fn is_triggered(&self) -> bool {
+        self.rx.borrow().is_some()
+    }
+
+    /// When the stop was first asked for, if it was.
+    pub fn triggered_at(&self) -> Option<Instant> {
         *self.rx.borrow()
     }
 
@@ -39,7 +53,7 @@ impl Shutdown {
     pub async fn wait(&self) {
         let mut rx = self.rx.clone();
         // An error means every sender is gone, which cannot happen while `self` holds one.
-        let _ = rx.wait_for(|v| *v).await;
+        let _ = rx.wait_for(Option::is_some).await;
     }
 
     /// Makes a stop certain: once triggered, a process still running after `grace` is
@@ -50,7 +64,7 @@ impl Shutdown {
         let rx = self.rx.clone();
         tokio::spawn(async move {
             let mut rx = rx;
-            let _ = rx.wait_for(|v| *v).await;
+            let _ = rx.wait_for(Option::is_some).await;
             let spawned = std::thread::Builder::new()
                 .name("shutdown-watchdog".into())
                 .spawn(move || {
@@ -88,5 +102,29 @@ impl Shutdown {
             let _ = tokio::signal::ctrl_c().await;
         }
         self.trigger();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_trigger_is_remembered() {
+        let s = Shutdown::new();
+        assert!(!s.is_triggered());
+        assert_eq!(s.triggered_at(), None);
+        let before = Instant::now();
+        s.trigger();
+        let first = s.triggered_at();
+        assert!(first.is_some_and(|t| t >= before));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        s.clone().trigger();
+        assert_eq!(
+            s.triggered_at(),
+            first,
+            "a second trigger keeps the first time"
+        );
+        assert!(s.clone().is_triggered());
     }
 }

@@ -31,8 +31,32 @@ const RECOVERY_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Longest the offsets and the commit of a transaction may block the loop each. A
 /// commit that times out is retried by the recovery ([`Step::Commit`]), so this only
-/// bounds how long a stage is deaf (to SIGTERM, too) while the broker is away.
+/// bounds how long a stage is deaf (to SIGTERM, too) while the broker is away. Once the
+/// stage is stopping, every transactional call keeps to what is left of the shutdown
+/// deadline instead (see [`stop_bounded`]).
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Least time a transactional call gets once the stop's deadline has passed: enough
+/// for a broker that answers, short enough that the stop keeps within the watchdog's
+/// margin when none does.
+const STOPPING_CALL_MIN: Duration = Duration::from_millis(500);
+
+/// A call's timeout: `normal` while running; once a stop was asked for at `stop_at`,
+/// what is left of `deadline` after it, but at least [`STOPPING_CALL_MIN`].
+fn stop_bounded(
+    normal: Duration,
+    stop_at: Option<Instant>,
+    deadline: Duration,
+    now: Instant,
+) -> Duration {
+    match stop_at {
+        Some(at) => {
+            let left = (at + deadline).saturating_duration_since(now);
+            normal.min(left.max(STOPPING_CALL_MIN))
+        }
+        None => normal,
+    }
+}
 
 /// Longest wait between two recovery attempts.
 const RECOVERY_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -159,7 +183,10 @@ impl<S: Stage> Core<S> {
         };
         // After a fatal error (the producer cannot go on) the next step is Renew.
         let outcome = match step {
-            Step::Commit => match self.producer.commit_transaction(RECOVERY_CALL_TIMEOUT) {
+            Step::Commit => match self
+                .producer
+                .commit_transaction(self.call_timeout(RECOVERY_CALL_TIMEOUT))
+            {
                 // Committed after all: nothing to throw away, reading resumes as it was.
                 Ok(()) => {
                     self.stats.committed();
@@ -171,7 +198,10 @@ impl<S: Stage> Core<S> {
                 Err(e) if retriable(&e) || conflicting(&e) => Err(e),
                 Err(_) => Ok(Step::Abort),
             },
-            Step::Abort => match self.producer.abort_transaction(RECOVERY_CALL_TIMEOUT) {
+            Step::Abort => match self
+                .producer
+                .abort_transaction(self.call_timeout(RECOVERY_CALL_TIMEOUT))
+            {
                 Ok(()) => Ok(Step::Rewind),
                 Err(e) if fatal(&e) => self.fatal_seen(e),
                 Err(e)
@@ -189,7 +219,10 @@ impl<S: Stage> Core<S> {
                 }
                 Err(e) => Err(e),
             },
-            Step::Init => match self.producer.init_transactions(RECOVERY_CALL_TIMEOUT) {
+            Step::Init => match self
+                .producer
+                .init_transactions(self.call_timeout(RECOVERY_CALL_TIMEOUT))
+            {
                 Ok(()) => Ok(Step::Rewind),
                 Err(e) if fatal(&e) => self.fatal_seen(e),
                 Err(e) => Err(e),
@@ -270,7 +303,7 @@ impl<S: Stage> Core<S> {
         let aborted = match r.step {
             Step::Commit | Step::Abort => self
                 .producer
-                .abort_transaction(RECOVERY_CALL_TIMEOUT)
+                .abort_transaction(self.call_timeout(RECOVERY_CALL_TIMEOUT))
                 .map_err(|e| e.to_string()),
             Step::Renew | Step::Init | Step::Rewind => Ok(()),
         };
@@ -285,6 +318,19 @@ impl<S: Stage> Core<S> {
                 r.cause
             ))),
         }
+    }
+
+    /// `normal`, or less once the stage is stopping: what is left of the shutdown
+    /// deadline, and at least [`STOPPING_CALL_MIN`]. A broker that does not answer then
+    /// cannot hold the stop past the watchdog (a commit that times out is aborted, its
+    /// inputs re-read by the next owner: nothing lost, nothing repeated).
+    fn call_timeout(&self, normal: Duration) -> Duration {
+        stop_bounded(
+            normal,
+            self.shutdown.triggered_at(),
+            self.cfg.shutdown_deadline,
+            Instant::now(),
+        )
     }
 
     /// Notes a fatal error of the producer: the next step makes a new one.
@@ -345,15 +391,17 @@ impl<S: Stage> Core<S> {
             Ok(())
         } else {
             match consumer.group_metadata() {
-                Some(cgm) => self
-                    .producer
-                    .send_offsets_to_transaction(&tpl, &cgm, COMMIT_TIMEOUT),
+                Some(cgm) => self.producer.send_offsets_to_transaction(
+                    &tpl,
+                    &cgm,
+                    self.call_timeout(COMMIT_TIMEOUT),
+                ),
                 None => Err(KafkaError::Rebalance(RDKafkaErrorCode::InvalidGroupId)),
             }
         };
         let result = offsets.map_err(|e| (e, false)).and_then(|()| {
             self.producer
-                .commit_transaction(COMMIT_TIMEOUT)
+                .commit_transaction(self.call_timeout(COMMIT_TIMEOUT))
                 .map_err(|e| (e, true))
         });
         self.stats
@@ -403,7 +451,7 @@ impl<S: Stage> Core<S> {
             let _ = tpl.add_partition(topic, *p);
         }
         let positions: Vec<(String, i32, Offset)> = consumer
-            .committed_offsets(tpl, RECOVERY_CALL_TIMEOUT)
+            .committed_offsets(tpl, self.call_timeout(RECOVERY_CALL_TIMEOUT))
             .map_err(Rewind::Broker)?
             .elements()
             .iter()
@@ -433,9 +481,39 @@ impl<S: Stage> Core<S> {
         self.offsets.rewound();
         for (topic, p, offset) in positions {
             consumer
-                .seek(&topic, p, offset, RECOVERY_CALL_TIMEOUT)
+                .seek(&topic, p, offset, self.call_timeout(RECOVERY_CALL_TIMEOUT))
                 .map_err(Rewind::Seek)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_keep_to_what_is_left_of_the_shutdown_deadline() {
+        let now = Instant::now();
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // (normal, asked to stop this long ago, deadline, expected timeout)
+        let cases = [
+            (s(10), None, s(10), s(10)),
+            (s(10), Some(s(0)), s(10), s(10)),
+            (s(10), Some(s(4)), s(10), s(6)),
+            (s(5), Some(s(2)), s(10), s(5)),
+            (s(10), Some(s(9)), s(10), s(1)),
+            (s(10), Some(s(30)), s(10), STOPPING_CALL_MIN),
+            (ms(100), Some(s(30)), s(10), ms(100)),
+        ];
+        for (normal, ago, deadline, want) in cases {
+            let stop_at = ago.map(|a| now - a);
+            assert_eq!(
+                stop_bounded(normal, stop_at, deadline, now),
+                want,
+                "normal {normal:?}, asked {ago:?} ago, deadline {deadline:?}"
+            );
+        }
     }
 }
