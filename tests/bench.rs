@@ -160,3 +160,57 @@ async fn latency_through_all_four_stages_times_every_decision_embedded() {
         "{l:?}"
     );
 }
+
+/// `bench peer` starts perfpilot's detector and the Kafka Streams peer
+/// (bench/peer-kafka-streams, built by scripts/peer-streams.sh with Maven) each as a
+/// process over the same events on real Kafka, and reports both: every event read by
+/// each, with a rate, a CPU cost and a peak memory.
+#[test]
+fn peer_bench_runs_both_applications_over_the_same_events() {
+    let Ok(bootstrap) = std::env::var(common::REAL_KAFKA_ENV) else {
+        eprintln!(
+            "SKIPPED peer_bench_runs_both_applications_over_the_same_events: needs real Kafka ({})",
+            common::REAL_KAFKA_ENV
+        );
+        return;
+    };
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(env!("CARGO_BIN_EXE_perfpilot"))
+        .current_dir(root)
+        .args(["bench", "peer", "--bootstrap-servers", &bootstrap])
+        .args([
+            "--topic-prefix",
+            &format!("peertest{}.", std::process::id()),
+        ])
+        .args(["--events", "20000", "--series", "200", "--partitions", "2"])
+        .args(["--processing-guarantee", "at-least-once,exactly-once"])
+        .args(["--timeout", "240s"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    eprintln!("{stdout}");
+    for guarantee in ["at-least-once", "exactly-once"] {
+        for app in ["perfpilot detector", "Kafka Streams peer"] {
+            let row = stdout
+                .lines()
+                .find(|l| l.starts_with(guarantee) && l.contains(app))
+                .unwrap_or_else(|| panic!("no {guarantee} row for {app}:\n{stdout}"));
+            let numbers: Vec<f64> = row
+                .split(app)
+                .nth(1)
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            assert_eq!(numbers.len(), 4, "{row}");
+            assert!(numbers.iter().all(|n| *n > 0.0), "{row}");
+        }
+    }
+    assert_eq!(
+        stdout.matches("× the events per CPU second").count(),
+        2,
+        "{stdout}"
+    );
+}

@@ -92,6 +92,46 @@ enum BenchCommand {
         #[arg(long, value_enum, default_value = "anomalies")]
         through: latency::Through,
     },
+    /// perfpilot's detector beside the same job written with Kafka Streams
+    /// (bench/peer-kafka-streams: a per-series EWMA z-score in a RocksDB store with its
+    /// changelog), each started as a process of its own over the same events: events/s,
+    /// events per CPU second and peak resident memory, per guarantee. Needs Java 17 and
+    /// Maven for the peer (built once by scripts/peer-streams.sh into a cache).
+    Peer {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Events to publish and read.
+        #[arg(long, default_value_t = 500_000)]
+        events: u64,
+        /// Series they belong to.
+        #[arg(long, default_value_t = 10_000)]
+        series: u64,
+        /// Partitions of the bench's topics.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// Longest an application may take to read everything.
+        #[arg(long, default_value = "600s", value_parser = super::parse_duration)]
+        timeout: Duration,
+        /// Delivery guarantees to measure (Kafka Streams: at_least_once, exactly_once_v2).
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "at-least-once,exactly-once"
+        )]
+        processing_guarantee: Vec<Guarantee>,
+        /// Commit interval of both applications (`--commit-interval`, Kafka Streams'
+        /// `commit.interval.ms`). Progress is read from their commits, so it is also the
+        /// measurement's resolution; each commit writes the state changed since the last.
+        #[arg(long, default_value = "1s", value_parser = super::parse_duration)]
+        commit_interval: Duration,
+        /// The peer's launcher: run as `bash SCRIPT run ARGS...`.
+        #[arg(long, default_value = "scripts/peer-streams.sh")]
+        peer_script: PathBuf,
+        /// The directory of perfpilot's .avsc files, which the peer reads.
+        #[arg(long, default_value = "schemas")]
+        schemas: PathBuf,
+    },
     /// Resident memory per active series of the detector and of the forecaster, each
     /// measured in a fresh process, at the given series counts.
     Memory {
@@ -111,6 +151,28 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     match args.what {
         BenchCommand::Memory { series, one } => memory_cmd(series, one),
+        BenchCommand::Peer {
+            kafka,
+            events,
+            series,
+            partitions,
+            timeout,
+            processing_guarantee,
+            commit_interval,
+            peer_script,
+            schemas,
+        } => {
+            let setup = PeerSetup {
+                events,
+                series,
+                partitions,
+                timeout,
+                commit_interval,
+                peer_script,
+                schemas,
+            };
+            peer_cmd(&kafka, &setup, &processing_guarantee).await
+        }
         BenchCommand::Latency {
             kafka,
             rate,
@@ -270,6 +332,134 @@ fn memory_cmd(series: Vec<usize>, one: Option<String>) -> anyhow::Result<ExitCod
             };
             let base_mb = base.parse::<f64>().unwrap_or(0.0) / 1e6;
             println!("{core:<10} {n:>10} {per:>16} {base_mb:>12.1}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `bench peer` runs with.
+struct PeerSetup {
+    events: u64,
+    series: u64,
+    partitions: i32,
+    timeout: Duration,
+    commit_interval: Duration,
+    peer_script: PathBuf,
+    schemas: PathBuf,
+}
+
+async fn peer_cmd(
+    kafka: &KafkaArgs,
+    setup: &PeerSetup,
+    guarantees: &[Guarantee],
+) -> anyhow::Result<ExitCode> {
+    use crate::bench::peer::{time_app, App, AppRun};
+    anyhow::ensure!(
+        setup.schemas.join("MetricEvent.avsc").is_file(),
+        "no MetricEvent.avsc in {} (--schemas: the repository's schemas/ directory)",
+        setup.schemas.display()
+    );
+    let built = std::process::Command::new("bash")
+        .arg(&setup.peer_script)
+        .arg("build")
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", setup.peer_script.display()))?;
+    anyhow::ensure!(
+        built.success(),
+        "{} build failed ({built}); it needs Java 17 and Maven",
+        setup.peer_script.display()
+    );
+    let exe = std::env::current_exe()?;
+    let logs = std::env::temp_dir();
+    println!(
+        "{} events of {} series on {} ({} partitions); each application in its own process, committing every {:?}, timed from its group's first assignment to its last commit",
+        setup.events, setup.series, kafka.bootstrap_servers, setup.partitions, setup.commit_interval
+    );
+    println!(
+        "\n{:<14} {:<20} {:>10} {:>14} {:>16} {:>14}",
+        "guarantee", "application", "events/s", "CPU s / 1M ev", "events / CPU s", "peak RSS MB"
+    );
+    for &guarantee in guarantees {
+        let (options, topics) = bench_topics(kafka, setup.partitions).await?;
+        throughput::publish(&options, &topics, setup.events, setup.series).await?;
+        let stamp = crate::runtime::now_ms();
+        let group = format!("{}peer-bench-perfpilot-{stamp}", topics.prefix);
+        let mut perfpilot = std::process::Command::new(&exe);
+        perfpilot
+            .args(["run", "detector", "--bootstrap-servers"])
+            .arg(&kafka.bootstrap_servers)
+            .args(["--topic-prefix", &topics.prefix, "--group-id", &group])
+            .args(["--processing-guarantee", guarantee.as_str()])
+            .arg("--commit-interval")
+            .arg(format!("{}ms", setup.commit_interval.as_millis()))
+            .args(["--metrics-addr", "127.0.0.1:0"]);
+        for (key, value) in &kafka.property {
+            perfpilot.arg("-X").arg(format!("{key}={value}"));
+        }
+        let app_id = format!("{}peer-bench-streams-{stamp}", topics.prefix);
+        let mut peer = std::process::Command::new("bash");
+        peer.arg(&setup.peer_script)
+            .arg("run")
+            .arg("--bootstrap-servers")
+            .arg(&kafka.bootstrap_servers)
+            .args([
+                "--input",
+                &topics.metrics(),
+                "--output",
+                &topics.anomalies(),
+            ])
+            .args(["--application-id", &app_id, "--commit-interval-ms"])
+            .arg(setup.commit_interval.as_millis().to_string())
+            .arg("--guarantee")
+            .arg(match guarantee {
+                Guarantee::AtLeastOnce => "at_least_once",
+                Guarantee::ExactlyOnce => "exactly_once_v2",
+            })
+            .arg("--schemas")
+            .arg(&setup.schemas)
+            .arg("--state-dir")
+            .arg(logs.join(format!("peer-bench-state-{stamp}")));
+        let apps = [
+            App {
+                name: "perfpilot detector",
+                command: perfpilot,
+                group,
+                log: logs.join(format!("peer-bench-perfpilot-{stamp}.log")),
+            },
+            App {
+                name: "Kafka Streams peer",
+                command: peer,
+                group: app_id,
+                log: logs.join(format!("peer-bench-streams-{stamp}.log")),
+            },
+        ];
+        let mut rows: Vec<AppRun> = Vec::new();
+        for app in apps {
+            let (options, metrics) = (options.clone(), topics.metrics());
+            let (partitions, events, timeout) = (setup.partitions, setup.events, setup.timeout);
+            let run = tokio::task::spawn_blocking(move || {
+                time_app(app, &options, &metrics, partitions, events, timeout)
+            })
+            .await??;
+            println!(
+                "{:<14} {:<20} {:>10.0} {:>14.2} {:>16.0} {:>14.0}",
+                guarantee.as_str(),
+                run.app,
+                run.rate(),
+                run.cpu_seconds * 1e6 / run.events.max(1) as f64,
+                run.per_cpu_second(),
+                run.peak_rss as f64 / 1e6
+            );
+            rows.push(run);
+        }
+        if let [ours, peer] = rows.as_slice() {
+            println!(
+                "{:<14} perfpilot: {:.1}× the events per CPU second, {:.1}× the events/s, {:.0} % of the memory",
+                "",
+                ours.per_cpu_second() / peer.per_cpu_second(),
+                ours.rate() / peer.rate(),
+                100.0 * ours.peak_rss as f64 / peer.peak_rss.max(1) as f64
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
