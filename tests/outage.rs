@@ -176,3 +176,101 @@ fn a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage() {
         "clean shutdown after the outage: {status:?}"
     );
 }
+
+/// An exactly-once stage asked to stop while its broker is frozen stops by itself
+/// within its shutdown deadline plus the time to close its clients. Its transactional
+/// call blocked on the frozen broker (librdkafka holds `send_offsets_to_transaction`
+/// and the commit until the broker's request times out, 60 s, whatever timeout they are
+/// given) is left behind once the deadline has passed; the abort is refused, and a new
+/// producer cannot fence the old one with the broker away, so the stop is not clean
+/// (exit 1: the transaction stays open until the broker aborts it on its timeout; its
+/// inputs are re-read). Before, the stage waited inside the call until its watchdog
+/// ended it, 20 s past the deadline.
+#[test]
+fn an_exactly_once_stage_asked_to_stop_while_its_broker_is_frozen_stops_in_time() {
+    let Some((broker, bootstrap)) = OwnBroker::start_if_real_kafka(
+        "outage-stop",
+        "an_exactly_once_stage_asked_to_stop_while_its_broker_is_frozen_stops_in_time",
+    ) else {
+        return;
+    };
+    let mut stage = Stage(None);
+    let kafka = [
+        "--bootstrap-servers",
+        bootstrap.as_str(),
+        "--topic-prefix",
+        "outage-stop-",
+    ];
+    let created = perfpilot()
+        .args(["topics", "create", "--partitions", "2"])
+        .args(kafka)
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{port}");
+    let backlog = 100_000;
+    produce(&kafka, 0, backlog);
+    let log =
+        std::env::temp_dir().join(format!("perfpilot-outage-stop-{}.log", std::process::id()));
+    stage.0 = Some(
+        perfpilot()
+            .args(["run", "detector", "--processing-guarantee", "exactly-once"])
+            .args(["--commit-interval", "100ms", "--shutdown-timeout", "3s"])
+            .args(["--metrics-addr", metrics.as_str()])
+            .args(kafka)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let consumed = || scrape(&metrics, "perfpilot_records_in_total").unwrap_or(0.0);
+    wait_for("the stage to be working", Duration::from_secs(90), || {
+        consumed() >= 5_000.0
+    });
+    let pid = broker.pid();
+    assert!(signal("STOP", &pid), "cannot stop broker {pid}");
+    // Long enough for a commit to be in flight and blocked on the frozen broker.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut child = stage.0.take().unwrap();
+    let asked = Instant::now();
+    assert!(signal("TERM", &child.id().to_string()));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if asked.elapsed() > Duration::from_secs(40) {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = asked.elapsed();
+    assert!(signal("CONT", &pid));
+    let tail = std::fs::read_to_string(&log).unwrap_or_default();
+    let tail: Vec<&str> = tail.lines().rev().take(15).collect();
+    let tail = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+    // The watchdog would end it 23 s after the signal (3 s deadline + 20 s), exit 1.
+    assert!(
+        took < Duration::from_secs(15) && tail.contains("stage stopped"),
+        "stopped after {took:?} with {status:?}, not by itself; its log ends:\n{tail}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "the transaction could not be ended with the broker away: not a clean stop\n{tail}"
+    );
+    assert!(
+        tail.contains("left behind"),
+        "no blocked call was left behind: the test did not catch one in flight\n{tail}"
+    );
+    eprintln!("stopped {took:?} after SIGTERM with the broker frozen: {status:?}");
+}

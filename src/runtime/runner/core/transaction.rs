@@ -21,7 +21,7 @@ use crate::runtime::runner::{RuntimeError, StageProducer};
 use crate::stage::Stage;
 use crate::telemetry;
 use rdkafka::consumer::{Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
@@ -57,6 +57,9 @@ fn stop_bounded(
         None => normal,
     }
 }
+
+/// How often a wait for a transactional call looks at the stop signal.
+const CALL_POLL: Duration = Duration::from_millis(20);
 
 /// Longest wait between two recovery attempts.
 const RECOVERY_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -183,24 +186,21 @@ impl<S: Stage> Core<S> {
         };
         // After a fatal error (the producer cannot go on) the next step is Renew.
         let outcome = match step {
-            Step::Commit => match self
-                .producer
-                .commit_transaction(self.call_timeout(RECOVERY_CALL_TIMEOUT))
-            {
-                // Committed after all: nothing to throw away, reading resumes as it was.
-                Ok(()) => {
-                    self.stats.committed();
-                    self.offsets.forget_commits();
-                    self.finish_recovery(false);
-                    return Ok(());
+            Step::Commit => {
+                match self.bounded(RECOVERY_CALL_TIMEOUT, |p, t| p.commit_transaction(t)) {
+                    // Committed after all: nothing to throw away, reading resumes as it was.
+                    Ok(()) => {
+                        self.stats.committed();
+                        self.offsets.forget_commits();
+                        self.finish_recovery(false);
+                        return Ok(());
+                    }
+                    Err(e) if fatal(&e) => self.fatal_seen(e),
+                    Err(e) if retriable(&e) || conflicting(&e) => Err(e),
+                    Err(_) => Ok(Step::Abort),
                 }
-                Err(e) if fatal(&e) => self.fatal_seen(e),
-                Err(e) if retriable(&e) || conflicting(&e) => Err(e),
-                Err(_) => Ok(Step::Abort),
-            },
-            Step::Abort => match self
-                .producer
-                .abort_transaction(self.call_timeout(RECOVERY_CALL_TIMEOUT))
+            }
+            Step::Abort => match self.bounded(RECOVERY_CALL_TIMEOUT, |p, t| p.abort_transaction(t))
             {
                 Ok(()) => Ok(Step::Rewind),
                 Err(e) if fatal(&e) => self.fatal_seen(e),
@@ -219,14 +219,13 @@ impl<S: Stage> Core<S> {
                 }
                 Err(e) => Err(e),
             },
-            Step::Init => match self
-                .producer
-                .init_transactions(self.call_timeout(RECOVERY_CALL_TIMEOUT))
-            {
-                Ok(()) => Ok(Step::Rewind),
-                Err(e) if fatal(&e) => self.fatal_seen(e),
-                Err(e) => Err(e),
-            },
+            Step::Init => {
+                match self.bounded(RECOVERY_CALL_TIMEOUT, |p, t| p.init_transactions(t)) {
+                    Ok(()) => Ok(Step::Rewind),
+                    Err(e) if fatal(&e) => self.fatal_seen(e),
+                    Err(e) => Err(e),
+                }
+            }
             Step::Rewind => match self.rewind(consumer) {
                 Ok(()) => Ok(Step::Rewind),
                 // The consumer would not move back: after SEEK_ATTEMPTS tries the stage
@@ -302,8 +301,8 @@ impl<S: Stage> Core<S> {
         };
         let aborted = match r.step {
             Step::Commit | Step::Abort => self
-                .producer
-                .abort_transaction(self.call_timeout(RECOVERY_CALL_TIMEOUT))
+                .bounded(RECOVERY_CALL_TIMEOUT, |p, t| p.abort_transaction(t))
+                .or_else(|e| self.fence_open_transaction(e))
                 .map_err(|e| e.to_string()),
             Step::Renew | Step::Init | Step::Rewind => Ok(()),
         };
@@ -317,6 +316,67 @@ impl<S: Stage> Core<S> {
                 "{}; the abort failed too: {e}",
                 r.cause
             ))),
+        }
+    }
+
+    /// The abort was refused (a call left behind still holds the producer, or the
+    /// producer is in a fatal state): a new producer with the same transactional id
+    /// fences the old one, and its `init_transactions` aborts what the old one had open.
+    /// `Err` when that cannot be done within the stop's budget either (the broker away):
+    /// the broker then aborts the transaction on its timeout.
+    fn fence_open_transaction(&mut self, refused: KafkaError) -> KafkaResult<()> {
+        tracing::info!(stage = self.name, error = %refused, "stopping: the abort was refused; a new producer with the same transactional id fences the old one and aborts its transaction");
+        match self.renew_producer() {
+            Ok(true) => self.bounded(RECOVERY_CALL_TIMEOUT, |p, t| p.init_transactions(t)),
+            Ok(false) => Err(refused),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes one of the producer's transactional calls on a thread of its own and waits
+    /// for it, so that a stop is not held by it. librdkafka bounds these calls by the
+    /// broker request's socket timeout (60 s), not by the timeout they are given, when a
+    /// broker holds the request (seen after the whole cluster froze): the fault suite
+    /// saw `send_offsets_to_transaction` block 15 s past a SIGTERM with a 10 s timeout.
+    /// While the stage runs the wait is as long as the call; once it is asked to stop, at
+    /// most what is left of the shutdown deadline (at least [`STOPPING_CALL_MIN`]). An
+    /// abandoned call ends on its own thread; the transaction it belonged to is never
+    /// committed (the broker aborts it on its timeout, or the next owner's producer fences
+    /// it), so its inputs are re-read: nothing lost, nothing repeated.
+    fn bounded<T, F>(&self, normal: Duration, call: F) -> KafkaResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&StageProducer, Duration) -> KafkaResult<T> + Send + 'static,
+    {
+        let producer = self.producer.clone();
+        let timeout = self.call_timeout(normal);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new()
+            .name("txn-call".into())
+            .spawn(move || {
+                let _ = tx.send(call(&producer, timeout));
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(stage = self.name, error = %e, "cannot start a thread for a transactional call; the transaction is given up and its inputs re-read");
+            return Err(KafkaError::Global(RDKafkaErrorCode::OperationTimedOut));
+        }
+        let started = Instant::now();
+        loop {
+            match rx.recv_timeout(CALL_POLL) {
+                Ok(result) => return result,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(KafkaError::Global(RDKafkaErrorCode::OperationTimedOut))
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            let Some(at) = self.shutdown.triggered_at() else {
+                continue;
+            };
+            let limit = (at + self.cfg.shutdown_deadline).max(started + STOPPING_CALL_MIN);
+            if Instant::now() >= limit {
+                tracing::warn!(stage = self.name, waited = ?started.elapsed(), "stopping: a transactional call still blocked past the shutdown deadline is left behind; its transaction is not committed and its inputs are re-read by the next owner");
+                return Err(KafkaError::Global(RDKafkaErrorCode::OperationTimedOut));
+            }
         }
     }
 
@@ -391,17 +451,17 @@ impl<S: Stage> Core<S> {
             Ok(())
         } else {
             match consumer.group_metadata() {
-                Some(cgm) => self.producer.send_offsets_to_transaction(
-                    &tpl,
-                    &cgm,
-                    self.call_timeout(COMMIT_TIMEOUT),
-                ),
+                Some(cgm) => {
+                    let tpl = tpl.clone();
+                    self.bounded(COMMIT_TIMEOUT, move |p, t| {
+                        p.send_offsets_to_transaction(&tpl, &cgm, t)
+                    })
+                }
                 None => Err(KafkaError::Rebalance(RDKafkaErrorCode::InvalidGroupId)),
             }
         };
         let result = offsets.map_err(|e| (e, false)).and_then(|()| {
-            self.producer
-                .commit_transaction(self.call_timeout(COMMIT_TIMEOUT))
+            self.bounded(COMMIT_TIMEOUT, |p, t| p.commit_transaction(t))
                 .map_err(|e| (e, true))
         });
         self.stats
