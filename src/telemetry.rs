@@ -50,8 +50,23 @@ pub const STATE_WRITES: &str = "perfpilot_state_writes_total";
 /// Transactions aborted in exactly-once mode; their inputs are re-read (labels: stage).
 pub const TXN_ABORTS: &str = "perfpilot_transactions_aborted_total";
 
+/// Outputs per target, by record type (labels: stage, record, target; at most
+/// [`MAX_TARGET_LABELS`] targets per stage, the rest counted as target="other").
+pub const TARGET_OUTPUTS: &str = "perfpilot_target_outputs_total";
+/// Decisions by verdict and the rule that gave it (labels: stage, verdict, rule).
+pub const DECISIONS: &str = "perfpilot_decisions_total";
+
+/// Targets a stage labels its per-target counts with; beyond them a target counts as
+/// "other", so a fleet of many thousand targets cannot blow up the series count.
+pub const MAX_TARGET_LABELS: usize = 1000;
+
 /// Every exported metric with its help text (for the README and `/metrics` HELP lines).
-pub const ALL: [(&str, &str); 21] = [
+pub const ALL: [(&str, &str); 23] = [
+    (
+        TARGET_OUTPUTS,
+        "anomalies, recommendations and decisions per target (the first 1000 targets; then target=\"other\")",
+    ),
+    (DECISIONS, "decisions by verdict and rule"),
     (
         BUILD_INFO,
         "always 1; the version label says which perfpilot runs",
@@ -238,7 +253,13 @@ pub struct RecordMetrics {
 
 impl RecordMetrics {
     /// Registers the metrics of `stage` with the installed recorder (none: no-ops).
+    /// The stage's counters of rare events (failed commits, aborted transactions,
+    /// producer backpressure, outputs) start at 0, so a query or a dashboard panel
+    /// finds them before the first one happens.
     pub fn new(stage: &'static str) -> Self {
+        for rare in [RECORDS_OUT, COMMIT_FAILURES, TXN_ABORTS, BACKPRESSURE_WAITS] {
+            counter!(rare, "stage" => stage).increment(0);
+        }
         RecordMetrics {
             records_in: counter!(RECORDS_IN, "stage" => stage),
             event_time_lag: gauge!(EVENT_TIME_LAG_SECONDS, "stage" => stage),
@@ -256,6 +277,39 @@ impl RecordMetrics {
         self.event_time_lag.set(lag_seconds);
         self.processing.record(processing_seconds);
     }
+}
+
+/// Counts an output per target and, for a decision, by verdict and rule.
+pub fn output(stage: &'static str, record: &'static str, out: &impl crate::stage::Counted) {
+    if let Some(target) = out.counted_target() {
+        let target = bounded_target(stage, target);
+        counter!(TARGET_OUTPUTS, "stage" => stage, "record" => record, "target" => target)
+            .increment(1);
+    }
+    if let Some((verdict, rule)) = out.verdict_and_rule() {
+        counter!(DECISIONS, "stage" => stage, "verdict" => verdict, "rule" => rule.to_string())
+            .increment(1);
+    }
+}
+
+/// `target`, or "other" once the stage has labelled [`MAX_TARGET_LABELS`] others.
+fn bounded_target(stage: &'static str, target: &str) -> String {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<HashMap<&'static str, HashSet<String>>>> = OnceLock::new();
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let targets = seen.entry(stage).or_default();
+    if targets.contains(target) {
+        return target.to_string();
+    }
+    if targets.len() < MAX_TARGET_LABELS {
+        targets.insert(target.to_string());
+        return target.to_string();
+    }
+    "other".to_string()
 }
 
 /// Counts produced records.

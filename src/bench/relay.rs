@@ -5,6 +5,8 @@
 use crate::event::MetricEvent;
 use crate::stage::{Keyed, RecordMeta, Stage};
 
+impl crate::stage::Counted for MetricEvent {}
+
 impl Keyed for MetricEvent {
     fn key(&self) -> &str {
         &self.target

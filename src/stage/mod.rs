@@ -153,6 +153,41 @@ pub trait Keyed {
     fn key(&self) -> &str;
 }
 
+/// How an output record is counted for dashboards (`perfpilot_target_outputs_total`,
+/// `perfpilot_decisions_total`): the target it concerns and, for a decision, its verdict
+/// and the rule that gave it. Forecasts (one every few events) are not counted per
+/// target; their count is `perfpilot_records_out_total`.
+pub trait Counted {
+    /// The target, when the record is counted per target.
+    fn counted_target(&self) -> Option<&str> {
+        None
+    }
+    /// A decision's verdict and rule.
+    fn verdict_and_rule(&self) -> Option<(&'static str, &str)> {
+        None
+    }
+}
+
+impl Counted for Anomaly {
+    fn counted_target(&self) -> Option<&str> {
+        Some(&self.target)
+    }
+}
+impl Counted for Forecast {}
+impl Counted for Recommendation {
+    fn counted_target(&self) -> Option<&str> {
+        Some(&self.target)
+    }
+}
+impl Counted for Decision {
+    fn counted_target(&self) -> Option<&str> {
+        Some(&self.target)
+    }
+    fn verdict_and_rule(&self) -> Option<(&'static str, &str)> {
+        Some((self.verdict.as_str(), &self.rule))
+    }
+}
+
 impl Keyed for Anomaly {
     fn key(&self) -> &str {
         &self.target
@@ -179,7 +214,7 @@ pub trait Stage: Send + 'static {
     /// What it reads.
     type Input: StageInput;
     /// What it writes.
-    type Output: AvroRecord + Keyed + Send + Sync + 'static;
+    type Output: AvroRecord + Keyed + Counted + Send + Sync + 'static;
 
     /// Short name: `detector`, `forecaster`, `recommender`, `coordinator`.
     fn name(&self) -> &'static str;

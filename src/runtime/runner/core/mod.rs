@@ -235,13 +235,20 @@ impl<S: Stage> Core<S> {
         let mut unencodable = None;
         for out in &outputs {
             match encode(out) {
-                Ok(bytes) => self.send(Outgoing {
-                    topic: &topic,
-                    partition: None,
-                    key: Some(out.key().as_bytes()),
-                    payload: Some(&bytes),
-                    what: Sent::Output,
-                })?,
+                Ok(bytes) => {
+                    self.send(Outgoing {
+                        topic: &topic,
+                        partition: None,
+                        key: Some(out.key().as_bytes()),
+                        payload: Some(&bytes),
+                        what: Sent::Output,
+                    })?;
+                    telemetry::output(
+                        self.name,
+                        <S::Output as crate::event::AvroRecord>::NAME,
+                        out,
+                    );
+                }
                 Err(e) => {
                     unencodable.get_or_insert_with(|| {
                         format!("an output keyed {:?} cannot be encoded: {e}", out.key())
