@@ -3,9 +3,10 @@
 //! is served by the stages: the whole pipeline runs (`perfpilot demo`, which serves the
 //! stages' metrics) and its `/metrics` is scraped while it runs.
 
+mod common;
+
+use common::{free_port, scrape};
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -48,15 +49,6 @@ fn metrics_in(expr: &str) -> Vec<String> {
         out.push(name);
     }
     out
-}
-
-fn scrape(addr: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    s.read_to_string(&mut response).ok()?;
-    Some(response)
 }
 
 #[test]
@@ -131,14 +123,7 @@ fn every_metric_the_dashboard_queries_is_served_by_a_running_pipeline() {
         assert!(titles.contains(wanted), "no panel {wanted:?}");
     }
 
-    let addr = format!(
-        "127.0.0.1:{}",
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    );
+    let addr = format!("127.0.0.1:{}", free_port());
     let mut demo = Command::new(env!("CARGO_BIN_EXE_perfpilot"))
         .args(["demo", "--duration", "20s", "--fleet", "20", "--seed", "42"])
         .args(["--metrics-addr", &addr])

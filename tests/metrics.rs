@@ -4,31 +4,12 @@
 
 mod common;
 
-use common::{produce_lines, TestCluster};
+use common::{free_port, produce_lines, scrape, TestCluster};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The whole HTTP response to `GET /metrics`, if served.
-fn scrape(addr: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    s.read_to_string(&mut response).ok()?;
-    Some(response)
-}
-
-/// The exposition must carry everything `wanted` names.
 fn missing<'a>(body: &str, wanted: &[&'a str]) -> Vec<&'a str> {
     wanted
         .iter()

@@ -9,8 +9,6 @@
 mod common;
 
 use common::{produce_lines, OwnBroker};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -52,11 +50,7 @@ fn produce(kafka: &[&str], from: usize, n: usize) {
 
 /// The value of the first sample of `metric` with the detector's label, if served.
 fn scrape(addr: &str, metric: &str) -> Option<f64> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
+    let body = common::scrape(addr)?;
     let prefix = format!("{metric}{{stage=\"detector\"}} ");
     body.lines()
         .find_map(|l| l.strip_prefix(&prefix))
@@ -71,42 +65,64 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A broker of the test's own with the stage's topics (2 partitions) and `backlog`
+/// events on `metrics`, and a free address for the stage's metrics; `None` (SKIPPED)
+/// without real Kafka.
+struct Setup {
+    broker: OwnBroker,
+    bootstrap: String,
+    prefix: &'static str,
+    metrics: String,
+}
+
+impl Setup {
+    fn new(test: &str, name: &str, prefix: &'static str, backlog: usize) -> Option<Setup> {
+        let (broker, bootstrap) = OwnBroker::start_if_real_kafka(test, name)?;
+        let setup = Setup {
+            broker,
+            bootstrap,
+            prefix,
+            metrics: format!("127.0.0.1:{}", common::free_port()),
+        };
+        let created = perfpilot()
+            .args(["topics", "create", "--partitions", "2"])
+            .args(setup.kafka())
+            .output()
+            .unwrap();
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        produce(&setup.kafka(), 0, backlog);
+        Some(setup)
+    }
+
+    fn kafka(&self) -> [&str; 4] {
+        [
+            "--bootstrap-servers",
+            self.bootstrap.as_str(),
+            "--topic-prefix",
+            self.prefix,
+        ]
+    }
+}
+
 #[test]
 fn a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage() {
-    let Some((broker, bootstrap)) = OwnBroker::start_if_real_kafka(
-        "outage",
-        "a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage",
-    ) else {
-        return;
-    };
-    let mut stage = Stage(None);
-    let kafka = [
-        "--bootstrap-servers",
-        bootstrap.as_str(),
-        "--topic-prefix",
-        "outage-",
-    ];
-    let created = perfpilot()
-        .args(["topics", "create", "--partitions", "2"])
-        .args(kafka)
-        .output()
-        .unwrap();
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let metrics = format!("127.0.0.1:{port}");
     // A backlog, so the stage is still working through what it fetched when the broker
     // freezes, and a checkpoint every second, so its state writes are in flight then.
     let backlog = 100_000;
-    produce(&kafka, 0, backlog);
+    let Some(setup) = Setup::new(
+        "outage",
+        "a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage",
+        "outage-",
+        backlog,
+    ) else {
+        return;
+    };
+    let (broker, kafka, metrics) = (&setup.broker, setup.kafka(), &setup.metrics);
+    let mut stage = Stage(None);
     stage.0 = Some(
         perfpilot()
             .args(["run", "detector", "--commit-interval", "1s"])
@@ -117,7 +133,7 @@ fn a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage() {
             .spawn()
             .unwrap(),
     );
-    let consumed = || scrape(&metrics, "perfpilot_records_in_total").unwrap_or(0.0);
+    let consumed = || scrape(metrics, "perfpilot_records_in_total").unwrap_or(0.0);
     wait_for("the stage to be working", Duration::from_secs(90), || {
         consumed() >= 5_000.0
     });
@@ -130,7 +146,7 @@ fn a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage() {
     let mut unhealthy = false;
     while frozen.elapsed() < Duration::from_secs(180) {
         std::thread::sleep(Duration::from_secs(1));
-        unhealthy |= scrape(&metrics, "perfpilot_healthy") == Some(0.0);
+        unhealthy |= scrape(metrics, "perfpilot_healthy") == Some(0.0);
         let exited = stage.0.as_mut().unwrap().try_wait().unwrap();
         assert!(
             exited.is_none(),
@@ -162,7 +178,7 @@ fn a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage() {
     wait_for(
         "the stage to be healthy again",
         Duration::from_secs(60),
-        || scrape(&metrics, "perfpilot_healthy") == Some(1.0),
+        || scrape(metrics, "perfpilot_healthy") == Some(1.0),
     );
     let mut child = stage.0.take().unwrap();
     assert!(
@@ -188,37 +204,17 @@ fn a_broker_away_longer_than_the_delivery_timeout_does_not_stop_a_stage() {
 /// ended it, 20 s past the deadline.
 #[test]
 fn an_exactly_once_stage_asked_to_stop_while_its_broker_is_frozen_stops_in_time() {
-    let Some((broker, bootstrap)) = OwnBroker::start_if_real_kafka(
+    let backlog = 100_000;
+    let Some(setup) = Setup::new(
         "outage-stop",
         "an_exactly_once_stage_asked_to_stop_while_its_broker_is_frozen_stops_in_time",
+        "outage-stop-",
+        backlog,
     ) else {
         return;
     };
+    let (broker, kafka, metrics) = (&setup.broker, setup.kafka(), &setup.metrics);
     let mut stage = Stage(None);
-    let kafka = [
-        "--bootstrap-servers",
-        bootstrap.as_str(),
-        "--topic-prefix",
-        "outage-stop-",
-    ];
-    let created = perfpilot()
-        .args(["topics", "create", "--partitions", "2"])
-        .args(kafka)
-        .output()
-        .unwrap();
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let metrics = format!("127.0.0.1:{port}");
-    let backlog = 100_000;
-    produce(&kafka, 0, backlog);
     let log =
         std::env::temp_dir().join(format!("perfpilot-outage-stop-{}.log", std::process::id()));
     stage.0 = Some(
@@ -232,7 +228,7 @@ fn an_exactly_once_stage_asked_to_stop_while_its_broker_is_frozen_stops_in_time(
             .spawn()
             .unwrap(),
     );
-    let consumed = || scrape(&metrics, "perfpilot_records_in_total").unwrap_or(0.0);
+    let consumed = || scrape(metrics, "perfpilot_records_in_total").unwrap_or(0.0);
     wait_for("the stage to be working", Duration::from_secs(90), || {
         consumed() >= 5_000.0
     });
