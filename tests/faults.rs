@@ -9,11 +9,10 @@
 //! the detector core): 0 lost, 0 duplicated, every bad record dead-lettered with its
 //! reason, and no stage exited on its own. The table it prints is the README's.
 //!
-//! Needs `PERFPILOT_TEST_CLUSTER` (`.ci/run` sets it) and says SKIPPED otherwise, and
-//! is opt-in with `PERFPILOT_TEST_FAULTS=1` for now: it does not pass run after run yet
-//! (one run in ten had outputs that differ in content from the reference; see the
-//! README's guarantees section). CI runs it once it does.
-//! `PERFPILOT_FAULT_OUTAGE_SECS` sets the whole-cluster outage (default 180).
+//! Needs `PERFPILOT_TEST_CLUSTER` (`.ci/run` sets it) and says SKIPPED otherwise; CI runs
+//! it. It takes about five and a half minutes: `PERFPILOT_TEST_FAULTS=0` leaves it out of
+//! a local `cargo test`. `PERFPILOT_FAULT_OUTAGE_SECS` sets the whole-cluster outage
+//! (default 180).
 
 mod common;
 
@@ -135,10 +134,10 @@ async fn kafka_sh(action: &'static str, node: u8) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_lose_nothing_repeat_nothing_and_stop_no_stage() {
-    if std::env::var("PERFPILOT_TEST_FAULTS").as_deref() != Ok("1") {
+    if std::env::var("PERFPILOT_TEST_FAULTS").as_deref() == Ok("0") {
         eprintln!(
-            "NOT RUN faults_lose_nothing_repeat_nothing_and_stop_no_stage: opt-in with \
-             PERFPILOT_TEST_FAULTS=1 until it passes run after run (see the README)"
+            "NOT RUN faults_lose_nothing_repeat_nothing_and_stop_no_stage: left out with \
+             PERFPILOT_TEST_FAULTS=0"
         );
         return;
     }

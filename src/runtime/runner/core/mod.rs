@@ -61,6 +61,9 @@ pub(super) struct Core<S: Stage> {
     recovery: Option<transaction::Recovery>,
     /// When the producer was last replaced (exactly-once recovery), within a window.
     renewals: Vec<Instant>,
+    /// A transactional call was left behind still running (see `bounded`): the
+    /// producer is busy for good, so the next recovery starts with a new one.
+    call_left_behind: bool,
     restorer: Option<StateRestorer>,
     outputs: Vec<S::Output>,
     changes: Vec<StateChange>,
@@ -98,6 +101,7 @@ impl<S: Stage> Core<S> {
             producer_config,
             recovery: None,
             renewals: Vec::new(),
+            call_left_behind: false,
             restorer,
             outputs: Vec::new(),
             changes: Vec::new(),

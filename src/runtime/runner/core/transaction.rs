@@ -58,6 +58,12 @@ fn stop_bounded(
     }
 }
 
+/// Longest a transactional call may block a running stage. librdkafka's own request
+/// timeouts end every call well within it; one still blocked is stuck (seen once in the
+/// fault suite: `send_offsets_to_transaction` was still waiting 214 s after it began,
+/// across a whole-cluster freeze and after the cluster was back).
+const STUCK_CALL: Duration = Duration::from_secs(90);
+
 /// How often a wait for a transactional call looks at the stop signal.
 const CALL_POLL: Duration = Duration::from_millis(20);
 
@@ -146,7 +152,7 @@ impl<S: Stage> Core<S> {
         }
         self.stats.aborted(&cause.to_string());
         telemetry::healthy(self.name, false);
-        let step = if fatal(cause) {
+        let step = if fatal(cause) || self.call_left_behind {
             Step::Renew
         } else if committing && retriable(cause) {
             Step::Commit
@@ -304,6 +310,10 @@ impl<S: Stage> Core<S> {
                 .bounded(RECOVERY_CALL_TIMEOUT, |p, t| p.abort_transaction(t))
                 .or_else(|e| self.fence_open_transaction(e))
                 .map_err(|e| e.to_string()),
+            // A call left behind still holds the producer and its open transaction.
+            Step::Renew if self.call_left_behind => self
+                .fence_open_transaction(KafkaError::Global(RDKafkaErrorCode::OperationTimedOut))
+                .map_err(|e| e.to_string()),
             Step::Renew | Step::Init | Step::Rewind => Ok(()),
         };
         match aborted {
@@ -327,7 +337,13 @@ impl<S: Stage> Core<S> {
     fn fence_open_transaction(&mut self, refused: KafkaError) -> KafkaResult<()> {
         tracing::info!(stage = self.name, error = %refused, "stopping: the abort was refused; a new producer with the same transactional id fences the old one and aborts its transaction");
         match self.renew_producer() {
-            Ok(true) => self.bounded(RECOVERY_CALL_TIMEOUT, |p, t| p.init_transactions(t)),
+            // Its own few seconds, past the stop's deadline if need be: the watchdog's
+            // margin (20 s) covers them.
+            Ok(true) => self.on_own_thread(
+                RECOVERY_CALL_TIMEOUT,
+                Some(RECOVERY_CALL_TIMEOUT + Duration::from_secs(1)),
+                |p, t| p.init_transactions(t),
+            ),
             Ok(false) => Err(refused),
             Err(e) => Err(e),
         }
@@ -343,13 +359,31 @@ impl<S: Stage> Core<S> {
     /// abandoned call ends on its own thread; the transaction it belonged to is never
     /// committed (the broker aborts it on its timeout, or the next owner's producer fences
     /// it), so its inputs are re-read: nothing lost, nothing repeated.
-    fn bounded<T, F>(&self, normal: Duration, call: F) -> KafkaResult<T>
+    fn bounded<T, F>(&mut self, normal: Duration, call: F) -> KafkaResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&StageProducer, Duration) -> KafkaResult<T> + Send + 'static,
     {
-        let producer = self.producer.clone();
         let timeout = self.call_timeout(normal);
+        self.on_own_thread(timeout, None, call)
+    }
+
+    /// Runs `call(producer, timeout)` on a thread of its own and waits for its result:
+    /// while the stage runs, up to [`STUCK_CALL`]; once it is asked to stop, up to the
+    /// shutdown deadline, or `after_stop` from the call's start when given (at least
+    /// [`STOPPING_CALL_MIN`]). A call waited out is left behind, and noted.
+    fn on_own_thread<T, F>(
+        &mut self,
+        timeout: Duration,
+        after_stop: Option<Duration>,
+        call: F,
+    ) -> KafkaResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&StageProducer, Duration) -> KafkaResult<T> + Send + 'static,
+    {
+        let left_behind = Err(KafkaError::Global(RDKafkaErrorCode::OperationTimedOut));
+        let producer = self.producer.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let spawned = std::thread::Builder::new()
             .name("txn-call".into())
@@ -358,24 +392,30 @@ impl<S: Stage> Core<S> {
             });
         if let Err(e) = spawned {
             tracing::warn!(stage = self.name, error = %e, "cannot start a thread for a transactional call; the transaction is given up and its inputs re-read");
-            return Err(KafkaError::Global(RDKafkaErrorCode::OperationTimedOut));
+            return left_behind;
         }
         let started = Instant::now();
         loop {
             match rx.recv_timeout(CALL_POLL) {
                 Ok(result) => return result,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(KafkaError::Global(RDKafkaErrorCode::OperationTimedOut))
-                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return left_behind,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             }
-            let Some(at) = self.shutdown.triggered_at() else {
-                continue;
+            let limit = match self.shutdown.triggered_at() {
+                None => started + STUCK_CALL,
+                Some(at) => match after_stop {
+                    Some(d) => started + d.max(STOPPING_CALL_MIN),
+                    None => (at + self.cfg.shutdown_deadline).max(started + STOPPING_CALL_MIN),
+                },
             };
-            let limit = (at + self.cfg.shutdown_deadline).max(started + STOPPING_CALL_MIN);
             if Instant::now() >= limit {
-                tracing::warn!(stage = self.name, waited = ?started.elapsed(), "stopping: a transactional call still blocked past the shutdown deadline is left behind; its transaction is not committed and its inputs are re-read by the next owner");
-                return Err(KafkaError::Global(RDKafkaErrorCode::OperationTimedOut));
+                self.call_left_behind = true;
+                if self.shutdown.is_triggered() {
+                    tracing::warn!(stage = self.name, waited = ?started.elapsed(), "stopping: a transactional call still blocked past the shutdown deadline is left behind; its transaction is not committed and its inputs are re-read by the next owner");
+                } else {
+                    tracing::warn!(stage = self.name, waited = ?started.elapsed(), "a transactional call is stuck in the Kafka client; it is left behind, and a new producer takes over (the transaction is aborted, its inputs re-read)");
+                }
+                return left_behind;
             }
         }
     }
@@ -423,6 +463,7 @@ impl<S: Stage> Core<S> {
             "the producer is in a fatal state (its epoch fenced by the broker, or its transaction lost); a new producer with the same transactional id takes over"
         );
         self.renewals.push(now);
+        self.call_left_behind = false;
         self.sends.clear();
         self.stats.in_flight(0);
         self.producer = p;
