@@ -460,7 +460,7 @@ impl<S: Stage> Core<S> {
         tracing::warn!(
             stage = self.name,
             cause = self.recovery.as_ref().map_or("", |r| r.cause.as_str()),
-            "the producer is in a fatal state (its epoch fenced by the broker, or its transaction lost); a new producer with the same transactional id takes over"
+            "the producer cannot go on (a fatal state: its epoch fenced by the broker or its transaction lost; or a call stuck in it); a new producer with the same transactional id takes over"
         );
         self.renewals.push(now);
         self.call_left_behind = false;
