@@ -279,14 +279,20 @@ impl RecordMetrics {
     }
 }
 
-/// Counts an output per target and, for a decision, by verdict and rule.
-pub fn output(stage: &'static str, record: &'static str, out: &impl crate::stage::Counted) {
-    if let Some(target) = out.counted_target() {
+/// Counts an output of type `record` for `target` (when counted per target) and, for a
+/// decision, by its verdict and rule.
+pub fn output(
+    stage: &'static str,
+    record: &'static str,
+    target: Option<&str>,
+    verdict_and_rule: Option<(&'static str, &str)>,
+) {
+    if let Some(target) = target {
         let target = bounded_target(stage, target);
         counter!(TARGET_OUTPUTS, "stage" => stage, "record" => record, "target" => target)
             .increment(1);
     }
-    if let Some((verdict, rule)) = out.verdict_and_rule() {
+    if let Some((verdict, rule)) = verdict_and_rule {
         counter!(DECISIONS, "stage" => stage, "verdict" => verdict, "rule" => rule.to_string())
             .increment(1);
     }

@@ -27,7 +27,7 @@ use super::StageProducer;
 use super::{Guarantee, RunnerConfig, RuntimeError};
 use crate::event::{encode, DeadLetter};
 use crate::runtime::Shutdown;
-use crate::stage::{Keyed, RecordMeta, Rejection, Stage, StageInput, StateChange};
+use crate::stage::{Counted, Keyed, RecordMeta, Rejection, Stage, StageInput, StateChange};
 use crate::telemetry;
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -250,7 +250,8 @@ impl<S: Stage> Core<S> {
                     telemetry::output(
                         self.name,
                         <S::Output as crate::event::AvroRecord>::NAME,
-                        out,
+                        out.counted_target(),
+                        out.verdict_and_rule(),
                     );
                 }
                 Err(e) => {

@@ -267,6 +267,10 @@ impl<S: Stage> Core<S> {
             }
             Err(e) => {
                 r.attempts += 1;
+                if self.call_left_behind {
+                    // The step's own call is stuck in the producer: only a new one helps.
+                    r.step = Step::Renew;
+                }
                 let backoff = Duration::from_millis(200 * u64::from(r.attempts.min(25)))
                     .min(RECOVERY_BACKOFF_MAX);
                 r.next_try = Instant::now() + backoff;
