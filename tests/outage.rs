@@ -73,16 +73,26 @@ struct Setup {
     bootstrap: String,
     prefix: &'static str,
     metrics: String,
+    /// Held until the broker is gone (fields drop in order).
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
+
+/// The tests here run one at a time: each freezes a broker of its own and times what
+/// follows, which two brokers and two stages at once on a 2-core machine would skew.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Setup {
     fn new(test: &str, name: &str, prefix: &'static str, backlog: usize) -> Option<Setup> {
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (broker, bootstrap) = OwnBroker::start_if_real_kafka(test, name)?;
         let setup = Setup {
             broker,
             bootstrap,
             prefix,
             metrics: format!("127.0.0.1:{}", common::free_port()),
+            _turn: turn,
         };
         let created = perfpilot()
             .args(["topics", "create", "--partitions", "2"])
