@@ -22,6 +22,7 @@
 //! dry_run = true
 //! ```
 
+pub use crate::ingest::mapping::MappingConfig;
 pub use crate::policy::{Policies, PoolPolicy, TargetPolicy};
 use crate::stage::{
     coordinator::CoordinatorConfig, detector::DetectorConfig, forecaster::ForecasterConfig,
@@ -43,6 +44,8 @@ pub struct Config {
     pub forecaster: ForecasterConfig,
     /// Coordinator settings.
     pub coordinator: CoordinatorConfig,
+    /// Label rules of `ingest prometheus` and `agent --scrape`.
+    pub ingest: MappingConfig,
 }
 
 #[derive(Deserialize, Default)]
@@ -59,6 +62,8 @@ struct RawConfig {
     forecaster: ForecasterConfig,
     #[serde(default)]
     coordinator: CoordinatorConfig,
+    #[serde(default)]
+    ingest: MappingConfig,
 }
 
 impl Config {
@@ -73,10 +78,13 @@ impl Config {
             detector: raw.detector,
             forecaster: raw.forecaster,
             coordinator: raw.coordinator,
+            ingest: raw.ingest,
         };
         cfg.detector.check()?;
         cfg.forecaster.check()?;
         cfg.coordinator.check()?;
+        crate::ingest::mapping::Mapping::new(cfg.ingest.clone(), "check")
+            .map_err(|e| ConfigError::Invalid(format!("[ingest] {e}")))?;
         Ok(cfg)
     }
 

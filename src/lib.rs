@@ -40,6 +40,7 @@ pub mod demo;
 pub mod eval;
 pub mod event;
 pub mod hash;
+pub mod ingest;
 pub mod pipeline;
 pub mod policy;
 pub mod replay;

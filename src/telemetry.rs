@@ -58,10 +58,23 @@ pub const DECISIONS: &str = "perfpilot_decisions_total";
 
 /// Targets a stage labels its per-target counts with; beyond them a target counts as
 /// "other", so a fleet of many thousand targets cannot blow up the series count.
+/// Counter: samples from Prometheus (remote-write or scrape), by `ingest` and `outcome`.
+pub const INGEST_SAMPLES: &str = "perfpilot_ingest_samples_total";
+/// Counter: remote-write requests answered, or scrapes made, by `ingest` and `status`.
+pub const INGEST_REQUESTS: &str = "perfpilot_ingest_requests_total";
+
 pub const MAX_TARGET_LABELS: usize = 1000;
 
 /// Every exported metric with its help text (for the README and `/metrics` HELP lines).
-pub const ALL: [(&str, &str); 23] = [
+pub const ALL: [(&str, &str); 25] = [
+    (
+        INGEST_SAMPLES,
+        "samples received by `ingest prometheus` or `agent --scrape`, by outcome (published or why not)",
+    ),
+    (
+        INGEST_REQUESTS,
+        "remote-write requests and scrapes, by status",
+    ),
     (
         TARGET_OUTPUTS,
         "anomalies, recommendations and decisions per target (the first 1000 targets; then target=\"other\")",

@@ -170,4 +170,6 @@ fn the_shipped_config_file_loads() {
     let checkout = cfg.policies.get("checkout");
     assert!(checkout.resources.contains_key("cpu_millicores"));
     assert!(checkout.tunables.contains_key("batch_size"));
+    // The [ingest] table says the defaults as they are.
+    assert_eq!(cfg.ingest, perfpilot::config::MappingConfig::default());
 }

@@ -1,7 +1,7 @@
 //! Fuzzing at high case counts (proptest): every decoder a stage runs on input it does
 //! not control — the Avro records of each type, each stage's input check, the state
-//! snapshots restored from a changelog, `produce`'s line parser — and the configuration
-//! parser. None may panic, and none may allocate much more than its input: a global
+//! snapshots restored from a changelog, `produce`'s line parser, Prometheus remote-write
+//! bodies and scraped text with the label rules — and the configuration parser. None may panic, and none may allocate much more than its input: a global
 //! allocator in this test binary records the largest single allocation while each
 //! decode runs (per thread).
 //!
@@ -18,6 +18,8 @@ use perfpilot::config::Config;
 use perfpilot::event::{
     decode, encode, Anomaly, AnyRecord, DeadLetter, Decision, Forecast, MetricEvent, Recommendation,
 };
+use perfpilot::ingest::mapping::{Mapping, MappingConfig, PromSample};
+use perfpilot::ingest::{exposition, remote_write};
 use perfpilot::stage::coordinator::Coordinator;
 use perfpilot::stage::detector::Detector;
 use perfpilot::stage::forecaster::Forecaster;
@@ -492,5 +494,144 @@ fn damaged_produce_lines_never_panic() {
         cases(),
         ok.get(),
         refused.get()
+    );
+}
+
+/// A remote-write body as Prometheus sends it: series with labels, samples and metadata.
+fn remote_write_body() -> Vec<u8> {
+    use remote_write::{Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
+    let label = |n: &str, v: &str| Label {
+        name: n.into(),
+        value: v.into(),
+    };
+    let timeseries = (0..6)
+        .map(|i| TimeSeries {
+            labels: vec![
+                label(
+                    "__name__",
+                    if i % 2 == 0 {
+                        "http_requests_total"
+                    } else {
+                        "node_load1"
+                    },
+                ),
+                label("namespace", "shop"),
+                label("deployment", &format!("web-{i}")),
+                label("instance", "10.0.0.1:8080"),
+            ],
+            samples: (0..3)
+                .map(|t| Sample {
+                    value: (i * t) as f64,
+                    timestamp: 1_800_000_000_000 + t * 15_000,
+                })
+                .collect(),
+        })
+        .collect();
+    remote_write::encode(&WriteRequest {
+        timeseries,
+        metadata: vec![MetricMetadata {
+            r#type: 1,
+            metric_family_name: "http_requests".into(),
+        }],
+    })
+}
+
+#[test]
+fn damaged_remote_write_bodies_never_panic_nor_allocate_much() {
+    let body = remote_write_body();
+    assert!(remote_write::decode(&body).is_ok());
+    let strategy = prop_oneof![
+        4 => prop::collection::vec(mutation(), 1..4).prop_map(move |m| apply(&body, &m)),
+        1 => prop::collection::vec(any::<u8>(), 0..256),
+    ];
+    let (ok, refused, largest) = (Cell::new(0u32), Cell::new(0u32), Cell::new(0));
+    runner()
+        .run(&strategy, |bytes| {
+            let mut mapping = Mapping::new(MappingConfig::default(), "fuzz").unwrap();
+            let a = largest_allocation(|| match remote_write::decode(&bytes) {
+                Ok(request) => {
+                    ok.set(ok.get() + 1);
+                    for ts in &request.timeseries {
+                        let labels: Vec<(String, String)> = ts
+                            .labels
+                            .iter()
+                            .map(|l| (l.name.clone(), l.value.clone()))
+                            .collect();
+                        for s in &ts.samples {
+                            let _ = mapping.map(
+                                &PromSample {
+                                    name: "x_total",
+                                    labels: &labels,
+                                    value: s.value,
+                                    timestamp_ms: s.timestamp,
+                                    kind: perfpilot::ingest::mapping::MetricKind::Unknown,
+                                },
+                                1_800_000_000_000,
+                            );
+                        }
+                    }
+                }
+                Err(_) => refused.set(refused.get() + 1),
+            });
+            largest.set(largest.get().max(a));
+            prop_assert!(
+                a <= allocation_bound(bytes.len()),
+                "{} bytes of remote-write allocated {a} bytes at once",
+                bytes.len()
+            );
+            Ok(())
+        })
+        .unwrap();
+    eprintln!(
+        "fuzz: {} damaged remote-write bodies ({} decoded and mapped, {} refused), no panic; largest single allocation {} bytes",
+        cases(),
+        ok.get(),
+        refused.get(),
+        largest.get()
+    );
+}
+
+#[test]
+fn damaged_scraped_text_never_panics() {
+    let seed = "# HELP node_cpu_seconds_total Seconds.\n# TYPE node_cpu_seconds_total counter\n\
+                node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 3.67e+06\n\
+                # TYPE node_load1 gauge\nnode_load1 0.42 1800000000000\n\
+                # TYPE rpc histogram\nrpc_bucket{le=\"+Inf\",path=\"/a \\\"b\\\"\"} 5\nrpc_sum 0.9\n\
+                requests_total{code=\"200\"} 17 1800000000.5 # {trace_id=\"x\"} 1\n# EOF\n";
+    let strategy = (prop::collection::vec(mutation(), 1..6), any::<bool>());
+    let (samples, bad) = (Cell::new(0usize), Cell::new(0usize));
+    runner()
+        .run(&strategy, |(m, openmetrics)| {
+            let text = String::from_utf8_lossy(&apply(seed.as_bytes(), &m)).into_owned();
+            let (parsed, bad_lines) = exposition::parse(&text, openmetrics);
+            let mut mapping = Mapping::new(MappingConfig::default(), "fuzz").unwrap();
+            let instance = [("instance".to_string(), "h:9100".to_string())];
+            for s in &parsed {
+                let labels: Vec<(String, String)> =
+                    s.labels.iter().cloned().chain(instance.clone()).collect();
+                let _ = mapping.map(
+                    &PromSample {
+                        name: &s.name,
+                        labels: &labels,
+                        value: s.value,
+                        timestamp_ms: s.timestamp_ms.unwrap_or(1_800_000_000_000),
+                        kind: s.kind,
+                    },
+                    1_800_000_000_000,
+                );
+            }
+            for b in &bad_lines {
+                prop_assert!(b.line >= 1 && !b.problem.is_empty());
+            }
+            samples.set(samples.get() + parsed.len());
+            bad.set(bad.get() + bad_lines.len());
+            Ok(())
+        })
+        .unwrap();
+    eprintln!(
+        "fuzz: {} damaged scrapes ({} samples read and mapped, {} bad lines reported), no panic",
+        cases(),
+        samples.get(),
+        bad.get()
     );
 }

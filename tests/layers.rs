@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("agent", 50),
     ("pipeline", 50),
     ("config", 45),
+    ("ingest", 42),
     ("runtime", 40),
     ("stage", 30),
     ("policy", 20),

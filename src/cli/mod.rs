@@ -4,6 +4,7 @@
 mod agent;
 mod bench;
 mod demo;
+mod ingest;
 pub mod produce;
 mod replay;
 mod simulate;
@@ -65,11 +66,21 @@ pub enum Command {
     /// decisions, deadletter) to which --topic-prefix is added, or a full topic name.
     /// Records that do not decode are reported on stderr with their offset.
     Tail(tail::TailArgs),
-    /// Publish metrics from the synthetic services (the demo's workload) to a cluster.
+    /// Publish metrics to a cluster: scraped from Prometheus endpoints, or from the
+    /// synthetic services (the demo's workload).
     ///
-    /// With a live clock by default (one sample per --step); approved decisions on the
-    /// decisions topic change the services' replicas, closing the loop.
+    /// --scrape URL...: every --interval, each endpoint is scraped (text format or
+    /// OpenMetrics) and its samples published by the label rules of --config's [ingest]
+    /// table. --synthetic: with a live clock by default (one sample per --step);
+    /// approved decisions on the decisions topic change the services' replicas,
+    /// closing the loop.
     Agent(agent::AgentArgs),
+    /// Take metrics from where they already are and publish them to the metrics topic.
+    ///
+    /// `ingest prometheus` receives Prometheus remote-write. (To scrape endpoints
+    /// yourself, see `agent --scrape`.)
+    #[command(subcommand)]
+    Ingest(ingest::IngestCommand),
     /// Run the detector and forecaster cores over historical CSV data (backtesting).
     ///
     /// Default: one output row per input row, in input order, with the anomaly score in
@@ -206,6 +217,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => stage::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Agent(args) => agent::run(args).await,
+        Command::Ingest(command) => ingest::run(command).await,
         Command::Replay(args) => replay::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Bench(args) => bench::run(args).await,
