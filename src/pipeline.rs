@@ -69,6 +69,16 @@ impl StageKind {
     }
 
     /// Runner settings: inputs, output, dead letters, state changelog, group.
+    /// The one record type the stage reads, if one: a Confluent writer schema of
+    /// another name is read as it.
+    pub fn input_record(self) -> Option<&'static str> {
+        match self {
+            StageKind::Detector | StageKind::Forecaster => Some("MetricEvent"),
+            StageKind::Recommender => None,
+            StageKind::Coordinator => Some("Recommendation"),
+        }
+    }
+
     pub fn runner_config(self, topics: &Topics, group_id: Option<String>) -> RunnerConfig {
         let (inputs, output) = match self {
             StageKind::Detector => (vec![topics.metrics()], topics.anomalies()),

@@ -177,6 +177,59 @@ pub struct KafkaArgs {
     pub property: Vec<(String, String)>,
 }
 
+/// The schema registry settings shared by the stages.
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// A schema registry with Confluent's REST API (e.g. http://registry:8081, or
+    /// Apicurio's http://apicurio:8080/apis/ccompat/v7). The stage then reads
+    /// Confluent-framed records (magic byte 0 + schema id) by fetching and caching their
+    /// writer schemas, registers perfpilot's six schemas under <topic>-value, and writes
+    /// its outputs and dead letters in Confluent framing. Without it, Confluent-framed
+    /// inputs are dead-lettered as confluent_framing.
+    #[arg(
+        long = "schema-registry",
+        value_name = "URL",
+        env = "PERFPILOT_SCHEMA_REGISTRY_URL"
+    )]
+    pub url: Option<String>,
+    /// Basic-auth credentials for the registry as USER:PASSWORD (Confluent's
+    /// basic.auth.user.info); better given in the environment.
+    #[arg(
+        long = "schema-registry-user-info",
+        value_name = "USER:PASSWORD",
+        env = "PERFPILOT_SCHEMA_REGISTRY_USER_INFO",
+        hide_env_values = true
+    )]
+    pub user_info: Option<String>,
+    /// How long a writer schema is fetched again while the registry is away, before the
+    /// record is dead-lettered as schema_registry_unavailable.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub schema_registry_timeout: std::time::Duration,
+}
+
+impl RegistryArgs {
+    /// The client, when a registry is named.
+    pub fn client(
+        &self,
+        expected: Option<&'static str>,
+    ) -> anyhow::Result<Option<crate::runtime::registry::SchemaRegistry>> {
+        let Some(url) = &self.url else {
+            return Ok(None);
+        };
+        let mut options = crate::runtime::registry::RegistryOptions::new(url.clone());
+        options.fetch_timeout = self.schema_registry_timeout;
+        if let Some(info) = &self.user_info {
+            let (user, password) = info.split_once(':').ok_or_else(|| {
+                anyhow::anyhow!("--schema-registry-user-info must be USER:PASSWORD")
+            })?;
+            options.basic_auth = Some((user.to_string(), password.to_string()));
+        }
+        Ok(Some(crate::runtime::registry::SchemaRegistry::new(
+            options, expected,
+        )?))
+    }
+}
+
 pub use crate::runtime::kafka::{properties_from_env, PROPERTY_ENV_PREFIX};
 
 impl KafkaArgs {

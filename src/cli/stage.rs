@@ -1,6 +1,6 @@
 //! `perfpilot run <stage>`.
 
-use super::{maybe_serve_metrics, parse_duration, KafkaArgs, StageKind};
+use super::{maybe_serve_metrics, parse_duration, KafkaArgs, RegistryArgs, StageKind};
 use crate::config::Config;
 use crate::pipeline::run_kind;
 use crate::runtime::{Guarantee, Shutdown};
@@ -18,6 +18,8 @@ pub struct RunArgs {
     stage: StageKind,
     #[command(flatten)]
     kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Configuration file (TOML): target policies and stage settings. See the README.
     #[arg(long, env = "PERFPILOT_CONFIG")]
     config: Option<PathBuf>,
@@ -100,6 +102,17 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     tokio::spawn(shutdown.clone().on_signals());
     // The runner keeps to --shutdown-timeout; the margin covers leaving the group and
     // closing the clients, which librdkafka does not bound while the broker is away.
+    if let Some(registry) = args.registry.client(args.stage.input_record())? {
+        tracing::info!(
+            url = registry.url(),
+            "registering perfpilot's schemas with the schema registry"
+        );
+        registry
+            .register_all(&topics, shutdown.wait())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        runner.registry = Some(std::sync::Arc::new(registry));
+    }
     shutdown.exit_after(args.shutdown_timeout + SHUTDOWN_MARGIN);
     let report = run_kind(args.stage, &config, &kafka, runner, shutdown).await?;
     eprintln!(

@@ -173,6 +173,12 @@ pub enum DecodeError {
         /// Bytes found.
         found: [u8; 2],
     },
+    /// Confluent Schema Registry framing, read without a registry.
+    #[error("Confluent Schema Registry framing (magic byte 0, schema id {schema_id}), not Avro single-object encoding: start the stage with --schema-registry URL to read it")]
+    ConfluentFraming {
+        /// The writer schema's registry id.
+        schema_id: u32,
+    },
     /// A fingerprint no perfpilot schema has.
     #[error("unknown schema fingerprint {fingerprint:016x}")]
     UnknownFingerprint {
@@ -203,6 +209,7 @@ impl DecodeError {
         match self {
             DecodeError::Truncated { .. } => "truncated",
             DecodeError::BadMarker { .. } => "bad_marker",
+            DecodeError::ConfluentFraming { .. } => "confluent_framing",
             DecodeError::UnknownFingerprint { .. } => "unknown_fingerprint",
             DecodeError::WrongRecordType { .. } => "wrong_record_type",
             DecodeError::BadBody { .. } => "bad_body",
@@ -226,6 +233,9 @@ pub fn encode<T: AvroRecord>(record: &T) -> Result<Vec<u8>, EncodeError> {
 
 /// Reads the header of single-object encoded bytes and returns the fingerprint and body.
 pub fn split_header(bytes: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
+    if let Some(schema_id) = super::confluent::confluent_schema_id(bytes) {
+        return Err(DecodeError::ConfluentFraming { schema_id });
+    }
     if bytes.len() < HEADER_LEN {
         // Two bytes are enough to tell a foreign format from a cut-short record.
         if bytes.len() >= 2 && bytes[..2] != MARKER {
@@ -267,6 +277,16 @@ pub const MAX_DECODE_LEN: usize = 1 << 20;
 /// The generic apache-avro path: the body into a `Value` tree, then into `T`. (The
 /// hand-written readers are tested against it.)
 pub(crate) fn read_generic<T: AvroRecord>(schema: &Schema, body: &[u8]) -> Result<T, String> {
+    let value = read_generic_value(schema, body)?;
+    apache_avro::from_value::<T>(&value).map_err(|e| e.to_string())
+}
+
+/// A body into apache-avro's `Value` tree, safely: lengths checked against the bytes
+/// first, and no trailing bytes.
+pub(crate) fn read_generic_value(
+    schema: &Schema,
+    body: &[u8],
+) -> Result<apache_avro::types::Value, String> {
     // apache-avro keeps the first limit it is given, and takes its default on the first
     // decode: set ours before any.
     static LIMIT: std::sync::Once = std::sync::Once::new();
@@ -282,7 +302,7 @@ pub(crate) fn read_generic<T: AvroRecord>(schema: &Schema, body: &[u8]) -> Resul
     if !reader.is_empty() {
         return Err(format!("{} trailing bytes after the record", reader.len()));
     }
-    apache_avro::from_value::<T>(&value).map_err(|e| e.to_string())
+    Ok(value)
 }
 
 /// Decodes single-object encoded bytes into `T`, checking marker and fingerprint.
@@ -379,6 +399,14 @@ mod tests {
         assert_eq!(
             decode::<MetricEvent>(b"{\"json\":1}").unwrap_err().reason(),
             "bad_marker"
+        );
+        // Confluent's framing is named as such, with the way to read it.
+        let confluent = super::super::confluent::to_confluent(&good, 42);
+        let e = decode::<MetricEvent>(&confluent).unwrap_err();
+        assert_eq!(e.reason(), "confluent_framing");
+        assert!(
+            e.to_string().contains("schema id 42") && e.to_string().contains("--schema-registry"),
+            "{e}"
         );
         let mut unknown = good.clone();
         unknown[2] ^= 0xFF;

@@ -6,6 +6,7 @@
 
 mod binary;
 mod codec;
+pub mod confluent;
 mod skim;
 mod validate;
 

@@ -4,6 +4,7 @@
 pub mod describe;
 pub mod embedded;
 pub mod kafka;
+pub mod registry;
 pub mod runner;
 pub mod shutdown;
 pub mod topics;

@@ -123,6 +123,9 @@ pub struct RunnerConfig {
     pub clock: Clock,
     /// Holds the stage's input while closed (default: none, never held).
     pub gate: Option<Arc<Gate>>,
+    /// A schema registry: Confluent-framed inputs are read through it, and outputs are
+    /// written in Confluent framing with the ids of our schemas registered there.
+    pub registry: Option<Arc<super::registry::SchemaRegistry>>,
 }
 
 impl RunnerConfig {
@@ -152,6 +155,7 @@ impl RunnerConfig {
             progress: Arc::new(Progress::default()),
             clock: Clock::Wall,
             gate: None,
+            registry: None,
         }
     }
 }
@@ -554,12 +558,56 @@ fn jitter() -> f64 {
     (random >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Handles one record under the lock: `(handled, more)`, as [`Core::handle`] and
+/// whether the batch may go on. A Confluent-framed record whose writer schema is not
+/// cached yet first waits (without the lock) for the registry to give it.
+async fn handle_one<S: Stage>(
+    core: &Mutex<Core<S>>,
+    registry: Option<&super::registry::SchemaRegistry>,
+    m: KafkaResult<rdkafka::message::BorrowedMessage<'_>>,
+    shutdown: &Shutdown,
+) -> Result<(bool, bool), RuntimeError> {
+    let unknown_id = match (registry, &m) {
+        (Some(r), Ok(msg)) => crate::event::confluent::confluent_schema_id(
+            rdkafka::Message::payload(msg).unwrap_or_default(),
+        )
+        .filter(|id| r.lookup(*id).is_none()),
+        _ => None,
+    };
+    match (unknown_id, registry) {
+        (Some(id), Some(r)) => {
+            // The message is copied out so that no librdkafka handle is held across the
+            // wait; this happens once per new schema id.
+            let owned = m.map(|msg| msg.detach());
+            r.ensure(id, shutdown.wait()).await;
+            if shutdown.is_triggered() && r.lookup(id).is_none() {
+                // Stopping while the registry is away: the record is left unread (its
+                // offset is not committed), for whoever reads the partition next.
+                return Ok((false, false));
+            }
+            handle_locked(core, owned)
+        }
+        _ => handle_locked(core, m),
+    }
+}
+
+fn handle_locked<S: Stage, M: rdkafka::Message>(
+    core: &Mutex<Core<S>>,
+    m: KafkaResult<M>,
+) -> Result<(bool, bool), RuntimeError> {
+    let mut c = lock(core);
+    let r = c.handle(m);
+    // Ok(None): a transaction failed; the batch ends and recovery begins.
+    let ok = c.absorb(r).map(|ok| ok.unwrap_or(false))?;
+    Ok((ok, !c.backlogged()))
+}
+
 async fn run_loop<S: Stage>(
     core: &Mutex<Core<S>>,
     consumer: &StreamConsumer<RunnerContext<S>>,
     shutdown: &Shutdown,
 ) -> Result<(), RuntimeError> {
-    let (tick_interval, commit_interval, max_batch, max_batch_wait, gate) = {
+    let (tick_interval, commit_interval, max_batch, max_batch_wait, gate, registry) = {
         let c = lock(core);
         (
             c.cfg.tick_interval,
@@ -567,6 +615,7 @@ async fn run_loop<S: Stage>(
             c.cfg.max_batch,
             c.cfg.max_batch_wait,
             c.cfg.gate.clone(),
+            c.cfg.registry.clone(),
         )
     };
     let mut next_tick = Instant::now() + tick_interval;
@@ -628,20 +677,16 @@ async fn run_loop<S: Stage>(
         if let Some(m) = first {
             // (handled, more): `more` is false when the batch must end early, because
             // sends wait for room in the producer's queue.
-            let handle = |m| {
-                let mut c = lock(core);
-                let r = c.handle(m);
-                // Ok(None): a transaction failed; the batch ends and recovery begins.
-                let ok = c.absorb(r).map(|ok| ok.unwrap_or(false))?;
-                Ok::<_, RuntimeError>((ok, !c.backlogged()))
-            };
-            let (mut ok, mut more) = handle(m)?;
+            let (mut ok, mut more) = handle_one(core, registry.as_deref(), m, shutdown).await?;
             let batch_end = Instant::now() + max_batch_wait;
             let mut n = 1;
             while ok && more && n < max_batch {
                 tokio::select! {
                     biased;
-                    m = consumer.recv() => { (ok, more) = handle(m)?; n += 1; }
+                    m = consumer.recv() => {
+                        (ok, more) = handle_one(core, registry.as_deref(), m, shutdown).await?;
+                        n += 1;
+                    }
                     _ = tokio::time::sleep_until(batch_end.into()) => break,
                 }
             }

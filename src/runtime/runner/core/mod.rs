@@ -31,7 +31,7 @@ use crate::stage::{Counted, Keyed, RecordMeta, Rejection, Stage, StageInput, Sta
 use crate::telemetry;
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::Producer;
 use rdkafka::ClientConfig;
 use std::time::{Duration, Instant};
@@ -130,9 +130,9 @@ impl<S: Stage> Core<S> {
 
     /// Handles one record from the consumer. `Ok(false)` when the consumer reported an
     /// error instead (the caller backs off).
-    pub(super) fn handle(
+    pub(super) fn handle<M: Message>(
         &mut self,
-        m: Result<BorrowedMessage<'_>, KafkaError>,
+        m: Result<M, KafkaError>,
     ) -> Result<bool, RuntimeError> {
         let m = match m {
             Ok(m) => m,
@@ -157,7 +157,7 @@ impl<S: Stage> Core<S> {
                 detail: "record has no value".into(),
             })
         } else {
-            S::Input::from_bytes(payload, now, &self.cfg.limits)
+            self.decode_input(payload, now)
         };
         match decoded {
             Ok(input) => {
@@ -185,9 +185,47 @@ impl<S: Stage> Core<S> {
         Ok(true)
     }
 
-    fn dead_letter(
+    /// Decodes one input: single-object encoded, or Confluent-framed through the
+    /// registry's cache (which the loop filled before the record came here).
+    fn decode_input(&self, payload: &[u8], now: i64) -> Result<S::Input, Rejection> {
+        use crate::event::confluent::{confluent_schema_id, CONFLUENT_HEADER_LEN};
+        use crate::runtime::registry::Lookup;
+        let (Some(id), Some(registry)) = (confluent_schema_id(payload), &self.cfg.registry) else {
+            return S::Input::from_bytes(payload, now, &self.cfg.limits);
+        };
+        match registry.lookup(id) {
+            None => Err(Rejection {
+                reason: "schema_registry_unavailable",
+                detail: format!(
+                    "schema id {id}: the schema registry at {} did not answer in time",
+                    registry.url()
+                ),
+            }),
+            Some(Lookup::Refused { reason, detail }) => Err(Rejection { reason, detail }),
+            Some(Lookup::Schema(writer)) => {
+                let single = writer
+                    .to_single_object(&payload[CONFLUENT_HEADER_LEN..])
+                    .map_err(|e| Rejection {
+                        reason: e.reason(),
+                        detail: e.to_string(),
+                    })?;
+                S::Input::from_bytes(&single, now, &self.cfg.limits)
+            }
+        }
+    }
+
+    /// The bytes of a record of type `record`: as encoded, or in Confluent framing
+    /// when a registry gave our schema an id.
+    fn framed(&self, record: &'static str, single_object: Vec<u8>) -> Vec<u8> {
+        match self.cfg.registry.as_ref().and_then(|r| r.output_id(record)) {
+            Some(id) => crate::event::confluent::to_confluent(&single_object, id),
+            None => single_object,
+        }
+    }
+
+    fn dead_letter<M: Message>(
         &mut self,
-        m: &BorrowedMessage<'_>,
+        m: &M,
         rej: Rejection,
         now: i64,
     ) -> Result<(), RuntimeError> {
@@ -217,6 +255,7 @@ impl<S: Stage> Core<S> {
             what: "a dead letter",
             detail: e.to_string(),
         })?;
+        let bytes = self.framed("DeadLetter", bytes);
         let topic = self.cfg.deadletter_topic.clone();
         self.send(Outgoing {
             topic: &topic,
@@ -240,6 +279,7 @@ impl<S: Stage> Core<S> {
         for out in &outputs {
             match encode(out) {
                 Ok(bytes) => {
+                    let bytes = self.framed(<S::Output as crate::event::AvroRecord>::NAME, bytes);
                     self.send(Outgoing {
                         topic: &topic,
                         partition: None,
