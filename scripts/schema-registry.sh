@@ -7,6 +7,9 @@
 #   scripts/schema-registry.sh start    build if needed, start it, wait until it answers, and
 #                                       print its Confluent-compatible URL
 #   scripts/schema-registry.sh url      print that URL (when started)
+#   scripts/schema-registry.sh tls-url  the same API over https (a self-signed certificate for
+#                                       127.0.0.1, made at start)
+#   scripts/schema-registry.sh ca       the path of that certificate (PEM), to trust it
 #   scripts/schema-registry.sh stop     stop it
 #   scripts/schema-registry.sh python   a Python with confluent-kafka's AvroSerializer (a venv
 #                                       in the cache, made once); prints its path
@@ -15,6 +18,7 @@
 #   PERFPILOT_REGISTRY_CACHE  where the build and the venv go (default ~/.cache/perfpilot/schema-registry)
 #   PERFPILOT_REGISTRY_DIR    pid file and log (default /tmp/perfpilot-schema-registry)
 #   PERFPILOT_REGISTRY_PORT   port on 127.0.0.1 (default 18081)
+#   PERFPILOT_REGISTRY_TLS_PORT  https port on 127.0.0.1 (default 18444)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,12 +26,14 @@ SRC="$HERE/schema-registry"
 CACHE="${PERFPILOT_REGISTRY_CACHE:-$HOME/.cache/perfpilot/schema-registry}"
 DIR="${PERFPILOT_REGISTRY_DIR:-/tmp/perfpilot-schema-registry}"
 PORT="${PERFPILOT_REGISTRY_PORT:-18081}"
+TLS_PORT="${PERFPILOT_REGISTRY_TLS_PORT:-18444}"
 CONFLUENT_KAFKA_VERSION="2.16.1"
 
 log() { echo "schema-registry.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
 
 url() { echo "http://127.0.0.1:$PORT/apis/ccompat/v7"; }
+tls_url() { echo "https://127.0.0.1:$TLS_PORT/apis/ccompat/v7"; }
 
 build() {
   local h out
@@ -55,8 +61,17 @@ start() {
   if [ -f "$DIR/pid" ] && kill -0 "$(cat "$DIR/pid")" 2>/dev/null && answering; then
     url; return 0
   fi
-  log "starting the registry on 127.0.0.1:$PORT (log: $DIR/registry.log)"
+  if [ ! -f "$DIR/tls.crt" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=localhost" \
+      -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+      -keyout "$DIR/tls.key" -out "$DIR/tls.crt" >/dev/null 2>&1 \
+      || die "openssl could not make the registry's certificate"
+  fi
+  log "starting the registry on 127.0.0.1:$PORT and https on $TLS_PORT (log: $DIR/registry.log)"
   nohup java -Xmx512m -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$PORT" \
+    -Dquarkus.http.ssl-port="$TLS_PORT" \
+    -Dquarkus.http.ssl.certificate.files="$DIR/tls.crt" \
+    -Dquarkus.http.ssl.certificate.key-files="$DIR/tls.key" \
     -jar "$jar" >"$DIR/registry.log" 2>&1 &
   pid=$!
   echo "$pid" >"$DIR/pid"
@@ -93,7 +108,9 @@ case "${1:-}" in
   build) build >/dev/null ;;
   start) start ;;
   url) url ;;
+  tls-url) tls_url ;;
+  ca) echo "$DIR/tls.crt" ;;
   stop) stop ;;
   python) python_env ;;
-  *) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

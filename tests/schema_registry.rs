@@ -375,3 +375,35 @@ async fn a_registry_that_stops_answering_is_waited_for_then_its_records_are_dead
     assert_eq!(deadletters.len(), 1, "{deadletters:?}");
     assert_eq!(deadletters[0].1["reason"], "schema_registry_unavailable");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_registry_is_reached_with_its_ca_and_refused_without() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let Some(s) = setup("registry-tls").await else {
+        return;
+    };
+    let (Ok(tls_url), Ok(ca)) = (
+        std::env::var("PERFPILOT_TEST_SCHEMA_REGISTRY_TLS"),
+        std::env::var("PERFPILOT_TEST_SCHEMA_REGISTRY_CA"),
+    ) else {
+        panic!(
+            "PERFPILOT_TEST_SCHEMA_REGISTRY_TLS and PERFPILOT_TEST_SCHEMA_REGISTRY_CA must be set \
+             with the registry (scripts/schema-registry.sh tls-url, ca)"
+        );
+    };
+    // Without the CA the self-signed certificate is refused, and the log says so.
+    let mut untrusting = Stage::start(&s, &tls_url, &[]);
+    untrusting.wait_for("certificate verify failed", Duration::from_secs(30));
+    drop(untrusting);
+
+    let mut stage = Stage::start(&s, &tls_url, &["--schema-registry-ca-location", &ca]);
+    stage.wait_for("partitions assigned", Duration::from_secs(60));
+    produce(&s, "tls", 20, "site", false);
+    stage.wait_for("writer schema fetched", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    let summary = stage.stop();
+    assert!(
+        summary.contains("consumed 20, processed 20, dead-lettered 0"),
+        "{summary}"
+    );
+}

@@ -205,6 +205,27 @@ pub struct RegistryArgs {
     /// record is dead-lettered as schema_registry_unavailable.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub schema_registry_timeout: std::time::Duration,
+    /// CA certificates (PEM) to verify an https:// registry with [default: the system's].
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PERFPILOT_SCHEMA_REGISTRY_CA_LOCATION"
+    )]
+    pub schema_registry_ca_location: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for a registry that asks for mutual TLS.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PERFPILOT_SCHEMA_REGISTRY_CERTIFICATE_LOCATION"
+    )]
+    pub schema_registry_certificate_location: Option<std::path::PathBuf>,
+    /// Client private key (PEM) for a registry that asks for mutual TLS.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PERFPILOT_SCHEMA_REGISTRY_KEY_LOCATION"
+    )]
+    pub schema_registry_key_location: Option<std::path::PathBuf>,
 }
 
 impl RegistryArgs {
@@ -218,6 +239,9 @@ impl RegistryArgs {
         };
         let mut options = crate::runtime::registry::RegistryOptions::new(url.clone());
         options.fetch_timeout = self.schema_registry_timeout;
+        options.ca_location = self.schema_registry_ca_location.clone();
+        options.certificate_location = self.schema_registry_certificate_location.clone();
+        options.key_location = self.schema_registry_key_location.clone();
         if let Some(info) = &self.user_info {
             let (user, password) = info.split_once(':').ok_or_else(|| {
                 anyhow::anyhow!("--schema-registry-user-info must be USER:PASSWORD")

@@ -13,6 +13,7 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, StatusCode, Uri};
+use hyper_openssl::client::legacy::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use std::collections::HashMap;
@@ -37,6 +38,12 @@ pub struct RegistryOptions {
     /// How long a schema fetch is retried while the registry is away, before the record
     /// is dead-lettered as `schema_registry_unavailable`.
     pub fetch_timeout: Duration,
+    /// CA certificates (PEM) to verify an https registry with; default: the system's.
+    pub ca_location: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    pub certificate_location: Option<std::path::PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    pub key_location: Option<std::path::PathBuf>,
 }
 
 impl RegistryOptions {
@@ -47,6 +54,9 @@ impl RegistryOptions {
             basic_auth: None,
             request_timeout: Duration::from_secs(5),
             fetch_timeout: Duration::from_secs(60),
+            ca_location: None,
+            certificate_location: None,
+            key_location: None,
         }
     }
 }
@@ -62,6 +72,9 @@ pub enum RegistryError {
         /// What is wrong.
         problem: String,
     },
+    /// The TLS settings cannot be used (a CA, certificate or key file).
+    #[error("schema registry TLS settings: {0}")]
+    Tls(String),
     /// No schema has this id (HTTP 404): the record cannot be read, now or later.
     #[error("the schema registry has no schema with id {0}")]
     UnknownId(u32),
@@ -114,7 +127,7 @@ pub enum Lookup {
 pub struct SchemaRegistry {
     options: RegistryOptions,
     base: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     expected: Option<&'static str>,
     cache: Mutex<HashMap<u32, Cached>>,
     output_ids: Mutex<HashMap<&'static str, u32>>,
@@ -143,16 +156,18 @@ impl SchemaRegistry {
             .url
             .parse()
             .map_err(|e| url_error(&format!("{e}")))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => return Err(url_error("https is not supported yet: reach the registry over http (a sidecar proxy can add TLS)")),
-            _ => return Err(url_error("expected http://host:port[/path]")),
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(url_error("expected http(s)://host:port[/path]"));
         }
         if uri.authority().is_none() {
             return Err(url_error("no host in it"));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(options.request_timeout));
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(options.request_timeout));
+        http.enforce_http(false);
+        let tls = tls_settings(&options).map_err(|e| RegistryError::Tls(e.to_string()))?;
+        let connector = HttpsConnector::with_connector(http, tls)
+            .map_err(|e| RegistryError::Tls(e.to_string()))?;
         Ok(SchemaRegistry {
             base: options.url.clone(),
             options,
@@ -380,6 +395,39 @@ impl SchemaRegistry {
     }
 }
 
+/// TLS as the options say: their CA file, or the system's certificates; a client
+/// certificate and key for mutual TLS.
+fn tls_settings(
+    options: &RegistryOptions,
+) -> Result<openssl::ssl::SslConnectorBuilder, openssl::error::ErrorStack> {
+    let mut tls = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client())?;
+    match &options.ca_location {
+        Some(ca) => tls.set_ca_file(ca)?,
+        None => {
+            tls.set_default_verify_paths()?;
+            // The bundled OpenSSL looks in its own build prefix; the system's bundle is
+            // where Debian, Alpine and Red Hat keep it.
+            for bundle in [
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc/pki/tls/certs/ca-bundle.crt",
+                "/etc/ssl/cert.pem",
+            ] {
+                if std::path::Path::new(bundle).exists() {
+                    tls.set_ca_file(bundle)?;
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(cert) = &options.certificate_location {
+        tls.set_certificate_chain_file(cert)?;
+    }
+    if let Some(key) = &options.key_location {
+        tls.set_private_key_file(key, openssl::ssl::SslFiletype::PEM)?;
+    }
+    Ok(tls)
+}
+
 fn refused(e: &ConfluentError) -> Cached {
     Cached::Refused {
         reason: e.reason(),
@@ -425,7 +473,14 @@ mod tests {
                 .url(),
             "http://r:8081"
         );
-        for bad in ["https://r:8081", "r:8081", "not a url"] {
+        assert!(SchemaRegistry::new(RegistryOptions::new("https://r:8081"), None).is_ok());
+        let mut missing_ca = RegistryOptions::new("https://r:8081");
+        missing_ca.ca_location = Some("/nonexistent/ca.pem".into());
+        assert!(matches!(
+            SchemaRegistry::new(missing_ca, None),
+            Err(RegistryError::Tls(_))
+        ));
+        for bad in ["ftp://r:8081", "r:8081", "not a url"] {
             assert!(
                 SchemaRegistry::new(RegistryOptions::new(bad), None).is_err(),
                 "{bad}"
