@@ -556,6 +556,108 @@ fn simulate_replays_a_recorded_trace_and_reports_its_bad_rows_and_gaps() {
     assert!(err.contains("no point in the period asked for"), "{err}");
 }
 
+#[test]
+fn simulate_runs_utilization_at_recorded_replicas_beside_perfpilot_in_dry_run() {
+    let dir = std::env::temp_dir().join(format!("perfpilot-util-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("util.csv");
+    // Two days of one service every 5 minutes, as it ran: 2 replicas at night, 4 by day
+    // (08:00-20:00); demand 100 requests/s at night and 300 by day, so utilization 0.5
+    // and 0.75 at 100 requests/s per replica. Two bad rows.
+    let mut text = String::from("timestamp,series,value,replicas\n");
+    for i in 0..(2 * 288) {
+        let ts = 1_714_521_600 + i * 300; // 2024-05-01 00:00 UTC
+        let hour = (i % 288) / 12;
+        let (util, replicas) = if (8..20).contains(&hour) {
+            (0.75, 4)
+        } else {
+            (0.5, 2)
+        };
+        text.push_str(&format!("{ts},web,{util},{replicas}\n"));
+    }
+    text.push_str("1714600000,web,0.5,0\n1714600300,web,0.5\n");
+    std::fs::write(&input, text).unwrap();
+    let out = perfpilot()
+        .args(["simulate", "--trace"])
+        .arg(&input)
+        .args([
+            "--replicas-column",
+            "replicas",
+            "--capacity-per-replica",
+            "100",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "bad rows were skipped: {stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("line 578: replicas \"0\" is not a whole number of replicas above 0"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 579:"), "{stderr}");
+    assert!(
+        stdout.contains("web: 100.0 requests/s per replica, starts with 2 replicas"),
+        "{stdout}"
+    );
+    // A row's numbers: SLO minutes, slack, cost, changes, flip-flops.
+    let row = |name: &str| -> Vec<f64> {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row: {stdout}"));
+        line[name.len()..]
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect()
+    };
+    // What ran: night to day and back, twice: four changes, none reversed in 15 min,
+    // and the replicas it paid for (2 × 12 h + 4 × 12 h a day).
+    let recorded = row("recorded replicas");
+    assert_eq!((recorded[3], recorded[4]), (4.0, 0.0), "{stdout}");
+    assert!(
+        (recorded[2] - 144.0).abs() < 1.0,
+        "cost {}: {stdout}",
+        recorded[2]
+    );
+    let dry = row("perfpilot dry run");
+    assert!(
+        dry[3] > 0.0,
+        "perfpilot decided nothing beside the recorded run: {stdout}"
+    );
+    for policy in ["perfpilot ", "HPA-style reactive ", "static peak "] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(policy)),
+            "{policy}: {stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("perfpilot dry run: beside recorded replicas"),
+        "{stdout}"
+    );
+
+    // The column must be named in a header.
+    std::fs::write(&input, "1714521600,web,0.5,2\n").unwrap();
+    let out = perfpilot()
+        .args(["simulate", "--trace"])
+        .arg(&input)
+        .args(["--replicas-column", "replicas"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the first line must be a header"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_describe_shows_the_cluster_and_each_stage_group_s_lag() {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};

@@ -35,6 +35,13 @@ pub struct SimulateArgs {
     /// between points; gaps and bad rows are reported (bad rows by line, and skipped).
     #[arg(long, value_name = "FILE.csv")]
     trace: Option<PathBuf>,
+    /// With --trace: the values are utilization (a ratio, 1 = a replica's full capacity)
+    /// at the replicas in this column of the header, e.g.
+    /// `timestamp,series,value,replicas` with --replicas-column replicas. Demand is
+    /// utilization × replicas (× --capacity-per-replica), and the recorded replicas run
+    /// as a policy of their own beside the others.
+    #[arg(long, value_name = "NAME", requires = "trace")]
+    replicas_column: Option<String>,
     /// With --trace: requests per second one replica serves at 100 % utilization.
     /// Default: per service, so that its median demand needs 4 replicas at the
     /// utilization goal.
@@ -61,16 +68,9 @@ pub struct SimulateArgs {
     plot_service: Option<String>,
 }
 
-/// The comparison on a recorded trace; prints what was read. The flag: bad rows.
-fn traced(args: &SimulateArgs, config: Option<Config>) -> anyhow::Result<(Comparison, bool)> {
-    let path = args.trace.as_deref().unwrap_or(std::path::Path::new("-"));
-    let file =
-        File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-    let input: Box<dyn Read> = Box::new(BufReader::new(file));
-    let input = super::replay::m4_as_long(input)?;
-    let (series, summary) = crate::replay::run::read_series(input, &mut |_| {})?;
-    super::replay::print_bad_rows(&summary);
-    let goal = match &config {
+/// The utilization goal the policies share.
+fn goal(config: &Option<Config>) -> anyhow::Result<f64> {
+    Ok(match config {
         Some(c) => c.policies.defaults().utilization_goal,
         None => {
             Comparison::new(1, 1, None)?
@@ -79,16 +79,108 @@ fn traced(args: &SimulateArgs, config: Option<Config>) -> anyhow::Result<(Compar
                 .defaults()
                 .utilization_goal
         }
-    };
-    let opts = TraceOptions {
+    })
+}
+
+fn opts(args: &SimulateArgs, goal: f64) -> TraceOptions {
+    TraceOptions {
         capacity_per_replica: args.capacity_per_replica,
         goal,
         base_latency_ms: args.base_latency_ms,
         startup_ms: args.startup.as_millis() as i64,
         from_ms: args.from,
         to_ms: args.to,
+    }
+}
+
+/// A trace of utilization with a replicas column (named in its header): the series
+/// with (time, utilization, replicas), and the rows skipped with their lines.
+fn read_utilization(
+    input: impl Read,
+    column: &str,
+) -> anyhow::Result<(recorded::UtilizationPoints, crate::replay::run::Summary)> {
+    use crate::replay::input::{Layout, RowError};
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .comment(Some(b'#'))
+        .from_reader(input);
+    let mut summary = crate::replay::run::Summary::default();
+    let mut series = recorded::UtilizationPoints::new();
+    let mut layout: Option<(Layout, usize)> = None;
+    let mut record = csv::StringRecord::new();
+    while reader.read_record(&mut record)? {
+        let line = record.position().map_or(0, |p| p.line());
+        let fields: Vec<&str> = record.iter().collect();
+        if fields.iter().all(|f| f.is_empty()) {
+            continue;
+        }
+        let Some((l, replicas_at)) = layout else {
+            let header = Layout::from_header(&fields).filter(Layout::is_long);
+            let at = fields.iter().position(|f| f.eq_ignore_ascii_case(column));
+            match (header, at) {
+                (Some(l), Some(at)) => layout = Some((l, at)),
+                _ => anyhow::bail!(
+                    "--replicas-column {column}: the first line must be a header of timestamp, series, value and {column} columns; it is {:?}",
+                    fields.join(",")
+                ),
+            }
+            continue;
+        };
+        summary.rows += 1;
+        let parsed = l.row(line, &fields).and_then(|row| {
+            let raw = fields.get(replicas_at).copied().unwrap_or("");
+            match raw.parse::<u32>() {
+                Ok(r) if r > 0 => Ok((row, r)),
+                _ => Err(RowError {
+                    line,
+                    reason: format!("{column} {raw:?} is not a whole number of replicas above 0"),
+                }),
+            }
+        });
+        match parsed {
+            Ok((row, r)) => series
+                .entry(row.series)
+                .or_default()
+                .push((row.ts_ms, row.value, r)),
+            Err(e) => {
+                summary.bad_count += 1;
+                if summary.bad.len() < 20 {
+                    summary.bad.push(e);
+                }
+            }
+        }
+    }
+    summary.series = series.len();
+    Ok((series, summary))
+}
+
+/// The comparison on a recorded trace; prints what was read. The flag: bad rows.
+fn traced(args: &SimulateArgs, config: Option<Config>) -> anyhow::Result<(Comparison, bool)> {
+    let path = args.trace.as_deref().unwrap_or(std::path::Path::new("-"));
+    let file =
+        File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    let input: Box<dyn Read> = Box::new(BufReader::new(file));
+    let (t, summary) = match &args.replicas_column {
+        Some(column) => {
+            let (series, summary) = read_utilization(input, column)?;
+            super::replay::print_bad_rows(&summary);
+            (
+                recorded::services_from_utilization(series, &opts(args, goal(&config)?))?,
+                summary,
+            )
+        }
+        None => {
+            let input = super::replay::m4_as_long(input)?;
+            let (series, summary) = crate::replay::run::read_series(input, &mut |_| {})?;
+            super::replay::print_bad_rows(&summary);
+            (
+                recorded::services(series, &opts(args, goal(&config)?))?,
+                summary,
+            )
+        }
     };
-    let t = recorded::services(series, &opts)?;
     for g in &t.gaps {
         eprintln!(
             "series {}: no point from {} to {}; demand interpolated across",

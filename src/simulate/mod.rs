@@ -10,7 +10,7 @@ pub mod recorded;
 pub mod world;
 
 use crate::config::{Config, ConfigError};
-use policies::{Autoscaler, Hpa, Perfpilot, Static};
+use policies::{AsRecorded, Autoscaler, Hpa, Perfpilot, Static};
 use std::collections::BTreeMap;
 use std::io::Write;
 use world::{Service, ServiceSpec, MINUTE_MS};
@@ -189,6 +189,81 @@ pub fn run_policy_with(
     out
 }
 
+/// perfpilot in dry run beside `incumbent`, as it would run live in shadow mode: the
+/// services follow the incumbent (the recorded replicas, or HPA), perfpilot sees the
+/// same minutes and decides without acting. The outcome is that of its decisions as if
+/// each took effect at once: from its first decision on, a service has the replicas
+/// perfpilot last decided (before it, the incumbent's), and its latency is the model's
+/// at the minute's load. Changes and flip-flops are perfpilot's decisions.
+pub fn run_dry_run(
+    incumbent: &mut dyn Autoscaler,
+    shadow: &mut dyn Autoscaler,
+    specs: &[ServiceSpec],
+    span: Span,
+    seed: u64,
+    minute_done: &mut dyn FnMut(i64),
+) -> Outcome {
+    let mut services: Vec<Service> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Service::new(s.clone(), seed.wrapping_add(i as u64 * 7919)))
+        .collect();
+    let mut out = Outcome {
+        policy: "perfpilot dry run".to_string(),
+        ..Outcome::default()
+    };
+    let mut desired: BTreeMap<String, u32> = BTreeMap::new();
+    let mut last: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for minute in 0..span.minutes {
+        let now = span.start_ms + minute * MINUTE_MS;
+        let samples: Vec<(String, world::Sample)> = services
+            .iter_mut()
+            .map(|s| (s.spec.name.clone(), s.sample(now)))
+            .collect();
+        for (svc, (name, s)) in services.iter().zip(&samples) {
+            let replicas = desired.get(name).copied().unwrap_or(s.replicas);
+            let (_, latency_ms) = svc.spec.respond(s.load, replicas);
+            out.minutes += 1;
+            out.replica_minutes += f64::from(replicas);
+            out.slack_replica_minutes += f64::from(replicas) - s.load / svc.spec.capacity;
+            if latency_ms > svc.spec.slo_ms {
+                out.slo_violation_minutes += 1;
+                *out.per_service.entry(name.clone()).or_default() += 1;
+                out.violations.push((now, name.clone()));
+            }
+        }
+        let view: Vec<(&str, world::Sample)> =
+            samples.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+        for (name, replicas) in shadow.step(now, &view) {
+            let seen = view
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(replicas, |(_, s)| s.replicas);
+            let before = desired.get(&name).copied().unwrap_or(seen);
+            desired.insert(name.clone(), replicas);
+            if replicas == before {
+                continue;
+            }
+            out.changes += 1;
+            out.timeline.push((now + MINUTE_MS, name.clone(), replicas));
+            let direction = if replicas > before { 1 } else { -1 };
+            if let Some((t, d)) = last.get(&name) {
+                if *d != direction && now - t < FLIP_FLOP_MS {
+                    out.flip_flops += 1;
+                }
+            }
+            last.insert(name, (now, direction));
+        }
+        for (name, replicas) in incumbent.step(now, &view) {
+            if let Some(svc) = services.iter_mut().find(|s| s.spec.name == name) {
+                svc.set_replicas(replicas, now + MINUTE_MS);
+            }
+        }
+        minute_done(minute);
+    }
+    out
+}
+
 /// Settings of a comparison run.
 #[derive(Debug, Clone)]
 pub struct Comparison {
@@ -200,6 +275,9 @@ pub struct Comparison {
     pub seed: u64,
     /// perfpilot's configuration.
     pub config: Config,
+    /// Also run perfpilot in dry run beside the incumbent (recorded traces): the
+    /// recorded replicas when the trace has them, HPA otherwise.
+    pub dry_run: bool,
 }
 
 impl Comparison {
@@ -211,6 +289,7 @@ impl Comparison {
             span: Span::days(days),
             seed,
             config: Self::config_or_default(config)?,
+            dry_run: false,
         })
     }
 
@@ -226,6 +305,7 @@ impl Comparison {
             span,
             seed: 1,
             config: Self::config_or_default(config)?,
+            dry_run: true,
         })
     }
 
@@ -250,7 +330,9 @@ impl Comparison {
         let (specs, span, seed) = (&self.specs, self.span, self.seed);
         let goal = self.config.policies.defaults().utilization_goal;
         let per_policy = span.minutes.max(0) as u64;
-        let total = 3 * per_policy;
+        let recorded = specs.iter().any(|s| !s.recorded_replicas.is_empty());
+        let runs = 3 + u64::from(self.dry_run) + u64::from(recorded);
+        let total = runs * per_policy;
         let mut perfpilot = Perfpilot::new(&self.config)?;
         // Reported every simulated hour: the bar is cheap, not free.
         let mut report = |offset: u64, m: i64| {
@@ -268,6 +350,39 @@ impl Comparison {
             report(2 * per_policy, m)
         });
         let mut out = vec![perfpilot_run, hpa_run, static_run];
+        let mut done = 3;
+        if recorded {
+            out.push(run_policy_with(
+                &mut AsRecorded::new(specs),
+                specs,
+                span,
+                seed,
+                &mut |m| report(done * per_policy, m),
+            ));
+            done += 1;
+        }
+        if self.dry_run {
+            let mut shadow = Perfpilot::new(&self.config)?;
+            shadow.follow_dry_run = true;
+            let mut incumbent: Box<dyn Autoscaler> = if recorded {
+                Box::new(AsRecorded::new(specs))
+            } else {
+                Box::new(Hpa::new(goal))
+            };
+            let mut dry = run_dry_run(
+                incumbent.as_mut(),
+                &mut shadow,
+                specs,
+                span,
+                seed,
+                &mut |m| report(done * per_policy, m),
+            );
+            dry.notes = vec![format!(
+                "beside {}: the services followed it; perfpilot decided without acting, and its row is its decisions as if each took effect at once",
+                incumbent.name()
+            )];
+            out.push(dry);
+        }
         let by = |counts: Vec<String>| {
             if counts.is_empty() {
                 "none".to_string()

@@ -135,6 +135,8 @@ pub struct Perfpilot {
     pub verdicts: BTreeMap<Verdict, u64>,
     /// Recommendations by recommender.
     pub recommenders: BTreeMap<String, u64>,
+    /// Also follow decisions marked dry-run (the shadow of `simulate`'s dry-run row).
+    pub follow_dry_run: bool,
 }
 
 impl Perfpilot {
@@ -148,6 +150,7 @@ impl Perfpilot {
             offset: 0,
             verdicts: BTreeMap::new(),
             recommenders: BTreeMap::new(),
+            follow_dry_run: false,
         })
     }
 }
@@ -192,13 +195,53 @@ impl Autoscaler for Perfpilot {
         let mut out = Vec::new();
         for d in decisions {
             *self.verdicts.entry(d.verdict).or_default() += 1;
-            if d.verdict == Verdict::Approved && !d.dry_run && d.resource == REPLICAS {
+            if d.verdict == Verdict::Approved
+                && (!d.dry_run || self.follow_dry_run)
+                && d.resource == REPLICAS
+            {
                 if let Some(v) = d.final_value {
                     out.push((
                         d.target,
                         (v.round().max(0.0) as u32).clamp(MIN_REPLICAS, MAX_REPLICAS),
                     ));
                 }
+            }
+        }
+        out
+    }
+}
+
+/// The replicas the services ran with, as recorded (`simulate --replicas-column`):
+/// what really happened, in the same service model.
+pub struct AsRecorded {
+    specs: Vec<ServiceSpec>,
+    current: HashMap<String, u32>,
+}
+
+impl AsRecorded {
+    /// Follows each service's recorded replicas.
+    pub fn new(specs: &[ServiceSpec]) -> Self {
+        AsRecorded {
+            current: specs.iter().map(|s| (s.name.clone(), s.initial)).collect(),
+            specs: specs.to_vec(),
+        }
+    }
+}
+
+impl Autoscaler for AsRecorded {
+    fn name(&self) -> &'static str {
+        "recorded replicas"
+    }
+
+    fn step(&mut self, now_ms: i64, _samples: &[(&str, Sample)]) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        for spec in &self.specs {
+            let Some(r) = spec.recorded_at(now_ms) else {
+                continue;
+            };
+            let r = r.clamp(MIN_REPLICAS, MAX_REPLICAS);
+            if self.current.insert(spec.name.clone(), r) != Some(r) {
+                out.push((spec.name.clone(), r));
             }
         }
         out

@@ -135,6 +135,7 @@ pub fn services(
             startup_ms: opts.startup_ms,
             initial: initial.min(f64::from(super::policies::MAX_REPLICAS)) as u32,
             load: Load::Recorded(recorded),
+            recorded_replicas: Vec::new(),
         });
     }
     if specs.is_empty() {
@@ -153,6 +154,53 @@ pub fn services(
         },
         gaps,
     })
+}
+
+/// Recorded series of a utilization with the replicas that ran: name → (time ms,
+/// utilization as a ratio of one replica's capacity, replicas).
+pub type UtilizationPoints = BTreeMap<String, Vec<(i64, f64, u32)>>;
+
+/// Builds the services from utilization at known replicas (`--replicas-column`): the
+/// demand is utilization × replicas × capacity (capacity 1 per replica unless
+/// given), and each service starts with, and remembers, the replicas it ran with.
+pub fn services_from_utilization(
+    series: UtilizationPoints,
+    opts: &TraceOptions,
+) -> Result<TraceServices, TraceError> {
+    let capacity = opts.capacity_per_replica.unwrap_or(1.0);
+    let mut replicas: BTreeMap<String, Vec<(i64, u32)>> = BTreeMap::new();
+    let demand = series
+        .into_iter()
+        .map(|(name, points)| {
+            let mut kept: Vec<(i64, u32)> = points
+                .iter()
+                .filter(|(t, _, _)| opts.from_ms.is_none_or(|f| *t >= f))
+                .filter(|(t, _, _)| opts.to_ms.is_none_or(|to| *t < to))
+                .map(|(t, _, r)| (*t, *r))
+                .collect();
+            kept.sort_by_key(|(t, _)| *t);
+            replicas.insert(name.clone(), kept);
+            let demand = points
+                .into_iter()
+                .map(|(t, u, r)| (t, u * f64::from(r) * capacity))
+                .collect();
+            (name, demand)
+        })
+        .collect();
+    let mut t = services(
+        demand,
+        &TraceOptions {
+            capacity_per_replica: Some(capacity),
+            ..opts.clone()
+        },
+    )?;
+    for spec in &mut t.specs {
+        spec.recorded_replicas = replicas.remove(&spec.name).unwrap_or_default();
+        if let Some(&(_, first)) = spec.recorded_replicas.first() {
+            spec.initial = first.clamp(1, super::policies::MAX_REPLICAS);
+        }
+    }
+    Ok(t)
 }
 
 /// The gaps of a series: steps longer than three times its median step.
@@ -212,6 +260,36 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fixed.specs[0].initial, 4);
+    }
+
+    #[test]
+    fn utilization_at_known_replicas_is_demand_and_the_replicas_are_kept() {
+        let hour = 3_600_000;
+        let series = BTreeMap::from([(
+            "svc".to_string(),
+            vec![(0, 0.5, 4), (hour, 0.75, 4), (2 * hour, 0.5, 8)],
+        )]);
+        let t = services_from_utilization(series, &TraceOptions::default()).unwrap();
+        let s = &t.specs[0];
+        assert_eq!(s.capacity, 1.0);
+        assert_eq!(s.initial, 4, "starts as it ran");
+        assert_eq!(s.load.clean(0), 2.0);
+        assert_eq!(s.load.clean(hour), 3.0);
+        assert_eq!(s.load.clean(2 * hour), 4.0);
+        assert_eq!(s.recorded_at(90 * 60_000), Some(4));
+        assert_eq!(s.recorded_at(2 * hour), Some(8));
+        assert_eq!(
+            s.recorded_at(-1),
+            Some(4),
+            "before the first point: the first"
+        );
+        let with_capacity = TraceOptions {
+            capacity_per_replica: Some(50.0),
+            ..TraceOptions::default()
+        };
+        let series = BTreeMap::from([("svc".to_string(), vec![(0, 0.5, 4), (hour, 0.5, 4)])]);
+        let t = services_from_utilization(series, &with_capacity).unwrap();
+        assert_eq!(t.specs[0].load.clean(0), 100.0, "requests/s");
     }
 
     #[test]

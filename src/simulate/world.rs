@@ -171,6 +171,33 @@ pub struct ServiceSpec {
     pub initial: u32,
     /// Its load.
     pub load: Load,
+    /// The replicas it ran with, as recorded (time ms, replicas), in time order; empty
+    /// for demand-only traces and the built-in services.
+    pub recorded_replicas: Vec<(i64, u32)>,
+}
+
+impl ServiceSpec {
+    /// Utilization (capped at 1) and p99 latency with `ready` replicas serving `load`:
+    /// M/M/1-like growth towards saturation, and a queue that grows for the whole
+    /// minute beyond it.
+    pub fn respond(&self, load: f64, ready: u32) -> (f64, f64) {
+        let demand = load / (f64::from(ready.max(1)) * self.capacity);
+        let latency_ms = if ready == 0 || demand >= 1.0 {
+            self.base_latency_ms * 50.0 * demand.max(1.0)
+        } else {
+            self.base_latency_ms / (1.0 - demand)
+        };
+        (demand.min(1.0), latency_ms)
+    }
+
+    /// The recorded replicas at `t_ms` (the last recorded at or before it).
+    pub fn recorded_at(&self, t_ms: i64) -> Option<u32> {
+        let i = self.recorded_replicas.partition_point(|(t, _)| *t <= t_ms);
+        match i {
+            0 => self.recorded_replicas.first().map(|r| r.1),
+            i => Some(self.recorded_replicas[i - 1].1),
+        }
+    }
 }
 
 /// What a service reports for one minute.
@@ -233,16 +260,10 @@ impl Service {
         };
         let load = (clean * (1.0 + self.spec.load.noise() * noise)).max(0.0);
         let ready = self.ready_at.iter().filter(|&&t| t <= now_ms).count() as u32;
-        let demand = load / (f64::from(ready.max(1)) * self.spec.capacity);
-        let latency_ms = if ready == 0 || demand >= 1.0 {
-            // Saturated: the queue grows for the whole minute.
-            self.spec.base_latency_ms * 50.0 * demand.max(1.0)
-        } else {
-            self.spec.base_latency_ms / (1.0 - demand)
-        };
+        let (utilization, latency_ms) = self.spec.respond(load, ready);
         Sample {
             load,
-            utilization: demand.min(1.0),
+            utilization,
             latency_ms,
             replicas: self.replicas(),
             ready,
@@ -276,6 +297,7 @@ pub fn services(days: u32, seed: u64) -> Vec<ServiceSpec> {
             slo_ms: 160.0,
             startup_ms: 3 * MINUTE_MS,
             initial: 4,
+            recorded_replicas: Vec::new(),
             load: Load::Synthetic(Trace {
                 base: 300.0,
                 daily: 0.6,
@@ -293,6 +315,7 @@ pub fn services(days: u32, seed: u64) -> Vec<ServiceSpec> {
             slo_ms: 100.0,
             startup_ms: 2 * MINUTE_MS,
             initial: 4,
+            recorded_replicas: Vec::new(),
             load: Load::Synthetic(Trace {
                 base: 100.0,
                 daily: 0.35,
@@ -311,6 +334,7 @@ pub fn services(days: u32, seed: u64) -> Vec<ServiceSpec> {
             slo_ms: 800.0,
             startup_ms: 5 * MINUTE_MS,
             initial: 4,
+            recorded_replicas: Vec::new(),
             load: Load::Synthetic(Trace {
                 base: 60.0,
                 daily: 0.2,
@@ -338,6 +362,7 @@ mod tests {
             slo_ms: 40.0,
             startup_ms: 3 * MINUTE_MS,
             initial: 2,
+            recorded_replicas: Vec::new(),
             load: Load::Synthetic(Trace {
                 base: 15.0,
                 daily: 0.0,
