@@ -100,12 +100,7 @@ fn read_utilization(
     column: &str,
 ) -> anyhow::Result<(recorded::UtilizationPoints, crate::replay::run::Summary)> {
     use crate::replay::input::{Layout, RowError};
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .comment(Some(b'#'))
-        .from_reader(input);
+    let mut reader = crate::replay::input::csv_reader(input);
     let mut summary = crate::replay::run::Summary::default();
     let mut series = recorded::UtilizationPoints::new();
     let mut layout: Option<(Layout, usize)> = None;

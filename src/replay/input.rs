@@ -128,6 +128,17 @@ impl Layout {
 
 pub use crate::time::parse_timestamp;
 
+/// The CSV reader every input of replay's formats goes through: no header assumed
+/// (the layout decides), rows of any width, fields trimmed, `#` lines skipped.
+pub fn csv_reader<R: std::io::Read>(input: R) -> csv::Reader<R> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .comment(Some(b'#'))
+        .from_reader(input)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,12 +80,7 @@ fn read_rows(
     mut each: impl FnMut(Row, Layout, &Columns) -> Result<(), ReplayError>,
 ) -> Result<Layout, ReplayError> {
     let mut columns = Columns::default();
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .comment(Some(b'#'))
-        .from_reader(input);
+    let mut reader = super::input::csv_reader(input);
     let mut layout = None;
     let mut record = csv::StringRecord::new();
     while reader.read_record(&mut record)? {

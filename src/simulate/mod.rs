@@ -87,6 +87,48 @@ impl Outcome {
 }
 
 impl Outcome {
+    /// Counts one service-minute: `replicas` paid for, `load` served at `latency_ms`.
+    fn account(
+        &mut self,
+        now: i64,
+        name: &str,
+        spec: &ServiceSpec,
+        replicas: u32,
+        load: f64,
+        latency_ms: f64,
+    ) {
+        self.minutes += 1;
+        self.replica_minutes += f64::from(replicas);
+        self.slack_replica_minutes += f64::from(replicas) - load / spec.capacity;
+        if latency_ms > spec.slo_ms {
+            self.slo_violation_minutes += 1;
+            *self.per_service.entry(name.to_string()).or_default() += 1;
+            self.violations.push((now, name.to_string()));
+        }
+    }
+
+    /// Counts a change of `name` from `before` to `replicas` decided at `now`, and
+    /// whether it reverses the service's previous change (`last`: time and direction).
+    fn change(
+        &mut self,
+        now: i64,
+        name: String,
+        before: u32,
+        replicas: u32,
+        last: &mut BTreeMap<String, (i64, i64)>,
+    ) {
+        self.changes += 1;
+        self.timeline
+            .push((now + MINUTE_MS, name.clone(), replicas));
+        let direction = if replicas > before { 1 } else { -1 };
+        if let Some((t, d)) = last.get(&name) {
+            if *d != direction && now - t < FLIP_FLOP_MS {
+                self.flip_flops += 1;
+            }
+        }
+        last.insert(name, (now, direction));
+    }
+
     /// Mean provisioned − used replicas per service.
     pub fn average_slack(&self) -> f64 {
         self.slack_replica_minutes / self.minutes.max(1) as f64
@@ -127,6 +169,15 @@ pub fn run_policy(
     run_policy_with(policy, specs, span, seed, &mut |_| {})
 }
 
+/// The services at the start of a run; each one's noise has its own seed from `seed`.
+fn start_services(specs: &[ServiceSpec], seed: u64) -> Vec<Service> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Service::new(s.clone(), seed.wrapping_add(i as u64 * 7919)))
+        .collect()
+}
+
 /// [`run_policy`], calling `minute_done` after each simulated minute (with the minute's
 /// index), for a progress bar.
 pub fn run_policy_with(
@@ -136,11 +187,7 @@ pub fn run_policy_with(
     seed: u64,
     minute_done: &mut dyn FnMut(i64),
 ) -> Outcome {
-    let mut services: Vec<Service> = specs
-        .iter()
-        .enumerate()
-        .map(|(i, s)| Service::new(s.clone(), seed.wrapping_add(i as u64 * 7919)))
-        .collect();
+    let mut services = start_services(specs, seed);
     let mut out = Outcome {
         policy: policy.name().to_string(),
         ..Outcome::default()
@@ -154,14 +201,7 @@ pub fn run_policy_with(
             .map(|s| (s.spec.name.clone(), s.sample(now)))
             .collect();
         for (svc, (name, s)) in services.iter().zip(&samples) {
-            out.minutes += 1;
-            out.replica_minutes += f64::from(s.replicas);
-            out.slack_replica_minutes += f64::from(s.replicas) - s.load / svc.spec.capacity;
-            if s.latency_ms > svc.spec.slo_ms {
-                out.slo_violation_minutes += 1;
-                *out.per_service.entry(name.clone()).or_default() += 1;
-                out.violations.push((now, name.clone()));
-            }
+            out.account(now, name, &svc.spec, s.replicas, s.load, s.latency_ms);
         }
         let view: Vec<(&str, world::Sample)> =
             samples.iter().map(|(n, s)| (n.as_str(), *s)).collect();
@@ -174,15 +214,7 @@ pub fn run_policy_with(
                 continue;
             }
             svc.set_replicas(replicas, now + MINUTE_MS);
-            out.changes += 1;
-            out.timeline.push((now + MINUTE_MS, name.clone(), replicas));
-            let direction = if replicas > before { 1 } else { -1 };
-            if let Some((t, d)) = last.get(&name) {
-                if *d != direction && now - t < FLIP_FLOP_MS {
-                    out.flip_flops += 1;
-                }
-            }
-            last.insert(name, (now, direction));
+            out.change(now, name, before, replicas, &mut last);
         }
         minute_done(minute);
     }
@@ -203,11 +235,7 @@ pub fn run_dry_run(
     seed: u64,
     minute_done: &mut dyn FnMut(i64),
 ) -> Outcome {
-    let mut services: Vec<Service> = specs
-        .iter()
-        .enumerate()
-        .map(|(i, s)| Service::new(s.clone(), seed.wrapping_add(i as u64 * 7919)))
-        .collect();
+    let mut services = start_services(specs, seed);
     let mut out = Outcome {
         policy: "perfpilot dry run".to_string(),
         ..Outcome::default()
@@ -223,14 +251,7 @@ pub fn run_dry_run(
         for (svc, (name, s)) in services.iter().zip(&samples) {
             let replicas = desired.get(name).copied().unwrap_or(s.replicas);
             let (_, latency_ms) = svc.spec.respond(s.load, replicas);
-            out.minutes += 1;
-            out.replica_minutes += f64::from(replicas);
-            out.slack_replica_minutes += f64::from(replicas) - s.load / svc.spec.capacity;
-            if latency_ms > svc.spec.slo_ms {
-                out.slo_violation_minutes += 1;
-                *out.per_service.entry(name.clone()).or_default() += 1;
-                out.violations.push((now, name.clone()));
-            }
+            out.account(now, name, &svc.spec, replicas, s.load, latency_ms);
         }
         let view: Vec<(&str, world::Sample)> =
             samples.iter().map(|(n, s)| (n.as_str(), *s)).collect();
@@ -244,15 +265,7 @@ pub fn run_dry_run(
             if replicas == before {
                 continue;
             }
-            out.changes += 1;
-            out.timeline.push((now + MINUTE_MS, name.clone(), replicas));
-            let direction = if replicas > before { 1 } else { -1 };
-            if let Some((t, d)) = last.get(&name) {
-                if *d != direction && now - t < FLIP_FLOP_MS {
-                    out.flip_flops += 1;
-                }
-            }
-            last.insert(name, (now, direction));
+            out.change(now, name, before, replicas, &mut last);
         }
         for (name, replicas) in incumbent.step(now, &view) {
             if let Some(svc) = services.iter_mut().find(|s| s.spec.name == name) {
