@@ -251,6 +251,32 @@ async fn a_confluent_producer_is_read_through_the_registry_and_its_consumers_rea
     assert_eq!(anomaly["direction"], "UP");
     assert_ne!(*id, writer_id);
 
+    // perfpilot's own `tail` reads them through the registry too, and without it says
+    // what the framing is.
+    let tail = |registry: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_perfpilot"));
+        c.args(["tail", "anomalies", "--bootstrap-servers", &s.bootstrap])
+            .args(["--topic-prefix", &topics.prefix, "--from-beginning"])
+            .args(["--idle-timeout", "5s"]);
+        if let Some(r) = registry {
+            c.args(["--schema-registry", r]);
+        }
+        c.output().expect("tail runs")
+    };
+    let through = tail(Some(&s.registry));
+    let line = String::from_utf8_lossy(&through.stdout);
+    assert!(
+        line.contains("\"type\":\"Anomaly\"") && line.contains("\"target\":\"checkout\""),
+        "{line}\n{}",
+        String::from_utf8_lossy(&through.stderr)
+    );
+    let without = tail(None);
+    let err = String::from_utf8_lossy(&without.stderr);
+    assert!(
+        err.contains("Confluent Schema Registry framing") && err.contains("--schema-registry"),
+        "{err}"
+    );
+
     assert_eq!(deadletters.len(), 1, "{deadletters:?}");
     let (id, dl) = &deadletters[0];
     assert_eq!(*id, id_of(&topics.deadletter()));

@@ -1,7 +1,7 @@
 //! `perfpilot tail <topic>`: any perfpilot topic as JSON lines or compact text.
 
 use super::tail_format::{to_json, to_text, Origin, TailFormat};
-use super::{parse_duration, KafkaArgs};
+use super::{parse_duration, KafkaArgs, RegistryArgs};
 use crate::event::AnyRecord;
 use clap::Args;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -17,6 +17,8 @@ pub struct TailArgs {
     topic: String,
     #[command(flatten)]
     kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Start at the oldest record instead of only new ones.
     #[arg(long)]
     from_beginning: bool,
@@ -49,6 +51,7 @@ pub(super) async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
             "latest"
         },
     );
+    let registry = args.registry.client(None)?;
     let consumer: StreamConsumer = cfg.create()?;
     consumer.subscribe(&[&topic])?;
     let shutdown = crate::runtime::Shutdown::new();
@@ -67,7 +70,12 @@ pub(super) async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
             },
         };
         n += 1;
-        match AnyRecord::decode(m.payload().unwrap_or(&[])) {
+        let payload = m.payload().unwrap_or(&[]);
+        let decoded = match &registry {
+            Some(r) => read_confluent(r, payload, &shutdown).await,
+            None => AnyRecord::decode(payload).map_err(|e| e.to_string()),
+        };
+        match decoded {
             Ok(record) => {
                 let value = to_json(&record)?;
                 match args.format {
@@ -89,4 +97,29 @@ pub(super) async fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
     }
     stdout.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A record in either framing, the Confluent one through the registry.
+async fn read_confluent(
+    registry: &crate::runtime::registry::SchemaRegistry,
+    payload: &[u8],
+    shutdown: &crate::runtime::Shutdown,
+) -> Result<AnyRecord, String> {
+    use crate::event::confluent::{confluent_schema_id, CONFLUENT_HEADER_LEN};
+    use crate::runtime::registry::Lookup;
+    let Some(id) = confluent_schema_id(payload) else {
+        return AnyRecord::decode(payload).map_err(|e| e.to_string());
+    };
+    registry.ensure(id, shutdown.wait()).await;
+    match registry.lookup(id) {
+        None => Err(format!(
+            "schema id {id}: the schema registry at {} did not answer",
+            registry.url()
+        )),
+        Some(Lookup::Refused { detail, .. }) => Err(detail),
+        Some(Lookup::Schema(writer)) => writer
+            .to_single_object(&payload[CONFLUENT_HEADER_LEN..])
+            .map_err(|e| e.to_string())
+            .and_then(|single| AnyRecord::decode(&single).map_err(|e| e.to_string())),
+    }
 }

@@ -174,7 +174,7 @@ pub enum DecodeError {
         found: [u8; 2],
     },
     /// Confluent Schema Registry framing, read without a registry.
-    #[error("Confluent Schema Registry framing (magic byte 0, schema id {schema_id}), not Avro single-object encoding: start the stage with --schema-registry URL to read it")]
+    #[error("Confluent Schema Registry framing (magic byte 0, schema id {schema_id}), not Avro single-object encoding: read it with --schema-registry URL")]
     ConfluentFraming {
         /// The writer schema's registry id.
         schema_id: u32,
