@@ -19,11 +19,12 @@ use tokio::sync::mpsc;
 
 /// Arguments of `agent`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["synthetic", "scrape"])))]
 pub struct AgentArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
     /// Publish the synthetic services (five services in two pools with incidents).
-    #[arg(long, required_unless_present = "scrape", conflicts_with = "scrape")]
+    #[arg(long)]
     synthetic: bool,
     /// Scrape these Prometheus/OpenMetrics endpoints (http://host:port[/path], the path
     /// defaults to /metrics) every --interval; repeat or separate with commas.

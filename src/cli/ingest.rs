@@ -20,10 +20,7 @@ pub enum IngestCommand {
     /// Receive Prometheus remote-write (1.0: protobuf + snappy) and publish the samples
     /// to the metrics topic.
     ///
-    /// In prometheus.yml:
-    ///
-    ///   remote_write:
-    ///     - url: http://ADDR/api/v1/write
+    /// In prometheus.yml: `remote_write: [{url: "http://ADDR/api/v1/write"}]`.
     ///
     /// Samples become metric events by the label rules of the [ingest] table of
     /// --config (which labels make the target and the pool, which metrics to keep, how
