@@ -209,5 +209,114 @@ fn cores(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, models, cores);
+/// The ingest paths per sample: a remote-write request of 1 000 series × 10 samples
+/// (decompress, decode, map with counters as rates), and a scraped body of 1 000 lines
+/// (parse and map).
+fn ingest(c: &mut Criterion) {
+    use perfpilot::ingest::exposition;
+    use perfpilot::ingest::mapping::{Mapping, MappingConfig, MetricKind, PromSample};
+    use perfpilot::ingest::remote_write::{self, Label, Sample, TimeSeries, WriteRequest};
+    let t0 = 1_800_000_000_000i64;
+    let label = |n: &str, v: String| Label {
+        name: n.into(),
+        value: v,
+    };
+    let request = |round: i64| WriteRequest {
+        timeseries: (0..1000)
+            .map(|i| TimeSeries {
+                labels: vec![
+                    label(
+                        "__name__",
+                        if i % 2 == 0 {
+                            "http_requests_total"
+                        } else {
+                            "node_load1"
+                        }
+                        .into(),
+                    ),
+                    label("namespace", "shop".into()),
+                    label("deployment", format!("web-{}", i / 10)),
+                    label("pod", format!("web-{}-{}", i / 10, i % 10)),
+                    label("instance", format!("10.0.{}.{}:8080", i / 250, i % 250)),
+                ],
+                samples: (0..10)
+                    .map(|k| Sample {
+                        value: (round * 10 + k) as f64 * 3.0,
+                        timestamp: t0 + (round * 10 + k) * 15_000,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    let bodies: Vec<Vec<u8>> = (0..50).map(|r| remote_write::encode(&request(r))).collect();
+    let mut g = c.benchmark_group("ingest");
+    g.throughput(Throughput::Elements(10_000));
+    g.bench_function("remote_write_per_sample", |b| {
+        let mut mapping = Mapping::new(MappingConfig::default(), "bench").unwrap();
+        let mut round = 0;
+        b.iter(|| {
+            // Each pass over the bodies starts from fresh counters, so every counter
+            // sample is a rate, not out of order.
+            if round % bodies.len() == 0 {
+                mapping = Mapping::new(MappingConfig::default(), "bench").unwrap();
+            }
+            let req = remote_write::decode(&bodies[round % bodies.len()]).unwrap();
+            round += 1;
+            for ts in &req.timeseries {
+                let name = ts.labels[0].value.as_str();
+                let labels: Vec<(String, String)> = ts.labels[1..]
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect();
+                for s in &ts.samples {
+                    let sample = PromSample {
+                        name,
+                        labels: &labels,
+                        value: s.value,
+                        timestamp_ms: s.timestamp,
+                        kind: MetricKind::Unknown,
+                    };
+                    let _ = black_box(mapping.map(&sample, t0));
+                }
+            }
+        })
+    });
+    let body: String = (0..1000)
+        .map(|i| {
+            format!(
+                "node_cpu_seconds_total{{cpu=\"{}\",mode=\"{}\"}} {}.25\n",
+                i / 8,
+                ["idle", "user", "system", "iowait", "irq", "softirq", "steal", "nice"][i % 8],
+                1000 + i
+            )
+        })
+        .collect();
+    let body = format!("# TYPE node_cpu_seconds_total counter\n{body}");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("scrape_per_sample", |b| {
+        let mut mapping = Mapping::new(MappingConfig::default(), "bench").unwrap();
+        let instance = ("instance".to_string(), "h:9100".to_string());
+        let mut now = t0;
+        b.iter(|| {
+            now += 15_000;
+            let (samples, _) = exposition::parse(&body, false);
+            for s in &samples {
+                let mut labels = s.labels.clone();
+                labels.push(instance.clone());
+                let sample = PromSample {
+                    name: &s.name,
+                    labels: &labels,
+                    value: s.value + (now / 1000) as f64,
+                    timestamp_ms: now,
+                    kind: s.kind,
+                };
+                let _ = black_box(mapping.map(&sample, now));
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, models, cores, ingest);
 criterion_main!(benches);
