@@ -141,6 +141,38 @@ fn cores(c: &mut Criterion) {
             }
         })
     });
+    g.bench_function("confluent_to_single_object_metric_event", |b| {
+        use perfpilot::event::confluent::{to_confluent, WriterSchema, CONFLUENT_HEADER_LEN};
+        use perfpilot::event::AvroRecord;
+        let writer = WriterSchema::parse(1, MetricEvent::SCHEMA_JSON, None).unwrap();
+        let framed: Vec<Vec<u8>> = evs
+            .iter()
+            .map(|e| to_confluent(&encode(e).unwrap(), 1))
+            .collect();
+        b.iter(|| {
+            for x in &framed {
+                let single = writer.to_single_object(&x[CONFLUENT_HEADER_LEN..]).unwrap();
+                black_box(decode::<MetricEvent>(&single).unwrap());
+            }
+        })
+    });
+    // A writer schema of the team's own (another namespace): resolved to ours.
+    g.bench_function("confluent_evolved_metric_event", |b| {
+        use perfpilot::event::confluent::{to_confluent, WriterSchema, CONFLUENT_HEADER_LEN};
+        use perfpilot::event::AvroRecord;
+        let text = MetricEvent::SCHEMA_JSON.replace("io.perfpilot.v1", "com.acme.metrics");
+        let writer = WriterSchema::parse(2, &text, None).unwrap();
+        let framed: Vec<Vec<u8>> = evs
+            .iter()
+            .map(|e| to_confluent(&encode(e).unwrap(), 2))
+            .collect();
+        b.iter(|| {
+            for x in &framed {
+                let single = writer.to_single_object(&x[CONFLUENT_HEADER_LEN..]).unwrap();
+                black_box(decode::<MetricEvent>(&single).unwrap());
+            }
+        })
+    });
     g.bench_function("avro_encode_metric_event", |b| {
         b.iter(|| {
             for e in &evs {

@@ -147,9 +147,8 @@ impl Receiver {
         let request = match remote_write::decode(&body) {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(error = %e, "a remote-write request was refused");
-                let mut tally = Tally::new("remote_write");
-                tally.skip(e.reason());
+                // Counted by its status in perfpilot_ingest_requests_total.
+                tracing::warn!(error = %e, reason = e.reason(), "a remote-write request was refused");
                 return reply(StatusCode::BAD_REQUEST, format!("{e}\n"));
             }
         };
