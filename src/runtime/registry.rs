@@ -294,7 +294,9 @@ impl SchemaRegistry {
 
     /// Registers the six perfpilot schemas under `<topic>-value` for their topics and
     /// remembers their ids for the outputs. Retried while the registry is away, until
-    /// `give_up` resolves.
+    /// `give_up` resolves. A subject that refuses ours as incompatible (409, 422) is
+    /// left as it is, and that record type keeps single-object framing; any other
+    /// refusal (credentials, a wrong URL) is an error.
     pub async fn register_all(
         &self,
         topics: &Topics,
@@ -306,7 +308,19 @@ impl SchemaRegistry {
             let mut wait = Duration::from_millis(500);
             let id = loop {
                 match self.register(&subject, json).await {
-                    Ok(id) => break id,
+                    Ok(id) => break Some(id),
+                    // The subject holds a schema ours is not compatible with (a team's
+                    // own under another record name, say): records of this type stay
+                    // in single-object framing, which every stage reads, rather than
+                    // the stage not starting.
+                    Err(RegistryError::Refused {
+                        status: 409 | 422,
+                        body,
+                        ..
+                    }) => {
+                        tracing::warn!(%subject, record = name, %body, "the schema registry refused perfpilot's schema for this subject; records of this type are written in single-object framing");
+                        break None;
+                    }
                     Err(e @ RegistryError::Unavailable { .. }) => {
                         tracing::warn!(error = %e, %subject, "registering a schema; trying again in {wait:?}");
                         tokio::select! {
@@ -318,8 +332,10 @@ impl SchemaRegistry {
                     Err(e) => return Err(e),
                 }
             };
-            tracing::info!(%subject, id, record = name, "schema registered");
-            lock(&self.output_ids).insert(name, id);
+            if let Some(id) = id {
+                tracing::info!(%subject, id, record = name, "schema registered");
+                lock(&self.output_ids).insert(name, id);
+            }
         }
         Ok(())
     }
@@ -496,6 +512,79 @@ mod tests {
         );
         assert_eq!(schema_field("{}"), None);
         assert_eq!(schema_field("not json"), None);
+    }
+
+    /// A registry that answers 409 to the anomalies subject, 401 to `deny`, and ids
+    /// 1, 2, … to the rest.
+    fn fake_registry(deny_all: bool) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut next = 0;
+            for mut c in listener.incoming().flatten() {
+                let mut buf = vec![0u8; 65536];
+                let n = c.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                // Read the whole body before answering (Content-Length).
+                let want = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                let mut got = head.split_once("\r\n\r\n").map_or(0, |(_, b)| b.len());
+                while got < want {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => got += k,
+                    }
+                }
+                let (status, body) = if deny_all {
+                    (
+                        "401 Unauthorized",
+                        r#"{"error_code":401,"message":"Unauthorized"}"#.to_string(),
+                    )
+                } else if head.contains("t.anomalies-value") {
+                    (
+                        "409 Conflict",
+                        r#"{"error_code":409,"message":"incompatible"}"#.to_string(),
+                    )
+                } else {
+                    next += 1;
+                    ("200 OK", format!(r#"{{"id":{next}}}"#))
+                };
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn an_incompatible_subject_keeps_single_object_framing_and_bad_credentials_stop() {
+        let topics = Topics::with_prefix("t.");
+        let r = SchemaRegistry::new(RegistryOptions::new(fake_registry(false)), None).unwrap();
+        r.register_all(&topics, std::future::pending())
+            .await
+            .unwrap();
+        assert_eq!(r.output_id("Anomaly"), None, "refused: single-object");
+        assert!(r.output_id("MetricEvent").is_some());
+        assert!(r.output_id("DeadLetter").is_some());
+        let denied = SchemaRegistry::new(RegistryOptions::new(fake_registry(true)), None).unwrap();
+        let e = denied
+            .register_all(&topics, std::future::pending())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, RegistryError::Refused { status: 401, .. }),
+            "{e}"
+        );
     }
 
     #[tokio::test]
