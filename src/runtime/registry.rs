@@ -345,6 +345,12 @@ impl SchemaRegistry {
         lock(&self.output_ids).get(record).copied()
     }
 
+    /// Whether the cache has an answer for `id` (a schema or a refusal), without taking
+    /// a copy of it.
+    pub fn knows(&self, id: u32) -> bool {
+        lock(&self.cache).contains_key(&id)
+    }
+
     /// What the cache knows of `id`: `None` when it was never fetched (or the
     /// registry was away when it was).
     pub fn lookup(&self, id: u32) -> Option<Lookup> {
@@ -363,7 +369,7 @@ impl SchemaRegistry {
     ///
     /// [`lookup`]: SchemaRegistry::lookup
     pub async fn ensure(&self, id: u32, give_up: impl std::future::Future<Output = ()>) {
-        if lock(&self.cache).contains_key(&id) {
+        if self.knows(id) {
             return;
         }
         tokio::pin!(give_up);

@@ -571,7 +571,7 @@ async fn handle_one<S: Stage>(
         (Some(r), Ok(msg)) => crate::event::confluent::confluent_schema_id(
             rdkafka::Message::payload(msg).unwrap_or_default(),
         )
-        .filter(|id| r.lookup(*id).is_none()),
+        .filter(|id| !r.knows(*id)),
         _ => None,
     };
     match (unknown_id, registry) {
@@ -580,7 +580,7 @@ async fn handle_one<S: Stage>(
             // wait; this happens once per new schema id.
             let owned = m.map(|msg| msg.detach());
             r.ensure(id, shutdown.wait()).await;
-            if shutdown.is_triggered() && r.lookup(id).is_none() {
+            if shutdown.is_triggered() && !r.knows(id) {
                 // Stopping while the registry is away: the record is left unread (its
                 // offset is not committed), for whoever reads the partition next.
                 return Ok((false, false));
