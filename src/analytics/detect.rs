@@ -19,9 +19,10 @@
 //!   values. Alone it is not enough, since the tails of heavy noise are novel now and then.
 //!
 //! A residual that recurs at the same time of day as one the day before (within an
-//! hour, on a day with at most [`ROUTINE_HOURS`] such hours) and whose value is not
-//! novel is the series' routine — a nightly backup, a cron job — and does not count as
-//! fired (see [`DailyRecurrence`]). So is a shift or a noise change that makes a point
+//! hour, on a day with at most [`ROUTINE_HOURS`] such hours), and whose value is not
+//! novel or whose size is at most [`ROUTINE_GROWTH`] times the day before's, is the
+//! series' routine — a nightly backup, a cron job that writes a little more each night —
+//! and does not count as fired (see [`DailyRecurrence`]). So is a shift or a noise change that makes a point
 //! anomalous within an hour of the time it did the day before (a nightly batch that
 //! lifts the level for a while), with its own record of such hours.
 //!
@@ -192,11 +193,19 @@ pub struct DailyRecurrence {
     day: i32,
     today: u32,
     yesterday: u32,
+    /// The largest |residual| marked today and on the day before: the routine's size.
+    today_peak: f32,
+    yesterday_peak: f32,
 }
 
 /// At most this many hours of a day with odd points make a routine: a series that is
 /// odd at many times of day recurs at any hour by chance.
 pub const ROUTINE_HOURS: u32 = 2;
+
+/// A recurring spike up to this many times the size of the day before's is routine even
+/// when its value is a little beyond what the series has shown (a nightly job that writes
+/// a bit more each night); a larger one is news.
+pub const ROUTINE_GROWTH: f32 = 1.5;
 
 impl DailyRecurrence {
     /// Moves the record on to the day of `ts` (older timestamps leave it as it is).
@@ -205,8 +214,11 @@ impl DailyRecurrence {
             .div_euclid(DAY_MS)
             .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
         if day > self.day {
-            self.yesterday = if day - self.day == 1 { self.today } else { 0 };
+            let consecutive = day - self.day == 1;
+            self.yesterday = if consecutive { self.today } else { 0 };
+            self.yesterday_peak = if consecutive { self.today_peak } else { 0.0 };
             self.today = 0;
+            self.today_peak = 0.0;
             self.day = day;
         }
     }
@@ -222,8 +234,15 @@ impl DailyRecurrence {
         self.yesterday & near != 0 && self.yesterday.count_ones() <= ROUTINE_HOURS
     }
 
-    fn mark(&mut self, ts: i64) {
+    /// Whether a recurring deviation of `size` is no larger than the routine's: at
+    /// most [`ROUTINE_GROWTH`] times the largest the day before.
+    fn within_routine(&self, size: f64) -> bool {
+        size <= f64::from(ROUTINE_GROWTH * self.yesterday_peak)
+    }
+
+    fn mark(&mut self, ts: i64, size: f64) {
         self.today |= 1 << Self::hour(ts);
+        self.today_peak = self.today_peak.max(size as f32);
     }
 }
 
@@ -487,8 +506,12 @@ impl SeriesDetector {
         if scores[0] >= 0.5 {
             // Rolled only when used: rolling lazily gives the same record.
             self.recur.roll(ts);
-            let routine = self.recur.recurs(ts) && !novel_value;
-            self.recur.mark(ts);
+            // Routine: the same time as yesterday, and either a value the series has
+            // shown or a deviation no larger than yesterday's routine by much.
+            let size = residual.abs();
+            let routine =
+                self.recur.recurs(ts) && (!novel_value || self.recur.within_routine(size));
+            self.recur.mark(ts, size);
             if routine {
                 scores[0] = scores[0].min(0.49);
             }
@@ -521,7 +544,7 @@ impl SeriesDetector {
         if persistent_only && likelihood >= p.likelihood_threshold.unwrap_or(0.0) {
             self.persist_recur.roll(ts);
             let routine = self.persist_recur.recurs(ts);
-            self.persist_recur.mark(ts);
+            self.persist_recur.mark(ts, 0.0);
             if routine {
                 fired = false;
                 scores[1] = scores[1].min(0.49);
@@ -664,6 +687,37 @@ mod tests {
         );
         assert!(off_hour.is_some(), "the same spike at 15:00 is news");
         assert!(d.well_formed());
+    }
+
+    #[test]
+    fn a_nightly_spike_that_grows_a_little_stays_routine_but_one_that_triples_is_news() {
+        let p = DetectParams::default();
+        let mut d = SeriesDetector::default();
+        let step = 300_000;
+        let mut alarms_per_day = [0usize; 14];
+        for i in 0..14 * 288i64 {
+            let (day, slot) = (i / 288, i % 288);
+            // 8 % more each night: every night's value is beyond all the series has
+            // shown (novel), yet the job is the same; day 12's is three times as high.
+            let height = 40.0 * 1.08f64.powi(day as i32) * if day == 12 { 3.0 } else { 1.0 };
+            let nightly = slot == 36 + (day * 7) % 5;
+            let v = 50.0 + noise(i) + if nightly { height } else { 0.0 };
+            if let Some(s) = d.observe(i * step, v, &p) {
+                if s.anomalous() {
+                    alarms_per_day[day as usize] += 1;
+                }
+            }
+        }
+        assert!(alarms_per_day[0] >= 1, "{alarms_per_day:?}");
+        assert_eq!(
+            alarms_per_day[1..12].iter().sum::<usize>(),
+            0,
+            "a growing nightly job is routine: {alarms_per_day:?}"
+        );
+        assert_eq!(
+            alarms_per_day[12], 1,
+            "three times the size is news: {alarms_per_day:?}"
+        );
     }
 
     #[test]

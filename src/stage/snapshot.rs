@@ -16,8 +16,8 @@ use serde::{de::DeserializeOwned, Serialize};
 /// refused and counted, and those series relearn: 2 was the states before the likelihood
 /// scoring and the slot forecaster, 3 before value novelty, 4 before the detector's
 /// daily recurrence and the stage's burst count, 5 before the persistent detectors'
-/// recurrence.
-pub const SNAPSHOT_VERSION: u8 = 6;
+/// recurrence, 6 before the routine's size.
+pub const SNAPSHOT_VERSION: u8 = 7;
 
 /// The JSON format of earlier builds, still read.
 pub const SNAPSHOT_VERSION_JSON: u8 = 1;
