@@ -22,9 +22,9 @@
 //! hour, on a day with at most [`ROUTINE_HOURS`] such hours), and whose value is not
 //! novel or whose size is at most [`ROUTINE_GROWTH`] times the day before's, is the
 //! series' routine — a nightly backup, a cron job that writes a little more each night —
-//! and does not count as fired (see [`DailyRecurrence`]). So is a shift or a noise change that makes a point
-//! anomalous within an hour of the time it did the day before (a nightly batch that
-//! lifts the level for a while), with its own record of such hours.
+//! and does not count as fired (see [`DailyRecurrence`]). So is a shift or a noise
+//! change that makes a point anomalous within an hour of the time it did the day before
+//! (a nightly batch that lifts the level for a while), with its own record of such hours.
 //!
 //! Each detector maps its statistic to a score that is 0.5 exactly at its threshold.
 //! With classic scoring the point's score is the largest. With likelihood scoring the
