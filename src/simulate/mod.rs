@@ -27,7 +27,8 @@ tolerance = 0.1
 scale_in_after = 3
 cooldown_secs = 300
 cooldowns = { scale_out = 120 }
-scale_in_stabilization_secs = 600
+# The flip-flop window the table counts: no removal undoes an addition within it.
+scale_in_stabilization_secs = 900
 max_scale_out_step = 20
 max_scale_in_step = 2
 

@@ -21,6 +21,18 @@ fn hpa(current: f64, observed: f64, goal: f64) -> f64 {
     f64::from(hpa_desired(current.round() as i32, observed, goal))
 }
 
+/// The fewest replicas that carry `demand` (in replicas at 100 % utilization) inside the
+/// tolerance band around the goal. A recurring peak is prepared for with these: the
+/// band is what the operator accepts, and sizing for its top rather than for the goal
+/// itself saves a replica on most peaks (on 20 M4 series as demand in `simulate`, 3 %
+/// of the cost). A peak that comes higher than on earlier days leaves the band and
+/// the forecast or reactive rule adds the rest, as it would without preparation.
+fn within_band(demand: f64, goal: f64, policy: &TargetPolicy) -> f64 {
+    (demand / (goal * (1.0 + policy.tolerance.max(0.0))))
+        .ceil()
+        .max(1.0)
+}
+
 fn draft(kind: ActionKind, current: f64, proposed: f64, recommender: &'static str) -> Draft {
     Draft {
         current,
@@ -70,7 +82,7 @@ pub(super) fn on_forecast(
     let recurring = state
         .demand
         .ahead(now, lead_ms)
-        .map(|(demand, at, days)| ((demand / goal).ceil().max(1.0), at, days));
+        .map(|(demand, at, days)| (within_band(demand, goal, policy), at, days));
 
     // Which signal to follow: both agree, or the more accurate one decides. The present
     // is not a forecast: when utilization is over the band now, never propose fewer
@@ -191,7 +203,7 @@ pub(super) fn on_forecast(
         let upcoming = state
             .demand
             .ahead(now, 4 * lead_ms)
-            .map_or(0.0, |(demand, _, _)| (demand / goal).ceil());
+            .map_or(0.0, |(demand, _, _)| within_band(demand, goal, policy));
         desired
             .max(hpa(current, peak.upper.max(f.last_value), goal))
             .max(upcoming)

@@ -132,6 +132,39 @@ fn reported_replicas_are_used_as_current() {
 }
 
 #[test]
+fn a_recurring_peak_is_prepared_for_at_the_top_of_the_tolerance_band() {
+    // Ten replicas at 30 % (3 replicas' worth of work), and 80 % (8 replicas' worth)
+    // every day from 15:00 to 16:00. At the goal of 60 % the peak needs 14 replicas;
+    // inside the 10 % band (up to 66 %), 13.
+    let day = 86_400_000;
+    let minute = 60_000;
+    let mut r = Recommender::new(Policies::default());
+    let mut prepared = Vec::new();
+    for m in 0..(2 * 1440 + 15 * 60 - 10) {
+        let t = m * minute;
+        feed(&mut r, forecast("replicas", 10.0, t));
+        let hour = t % day / 3_600_000;
+        let util = if hour == 15 { 0.8 } else { 0.3 };
+        prepared.extend(
+            feed(&mut r, forecast("cpu_utilization", util, t))
+                .into_iter()
+                .filter(|rec| rec.recommender == "recurring_peak"),
+        );
+    }
+    let rec = prepared
+        .last()
+        .expect("the third day's peak was not prepared for");
+    assert_eq!((rec.current, rec.proposed), (10.0, 13.0), "{}", rec.reason);
+    assert!(rec.reason.contains("15:00"), "{}", rec.reason);
+    assert!(
+        prepared
+            .iter()
+            .all(|p| p.created_ms >= 2 * day + 14 * 3_600_000),
+        "prepared before two days had been seen, or hours early"
+    );
+}
+
+#[test]
 fn latency_anomalies_table() {
     let cases = [
         (
