@@ -163,10 +163,12 @@ impl Autoscaler for Perfpilot {
     fn step(&mut self, now_ms: i64, samples: &[(&str, Sample)]) -> Vec<(String, u32)> {
         let mut insights = Vec::new();
         for (name, s) in samples {
+            // The replicas that served the minute first: a change of them explains the
+            // utilization and latency that follow (the detector's scaling log).
             for (metric, value) in [
+                ("replicas", f64::from(s.replicas)),
                 ("cpu_utilization", s.utilization),
                 ("latency_p99_ms", s.latency_ms),
-                ("replicas", f64::from(s.replicas)),
             ] {
                 let e = MetricEvent::sample("simulate", name, metric, now_ms, value);
                 if let Some(a) = self.detector.observe(&e, 0) {
