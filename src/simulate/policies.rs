@@ -249,3 +249,63 @@ impl Autoscaler for AsRecorded {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulate::SIM_CONFIG;
+
+    /// A service that follows perfpilot at once: `load(minute)` requests/s on replicas of
+    /// 100 requests/s each, p99 latency 100 ms / (1 − utilization) with a little jitter.
+    fn run(
+        pp: &mut Perfpilot,
+        replicas: &mut u32,
+        minutes: std::ops::Range<i64>,
+        load: impl Fn(i64) -> f64,
+    ) {
+        for m in minutes {
+            let load = load(m);
+            let utilization = load / (f64::from(*replicas) * 100.0);
+            let sample = Sample {
+                load,
+                utilization,
+                latency_ms: 100.0 / (1.0 - utilization.min(0.95)) * (1.0 + 0.01 * (m as f64).sin()),
+                replicas: *replicas,
+                ready: *replicas,
+            };
+            for (_, n) in pp.step(m * MINUTE_MS, &[("svc", sample)]) {
+                *replicas = n;
+            }
+        }
+    }
+
+    #[test]
+    fn its_own_scale_in_is_not_undone_by_the_latency_rise_it_explains() {
+        let config = Config::parse(SIM_CONFIG, "test").unwrap();
+        let mut pp = Perfpilot::new(&config).unwrap();
+        let mut replicas = 8;
+        // A day at 59 % (inside the band: nothing to do), then the load falls slowly to
+        // 280 requests/s over six hours: perfpilot scales in step by step, and each
+        // scale-in lifts the latency at once.
+        run(&mut pp, &mut replicas, 0..1440, |_| 470.0);
+        assert_eq!(replicas, 8, "nothing to do inside the band");
+        let mut seen = vec![replicas];
+        let falling = |m: i64| 470.0 - 190.0 * ((m - 1440) as f64 / 360.0).min(1.0);
+        for hour in 0..8 {
+            let start = 1440 + hour * 60;
+            run(&mut pp, &mut replicas, start..start + 60, falling);
+            seen.push(replicas);
+        }
+        assert!(replicas <= 6, "280 requests/s at the 60 % goal: {seen:?}");
+        assert!(
+            seen.windows(2).all(|w| w[1] <= w[0]),
+            "a scale-in was undone: {seen:?}"
+        );
+        assert_eq!(
+            pp.recommenders.get("latency_anomaly"),
+            None,
+            "the latency its own scale-in caused drove a recommendation: {:?}",
+            pp.recommenders
+        );
+    }
+}
