@@ -86,12 +86,14 @@ pub(super) fn on_forecast(
 
     // Which signal to follow: both agree, or the more accurate one decides. The present
     // is not a forecast: when utilization is over the band now, never propose fewer
-    // replicas than the current load needs.
+    // replicas than the current load needs, nor wait because the forecast peak is
+    // inside the band (a forecast that expects the load to ease, as it did before).
     let overloaded_now = f.last_value > goal * (1.0 + policy.tolerance);
-    let chosen = if (by_forecast - by_now).abs() < 0.5 {
-        0
-    } else if overloaded_now && by_now > by_forecast {
+    let forecast_in_band = peak.value <= goal * (1.0 + policy.tolerance);
+    let chosen = if overloaded_now && (by_now > by_forecast || forecast_in_band) {
         1
+    } else if (by_forecast - by_now).abs() < 0.5 {
+        0
     } else {
         state.accuracy.best()
     };

@@ -124,6 +124,33 @@ fn within_tolerance_no_action_and_scale_in_needs_a_sustained_low() {
 }
 
 #[test]
+fn over_the_band_now_scales_out_even_when_the_forecast_expects_relief() {
+    // 4 replicas at 70 % now (over the 66 % edge of the band); the forecast expects
+    // 65 % at most over its horizon. Both rules want 5 replicas, but only the present
+    // is over the band: waiting for the forecast's relief is an SLO risk now.
+    let mut r = Recommender::new(Policies::default());
+    r.observe(&Insight::Forecast(forecast("replicas", 4.0, 0)), 0);
+    let mut f = forecast("cpu_utilization", 0.65, 0);
+    f.last_value = 0.70;
+    let rec = one(r.observe(&Insight::Forecast(f), 0));
+    assert_eq!(
+        (
+            rec.kind,
+            rec.current,
+            rec.proposed,
+            rec.recommender.as_str()
+        ),
+        (ActionKind::ScaleOut, 4.0, 5.0, "reactive_hpa"),
+        "{}",
+        rec.reason
+    );
+    // Inside the band now and in the forecast: nothing to do.
+    let mut f = forecast("cpu_utilization", 0.65, 60_000);
+    f.last_value = 0.64;
+    assert!(r.observe(&Insight::Forecast(f), 0).is_empty());
+}
+
+#[test]
 fn reported_replicas_are_used_as_current() {
     let mut r = Recommender::new(Policies::default());
     r.observe(&Insight::Forecast(forecast("replicas", 5.0, 0)), 0);
