@@ -33,12 +33,13 @@ fn the_detector_holds_its_nab_floors_on_the_development_files() {
     );
     assert!(report.unmatched_windows.is_empty());
     // (profile, floor) on what the stage emits, threshold optimised over their scores.
-    // Measured at the time of writing: 75.07 / 70.50 / 78.72 (before a growing nightly
-    // job was routine: 74.47 / 69.29 / 78.31; before the persistent
+    // Measured at the time of writing: 77.01 / 71.99 / 80.93 (before an idle spell a
+    // fifth longer than any before was a flatline: 75.07 / 70.50 / 78.72; before a
+    // growing nightly job was routine: 74.47 / 69.29 / 78.31; before the persistent
     // detectors' routine: 74.05 / 68.20 / 78.04; before the daily routine
     // and the burst rule: 71.94 / 63.98 / 76.62; before value novelty and the spike
     // and flatline fixes: 64.25 / 56.27 / 69.64; classic scoring: 3.51 / 0.00 / 29.88).
-    let floors = [74.9, 70.3, 78.5];
+    let floors = [76.8, 71.8, 80.7];
     for (score, floor) in report.emitted_scored.iter().zip(floors) {
         assert!(
             score.normalized >= floor,
@@ -54,11 +55,11 @@ fn the_detector_holds_its_nab_floors_on_the_development_files() {
         "{:?}",
         report.graded[0]
     );
-    // Measured: 143 anomalies on the 28 files (149 before a growing nightly job was
-    // routine, 147 → 148 before the persistent detectors'
+    // Measured: 147 anomalies on the 28 files (143 before idle spells a fifth longer
+    // than any before were flatlines, 149 before a growing nightly job was routine, 147 → 148 before the persistent detectors'
     // routine, 182 before bursts stopped escalating; classic
     // scoring: 914).
-    assert!(report.anomalies <= 146, "{}", report.anomalies);
+    assert!(report.anomalies <= 150, "{}", report.anomalies);
 }
 
 fn m4_hourly() -> Option<PathBuf> {
