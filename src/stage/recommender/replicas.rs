@@ -27,10 +27,8 @@ fn hpa(current: f64, observed: f64, goal: f64) -> f64 {
 /// itself saves a replica on most peaks (on 20 M4 series as demand in `simulate`, 3 %
 /// of the cost). A peak that comes higher than on earlier days leaves the band and
 /// the forecast or reactive rule adds the rest, as it would without preparation.
-fn within_band(demand: f64, goal: f64, policy: &TargetPolicy) -> f64 {
-    (demand / (goal * (1.0 + policy.tolerance.max(0.0))))
-        .ceil()
-        .max(1.0)
+fn within_band(demand: f64, band_top: f64) -> f64 {
+    (demand / band_top).ceil().max(1.0)
 }
 
 fn draft(kind: ActionKind, current: f64, proposed: f64, recommender: &'static str) -> Draft {
@@ -62,6 +60,8 @@ pub(super) fn on_forecast(
         return;
     }
     let goal = policy.utilization_goal;
+    // The top of the tolerance band: above it the target needs more replicas.
+    let band_top = goal * (1.0 + policy.tolerance);
     let current = state.replicas(policy);
     let now = f.generated_at_ms;
 
@@ -82,14 +82,14 @@ pub(super) fn on_forecast(
     let recurring = state
         .demand
         .ahead(now, lead_ms)
-        .map(|(demand, at, days)| (within_band(demand, goal, policy), at, days));
+        .map(|(demand, at, days)| (within_band(demand, band_top), at, days));
 
     // Which signal to follow: both agree, or the more accurate one decides. The present
     // is not a forecast: when utilization is over the band now, never propose fewer
     // replicas than the current load needs, nor wait because the forecast peak is
     // inside the band (a forecast that expects the load to ease, as it did before).
-    let overloaded_now = f.last_value > goal * (1.0 + policy.tolerance);
-    let forecast_in_band = peak.value <= goal * (1.0 + policy.tolerance);
+    let overloaded_now = f.last_value > band_top;
+    let forecast_in_band = peak.value <= band_top;
     let chosen = if overloaded_now && (by_now > by_forecast || forecast_in_band) {
         1
     } else if (by_forecast - by_now).abs() < 0.5 {
@@ -133,7 +133,7 @@ pub(super) fn on_forecast(
     }];
     let after = observed * current / desired.max(1.0);
     let cost = policy.cost_per_replica_hour;
-    let out_needed = observed > goal * (1.0 + policy.tolerance) && desired > current;
+    let out_needed = observed > band_top && desired > current;
     if let Some((needed, at, days)) = recurring {
         if needed > current && (!out_needed || needed > desired) {
             state.low_streak = 0;
@@ -205,7 +205,7 @@ pub(super) fn on_forecast(
         let upcoming = state
             .demand
             .ahead(now, 4 * lead_ms)
-            .map_or(0.0, |(demand, _, _)| within_band(demand, goal, policy));
+            .map_or(0.0, |(demand, _, _)| within_band(demand, band_top));
         desired
             .max(hpa(current, peak.upper.max(f.last_value), goal))
             .max(upcoming)
