@@ -28,6 +28,9 @@ pub const COMMIT_FAILURES: &str = "perfpilot_commit_failures_total";
 pub const ACTIVE_SERIES: &str = "perfpilot_active_series";
 /// Partition assignments and revocations (labels: stage, kind).
 pub const REBALANCES: &str = "perfpilot_rebalances_total";
+/// Owned input partitions librdkafka never started fetching, assigned again to start
+/// them (labels: stage; see `runner::stall`).
+pub const PARTITIONS_REFETCHED: &str = "perfpilot_partitions_refetched_total";
 /// Batches processed (labels: stage).
 pub const BATCHES: &str = "perfpilot_batches_total";
 /// Counters of the cores: late points, duplicates, ... (labels: stage, counter).
@@ -66,7 +69,7 @@ pub const INGEST_REQUESTS: &str = "perfpilot_ingest_requests_total";
 pub const MAX_TARGET_LABELS: usize = 1000;
 
 /// Every exported metric with its help text (for the README and `/metrics` HELP lines).
-pub const ALL: [(&str, &str); 25] = [
+pub const ALL: [(&str, &str); 26] = [
     (
         INGEST_SAMPLES,
         "samples received by `ingest prometheus` or `agent --scrape`, by outcome (published or why not)",
@@ -117,6 +120,10 @@ pub const ALL: [(&str, &str); 25] = [
     ),
     (ACTIVE_SERIES, "series or keys with state in memory"),
     (REBALANCES, "partition assignments and revocations"),
+    (
+        PARTITIONS_REFETCHED,
+        "owned partitions never fetched (librdkafka #5586), assigned again",
+    ),
     (BATCHES, "batches processed"),
     (
         CORE_EVENTS,
@@ -394,6 +401,16 @@ pub fn list<T: std::fmt::Display>(items: &[T]) -> String {
 pub fn rebalance(stage: &'static str, kind: &'static str, partitions: &[i32]) {
     counter!(REBALANCES, "stage" => stage, "kind" => kind).increment(1);
     tracing::info!(stage, kind, partitions = %list(partitions), "partitions {kind}");
+}
+
+/// Stalled partitions were assigned again (see [`PARTITIONS_REFETCHED`]).
+pub fn refetched(stage: &'static str, partitions: &[i32]) {
+    counter!(PARTITIONS_REFETCHED, "stage" => stage).increment(partitions.len() as u64);
+    tracing::warn!(
+        stage,
+        partitions = %list(partitions),
+        "partitions owned but never fetched (librdkafka #5586) assigned again"
+    );
 }
 
 /// A processed batch.

@@ -8,6 +8,7 @@
 use super::Topics;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 /// A running embedded broker.
 pub struct EmbeddedBroker {
@@ -46,5 +47,11 @@ impl EmbeddedBroker {
         partitions: i32,
     ) -> Result<(), rdkafka::error::KafkaError> {
         self.cluster.create_topic(name, partitions, 1)
+    }
+
+    /// The next requests of kind `api`, from any client, fail with `errors` in turn:
+    /// how tests reproduce a broker's refusals (a coordinator that moved, say).
+    pub fn fail_next_requests(&self, api: RDKafkaApiKey, errors: &[RDKafkaRespErr]) {
+        self.cluster.request_errors(api, errors);
     }
 }

@@ -79,6 +79,11 @@ impl TestCluster {
 }
 
 impl TestCluster {
+    /// The embedded broker, when the test runs on it.
+    pub fn embedded_broker(&self) -> Option<&EmbeddedBroker> {
+        self._embedded.as_ref()
+    }
+
     /// Another fresh set of topics on the same broker.
     pub async fn more_topics(&self, test: &str, partitions: i32) -> Topics {
         let topics = Topics::with_prefix(unique_prefix(test));

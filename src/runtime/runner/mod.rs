@@ -25,12 +25,14 @@
 
 mod core;
 pub mod restore;
+mod stall;
 mod steer;
 
 pub use steer::{Clock, Gate, Progress};
 
 use self::core::Core;
 use self::restore::StateRestorer;
+use self::stall::{PartitionState, StallWatch};
 use super::kafka::FatalError;
 use super::{KafkaOptions, Shutdown};
 use crate::stage::{InputLimits, Stage};
@@ -273,6 +275,17 @@ struct RunnerContext<S: Stage> {
     /// Set by the error callback, read by the loop (no lock needed in the callback).
     fatal: FatalError,
     name: &'static str,
+    /// Reads librdkafka's statistics for partitions owned but never fetched.
+    stalls: Mutex<StallWatch>,
+    /// Partitions the watch found stalled, for the loop to start again.
+    stalled: Mutex<Vec<(String, i32)>>,
+}
+
+impl<S: Stage> RunnerContext<S> {
+    /// The partitions found stalled since the last call.
+    fn take_stalled(&self) -> Vec<(String, i32)> {
+        std::mem::take(&mut *self.stalled.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 fn lock<S: Stage>(core: &Mutex<Core<S>>) -> MutexGuard<'_, Core<S>> {
@@ -296,8 +309,31 @@ impl<S: Stage> ClientContext for RunnerContext<S> {
         self.fatal.observe(&error, reason);
     }
 
-    /// Consumer lag per input partition, from librdkafka's statistics.
+    /// Consumer lag per input partition, and partitions owned but never fetched, from
+    /// librdkafka's statistics.
     fn stats(&self, statistics: rdkafka::Statistics) {
+        let settled = statistics
+            .cgrp
+            .as_ref()
+            .is_some_and(|g| g.state == "up" && g.join_state == "steady");
+        let partitions = statistics.topics.iter().flat_map(|(topic, t)| {
+            t.partitions
+                .iter()
+                .map(move |(partition, p)| PartitionState {
+                    topic,
+                    partition: *partition,
+                    desired: p.desired,
+                    fetch_state: &p.fetch_state,
+                })
+        });
+        let stalled = self
+            .stalls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(settled, partitions);
+        if !stalled.is_empty() {
+            *self.stalled.lock().unwrap_or_else(|p| p.into_inner()) = stalled;
+        }
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 if *partition < 0 {
@@ -441,6 +477,8 @@ pub async fn run_stage<S: Stage>(
             core: core.clone(),
             fatal: FatalError::default(),
             name,
+            stalls: Mutex::default(),
+            stalled: Mutex::default(),
         })
         .map_err(RuntimeError::Setup)?;
     let topics: Vec<String> = lock(&core).cfg.input_topics.clone();
@@ -637,6 +675,13 @@ async fn run_loop<S: Stage>(
                 next_commit = Instant::now() + commit_interval;
             }
             continue;
+        }
+        let stalled = consumer.context().take_stalled();
+        if !stalled.is_empty() {
+            if let Err(e) = lock(core).refetch(consumer, &stalled) {
+                // The watch names them again a few intervals on.
+                tracing::warn!(error = %e, "could not assign the stalled partitions again; will retry");
+            }
         }
         if lock(core).backlogged() {
             // The producer's queue is full: nothing is read until the sends waiting for

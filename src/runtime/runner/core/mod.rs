@@ -4,8 +4,9 @@
 //! Each concern has a file of its own: [`sends`] (records in flight until the broker
 //! acknowledges them), [`offsets`] (how far each partition is read and committed),
 //! [`checkpoint`] (at-least-once checkpoints, and which durability the stage runs),
-//! [`transaction`] (exactly-once commits and the recovery from a failed one) and
-//! [`stats`] (every count, once).
+//! [`transaction`] (exactly-once commits and the recovery from a failed one),
+//! [`refetch`] (partitions librdkafka never started fetching) and [`stats`] (every
+//! count, once).
 //!
 //! The rebalance callbacks of the consumer need the same state as the loop (a revoke
 //! must checkpoint and commit before the partitions move), so it lives behind one
@@ -14,6 +15,7 @@
 
 mod checkpoint;
 mod offsets;
+mod refetch;
 mod sends;
 mod stats;
 mod transaction;

@@ -50,6 +50,11 @@ impl OffsetBook {
         }
     }
 
+    /// The offset after the last record read from (`topic`, `partition`), if any was.
+    pub(super) fn read_upto(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.read_upto.get(&Lookup(topic, partition)).copied()
+    }
+
     /// Offsets safe to commit, per partition: after the last record read, but never
     /// past `held(partition)`, the lowest offset the core still holds. Only those that
     /// moved since the last commit.

@@ -428,7 +428,7 @@ impl<S: Stage> Core<S> {
     /// deadline, and at least [`STOPPING_CALL_MIN`]. A broker that does not answer then
     /// cannot hold the stop past the watchdog (a commit that times out is aborted, its
     /// inputs re-read by the next owner: nothing lost, nothing repeated).
-    fn call_timeout(&self, normal: Duration) -> Duration {
+    pub(super) fn call_timeout(&self, normal: Duration) -> Duration {
         stop_bounded(
             normal,
             self.shutdown.triggered_at(),
