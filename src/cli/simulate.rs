@@ -195,15 +195,32 @@ fn traced(args: &SimulateArgs, config: Option<Config>) -> anyhow::Result<(Compar
         t.span.minutes
     );
     for s in &t.specs {
+        let sizing = if t.sized_by_mean.contains(&s.name) {
+            " (idle most of the time: sized for its mean demand, not its median)"
+        } else {
+            ""
+        };
         println!(
-            "  {}: {:.1} requests/s per replica, starts with {} replicas, SLO p99 {:.0} ms",
-            s.name, s.capacity, s.initial, s.slo_ms
+            "  {}: {} requests/s per replica{sizing}, starts with {} replicas, SLO p99 {:.0} ms",
+            s.name,
+            significant(s.capacity),
+            s.initial,
+            s.slo_ms
         );
     }
     Ok((
         Comparison::recorded(t.specs, t.span, config)?,
         summary.bad_count > 0,
     ))
+}
+
+/// A rate with three significant digits, however small or large.
+fn significant(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let decimals = (2 - x.abs().log10().floor() as i32).max(0) as usize;
+    format!("{x:.decimals$}")
 }
 
 pub(super) fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {

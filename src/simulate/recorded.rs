@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq)]
 pub struct TraceOptions {
     /// Requests per second one replica serves at 100 % utilization; `None`: per service,
-    /// so that its median demand needs [`AUTO_REPLICAS`] replicas at the goal.
+    /// so that its typical demand needs [`AUTO_REPLICAS`] replicas at the goal (see
+    /// [`typical_demand`]).
     pub capacity_per_replica: Option<f64>,
     /// The utilization goal (sizes the first replicas and the automatic capacity).
     pub goal: f64,
@@ -37,8 +38,24 @@ impl Default for TraceOptions {
     }
 }
 
-/// Replicas the median demand needs at the goal, with an automatic capacity.
+/// Replicas the typical demand needs at the goal, with an automatic capacity.
 pub const AUTO_REPLICAS: f64 = 4.0;
+
+/// A series whose median is below this share of its mean idles most of the time.
+pub const IDLE_MEDIAN: f64 = 0.1;
+
+/// The demand an automatic capacity is sized for: the median, or the mean for a series
+/// that idles most of the time (a disk or network counter at 0 between bursts), whose
+/// median would make each burst need thousands of replicas. The flag says which.
+pub fn typical_demand(values: &[f64]) -> (f64, bool) {
+    let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
+    let median = median(values.to_vec());
+    if median < IDLE_MEDIAN * mean {
+        (mean, true)
+    } else {
+        (median, false)
+    }
+}
 
 /// Why a trace cannot be simulated.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -79,6 +96,9 @@ pub struct TraceServices {
     pub span: Span,
     /// Gaps, interpolated across (linear).
     pub gaps: Vec<Gap>,
+    /// Services idle most of the time, whose automatic capacity is sized for their mean
+    /// demand rather than their median.
+    pub sized_by_mean: Vec<String>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -101,6 +121,7 @@ pub fn services(
     }
     let mut specs = Vec::new();
     let mut gaps = Vec::new();
+    let mut sized_by_mean = Vec::new();
     let (mut first, mut last) = (i64::MAX, i64::MIN);
     for (name, points) in series {
         let points: Vec<(i64, f64)> = points
@@ -122,10 +143,17 @@ pub fn services(
         first = first.min(a);
         last = last.max(b);
         gaps.extend(gaps_of(&name, &recorded));
-        let values: Vec<f64> = recorded.values().collect();
-        let capacity = opts
-            .capacity_per_replica
-            .unwrap_or_else(|| (median(values.clone()) / (opts.goal * AUTO_REPLICAS)).max(1e-9));
+        let capacity = match opts.capacity_per_replica {
+            Some(c) => c,
+            None => {
+                let values: Vec<f64> = recorded.values().collect();
+                let (typical, by_mean) = typical_demand(&values);
+                if by_mean {
+                    sized_by_mean.push(name.clone());
+                }
+                (typical / (opts.goal * AUTO_REPLICAS)).max(1e-9)
+            }
+        };
         let initial = (recorded.at(a) / (capacity * opts.goal)).ceil().max(1.0);
         specs.push(ServiceSpec {
             name,
@@ -153,6 +181,7 @@ pub fn services(
             minutes: (last - start_ms) / MINUTE_MS + 1,
         },
         gaps,
+        sized_by_mean,
     })
 }
 
@@ -260,6 +289,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fixed.specs[0].initial, 4);
+        assert!(t.sized_by_mean.is_empty());
+    }
+
+    #[test]
+    fn a_counter_idle_between_bursts_is_sized_for_its_mean_demand() {
+        // Idle 9 hours in 10, 1 000 requests/s in the tenth: median 0, mean 100.
+        let bursty: Vec<f64> = (0..100)
+            .map(|i| if i % 10 == 9 { 1000.0 } else { 0.0 })
+            .collect();
+        assert_eq!(typical_demand(&bursty), (100.0, true));
+        assert_eq!(typical_demand(&[0.0, 0.0, 0.0]), (0.0, false));
+        assert_eq!(typical_demand(&[10.0, 20.0, 90.0]), (20.0, false));
+        let t = services(
+            BTreeMap::from([("disk".to_string(), hourly(&bursty))]),
+            &TraceOptions::default(),
+        )
+        .unwrap();
+        // 100 requests/s at 4 replicas of goal 0.6; a burst needs 17, not a billion.
+        let capacity = t.specs[0].capacity;
+        assert!((capacity - 100.0 / 2.4).abs() < 1e-9, "{capacity}");
+        assert_eq!(t.sized_by_mean, vec!["disk".to_string()]);
     }
 
     #[test]
