@@ -316,3 +316,23 @@ pub(super) fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::significant;
+
+    #[test]
+    fn rates_show_three_significant_digits_at_any_size() {
+        let cases = [
+            (0.027_5, "0.0275"),
+            (1.083, "1.08"),
+            (14.44, "14.4"),
+            (97_610.2, "97610"),
+            (2_748_709.4, "2748709"),
+            (0.0, "0"),
+        ];
+        for (x, want) in cases {
+            assert_eq!(significant(x), want, "{x}");
+        }
+    }
+}
