@@ -5,9 +5,10 @@
 use crate::config::Config;
 use crate::simulate::recorded::{self, TraceOptions};
 use crate::simulate::{print_table, Comparison};
+use anyhow::Context;
 use clap::Args;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -66,6 +67,11 @@ pub struct SimulateArgs {
     /// The service to plot (default: the first).
     #[arg(long, value_name = "NAME", requires = "plot")]
     plot_service: Option<String>,
+    /// Also write the table per service to this CSV: one row per service and policy
+    /// (`service,policy,slo_violation_minutes,avg_slack,cost,changes,flip_flops`), to see
+    /// which services a policy wins or loses.
+    #[arg(long, value_name = "FILE.csv")]
+    per_service: Option<PathBuf>,
 }
 
 /// The utilization goal the policies share.
@@ -277,6 +283,15 @@ pub(super) fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         let goal = comparison.config.policies.defaults().utilization_goal;
         crate::simulate::plot::draw(path, spec, comparison.span, goal, &outcomes)?;
         eprintln!("plot of {} written to {}", spec.name, path.display());
+    }
+    if let Some(path) = &args.per_service {
+        let write = || -> std::io::Result<()> {
+            let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+            crate::simulate::per_service::write_csv(&outcomes, args.cost_per_replica_hour, &mut w)?;
+            w.flush()
+        };
+        write().with_context(|| format!("writing the per-service table to {}", path.display()))?;
+        eprintln!("per-service table written to {}", path.display());
     }
     println!();
     print_table(

@@ -4,6 +4,7 @@
 //! are applied back. The same trace (same seed) runs under perfpilot, an HPA-style
 //! reactive policy and static peak provisioning, and one table compares them.
 
+pub mod per_service;
 pub mod plot;
 pub mod policies;
 pub mod recorded;
@@ -70,6 +71,8 @@ pub struct Outcome {
     pub flip_flops: u64,
     /// Per service: SLO-violation minutes.
     pub per_service: BTreeMap<String, u64>,
+    /// Per service: every column of the table.
+    pub services: BTreeMap<String, per_service::ServiceTally>,
     /// Every change applied: (time ms, service, replicas), in time order.
     pub timeline: Vec<(i64, String, u32)>,
     /// Every minute over the SLO: (time ms, service), in time order.
@@ -98,10 +101,16 @@ impl Outcome {
         load: f64,
         latency_ms: f64,
     ) {
+        let slack = f64::from(replicas) - load / spec.capacity;
         self.minutes += 1;
         self.replica_minutes += f64::from(replicas);
-        self.slack_replica_minutes += f64::from(replicas) - load / spec.capacity;
+        self.slack_replica_minutes += slack;
+        let tally = self.tally(name);
+        tally.minutes += 1;
+        tally.replica_minutes += f64::from(replicas);
+        tally.slack_replica_minutes += slack;
         if latency_ms > spec.slo_ms {
+            self.tally(name).slo_violation_minutes += 1;
             self.slo_violation_minutes += 1;
             *self.per_service.entry(name.to_string()).or_default() += 1;
             self.violations.push((now, name.to_string()));
@@ -119,15 +128,27 @@ impl Outcome {
         last: &mut BTreeMap<String, (i64, i64)>,
     ) {
         self.changes += 1;
+        self.tally(&name).changes += 1;
         self.timeline
             .push((now + MINUTE_MS, name.clone(), replicas));
         let direction = if replicas > before { 1 } else { -1 };
         if let Some((t, d)) = last.get(&name) {
             if *d != direction && now - t < FLIP_FLOP_MS {
                 self.flip_flops += 1;
+                self.tally(&name).flip_flops += 1;
             }
         }
         last.insert(name, (now, direction));
+    }
+
+    /// `name`'s own tally.
+    fn tally(&mut self, name: &str) -> &mut per_service::ServiceTally {
+        if !self.services.contains_key(name) {
+            self.services.insert(name.to_string(), Default::default());
+        }
+        self.services
+            .get_mut(name)
+            .expect("inserted just above when missing")
     }
 
     /// Mean provisioned − used replicas per service.
