@@ -5,7 +5,7 @@
 mod common;
 
 use common::TestCluster;
-use perfpilot::bench::latency::{self, Through};
+use perfpilot::bench::latency::{self, Producers, Through};
 use perfpilot::bench::throughput;
 use perfpilot::config::Config;
 use perfpilot::runtime::Guarantee;
@@ -109,7 +109,7 @@ async fn latency_harness_times_every_spike_embedded() {
         &c.kafka,
         &c.topics,
         &Config::default(),
-        Through::Anomalies,
+        (Through::Anomalies, Producers::Shared),
         (2_000, 50, 50),
     )
     .await
@@ -125,6 +125,13 @@ async fn latency_harness_times_every_spike_embedded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn latency_through_all_four_stages_times_every_decision_embedded() {
+    // The four stages with one producer between them, and with one each.
+    for producers in [Producers::Shared, Producers::PerStage] {
+        decisions_timed(producers).await;
+    }
+}
+
+async fn decisions_timed(producers: Producers) {
     let c = TestCluster::embedded("latency-decisions", 2);
     let mut config = Config::default();
     config.coordinator.idle_flush_ms = 50;
@@ -132,13 +139,13 @@ async fn latency_through_all_four_stages_times_every_decision_embedded() {
         &c.kafka,
         &c.topics,
         &config,
-        Through::Decisions,
+        (Through::Decisions, producers),
         (2_000, 20, 50),
     )
     .await
     .unwrap();
     // Five of the 20 series per round, each once: 4 rounds of spikes.
-    assert_eq!(l.sent, 20, "{l:?}");
+    assert_eq!(l.sent, 20, "{producers:?}: {l:?}");
     let hops: Vec<&str> = l.hops.iter().map(|(name, _)| *name).collect();
     assert_eq!(
         hops,
@@ -151,13 +158,16 @@ async fn latency_through_all_four_stages_times_every_decision_embedded() {
     for (hop, p) in &l.hops {
         assert!(
             p.count == l.measured && p.max <= l.max,
-            "{hop}: {p:?} {l:?}"
+            "{producers:?} {hop}: {p:?} {l:?}"
         );
     }
-    assert_eq!(l.measured, l.sent, "every spike led to a decision: {l:?}");
+    assert_eq!(
+        l.measured, l.sent,
+        "{producers:?}: every spike led to a decision: {l:?}"
+    );
     assert!(
         l.p50 > 0.0 && l.p50 <= l.p95 && l.p95 <= l.p99 && l.p99 <= l.max,
-        "{l:?}"
+        "{producers:?}: {l:?}"
     );
 }
 

@@ -603,7 +603,7 @@ fn simulate_runs_utilization_at_recorded_replicas_beside_perfpilot_in_dry_run() 
     );
     assert!(stderr.contains("line 579:"), "{stderr}");
     assert!(
-        stdout.contains("web: 100.0 requests/s per replica, starts with 2 replicas"),
+        stdout.contains("web: 100 requests/s per replica, starts with 2 replicas"),
         "{stdout}"
     );
     // A row's numbers: SLO minutes, slack, cost, changes, flip-flops.

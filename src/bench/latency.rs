@@ -14,7 +14,10 @@ use crate::config::Config;
 use crate::event::{AnyRecord, MetricEvent};
 use crate::pipeline::run_kind;
 use crate::pipeline::StageKind;
-use crate::runtime::{run_stage, KafkaOptions, RunnerConfig, Shutdown, Topics};
+use crate::runtime::{
+    run_stage, KafkaOptions, RunnerConfig, SharedProducer, Shutdown, Topics,
+    DEFAULT_MAX_RECORD_BYTES,
+};
 use crate::stage::detector::Detector;
 use hdrhistogram::Histogram;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -99,13 +102,22 @@ pub enum Through {
     Decisions,
 }
 
+/// How the four stages of `--through decisions` produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Producers {
+    /// One producer for all four (see `runtime::SharedProducer`).
+    Shared,
+    /// A producer per stage, as separate processes have.
+    PerStage,
+}
+
 /// Runs the detector (or the whole pipeline) and measures the latency at `rate`
 /// events/s.
 pub async fn run(
     kafka: &KafkaOptions,
     topics: &Topics,
     config: &Config,
-    through: Through,
+    (through, producers): (Through, Producers),
     load: (u64, u64, u64),
 ) -> Result<Latency, BenchError> {
     let (rate, series, rounds) = load;
@@ -137,8 +149,16 @@ pub async fn run(
             topics.anomalies()
         }
         Through::Decisions => {
+            let shared = match producers {
+                Producers::Shared => Some(
+                    SharedProducer::new(kafka, DEFAULT_MAX_RECORD_BYTES)
+                        .map_err(|e| kafka_err(e.to_string()))?,
+                ),
+                Producers::PerStage => None,
+            };
             for kind in StageKind::ALL {
-                let runner = kind.runner_config(topics, None);
+                let mut runner = kind.runner_config(topics, None);
+                runner.shared_producer = shared.clone();
                 let (kafka, shutdown, config) = (kafka.clone(), shutdown.clone(), config.clone());
                 stages.push(tokio::spawn(async move {
                     run_kind(kind, &config, &kafka, runner, shutdown)

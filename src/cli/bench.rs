@@ -91,6 +91,10 @@ enum BenchCommand {
         /// decision through all four stages (a spike's anomaly → scale-out → decision).
         #[arg(long, value_enum, default_value = "anomalies")]
         through: latency::Through,
+        /// Through decisions: whether the four stages share one producer, as they do in
+        /// one process, or each has its own, as separate processes do.
+        #[arg(long, value_enum, default_value = "shared")]
+        producers: latency::Producers,
     },
     /// perfpilot's detector beside the same job written with Kafka Streams
     /// (bench/peer-kafka-streams: a per-series EWMA z-score in a RocksDB store with its
@@ -181,11 +185,18 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             partitions,
             config,
             through,
+            producers,
         } => {
             let config = Config::load(config.as_deref())?;
             let (options, topics) = bench_topics(&kafka, partitions).await?;
-            let l =
-                latency::run(&options, &topics, &config, through, (rate, series, rounds)).await?;
+            let l = latency::run(
+                &options,
+                &topics,
+                &config,
+                (through, producers),
+                (rate, series, rounds),
+            )
+            .await?;
             let to = match through {
                 latency::Through::Anomalies => "anomaly",
                 latency::Through::Decisions => "decision",

@@ -1,7 +1,7 @@
 //! The command line's names for the library's plain enums: `clap::ValueEnum` is
 //! implemented here, so clap stays in `cli/` and the library does not depend on it.
 
-use crate::bench::latency::Through;
+use crate::bench::latency::{Producers, Through};
 use crate::pipeline::StageKind;
 use crate::runtime::Guarantee;
 use crate::telemetry::LogFormat;
@@ -48,6 +48,11 @@ value_enum!(Through {
     Through::Anomalies => "anomalies", "The anomalies topic, through the detector alone";
     Through::Decisions => "decisions",
         "The decisions topic, through detector, forecaster, recommender and coordinator";
+});
+
+value_enum!(Producers {
+    Producers::Shared => "shared", "One producer for the four stages";
+    Producers::PerStage => "per-stage", "A producer per stage, as separate processes have";
 });
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod topics;
 pub use kafka::KafkaOptions;
 pub use runner::{
     run_stage, Clock, Gate, Guarantee, Progress, RunReport, RunnerConfig, RuntimeError,
+    SharedProducer, DEFAULT_MAX_RECORD_BYTES,
 };
 pub use shutdown::Shutdown;
 pub use topics::Topics;

@@ -24,6 +24,7 @@
 //! interval and the producer queue; nothing queues without limit.
 
 mod core;
+mod producer;
 pub mod restore;
 mod stall;
 mod steer;
@@ -31,6 +32,7 @@ mod steer;
 pub use steer::{Clock, Gate, Progress};
 
 use self::core::Core;
+pub use self::producer::SharedProducer;
 use self::restore::StateRestorer;
 use self::stall::{PartitionState, StallWatch};
 use super::kafka::FatalError;
@@ -128,6 +130,9 @@ pub struct RunnerConfig {
     /// A schema registry: Confluent-framed inputs are read through it, and outputs are
     /// written in Confluent framing with the ids of our schemas registered there.
     pub registry: Option<Arc<super::registry::SchemaRegistry>>,
+    /// A producer shared with the process's other at-least-once stages (default: none,
+    /// the stage makes its own). Exactly-once stages always make their own.
+    pub shared_producer: Option<SharedProducer>,
 }
 
 impl RunnerConfig {
@@ -158,6 +163,7 @@ impl RunnerConfig {
             clock: Clock::Wall,
             gate: None,
             registry: None,
+            shared_producer: None,
         }
     }
 }
@@ -390,43 +396,33 @@ pub async fn run_stage<S: Stage>(
     .map_err(RuntimeError::Client)?;
     fit_records_to_topics(name, kafka, &mut cfg).await;
     let exactly_once = cfg.guarantee == Guarantee::ExactlyOnce;
-    let mut producer_config = kafka.producer_config();
-    // Room for the record batch framing around the largest record.
-    producer_config.set(
-        "message.max.bytes",
-        (cfg.max_record_bytes + 64 * 1024).to_string(),
-    );
-    if !exactly_once {
-        // At-least-once: a delivery waits for the broker however long it is away (the
-        // producer retries with backoff), instead of failing after 30 s and stopping the
-        // stage. The queue below bounds what waits; when it is full the stage stops
-        // reading until deliveries resume. (Exactly-once cannot: a transaction's sends
-        // must finish within its timeout.)
-        producer_config
-            .set("message.timeout.ms", "0")
-            .set("queue.buffering.max.kbytes", "262144");
-        for (k, v) in &kafka.properties {
-            producer_config.set(k, v);
+    let shared = match cfg.shared_producer.take() {
+        Some(_) if exactly_once => {
+            tracing::info!(
+                stage = name,
+                "exactly-once: the stage makes a producer of its own, not the shared one"
+            );
+            None
         }
-    }
-    if exactly_once {
-        producer_config
-            .set(
-                "transactional.id",
-                format!("{}-{}", cfg.group_id, cfg.instance_id),
-            )
-            // An instance that dies mid-transaction blocks read_committed readers of
-            // its partitions until this passes (or until it restarts with its id).
-            .set("transaction.timeout.ms", "15000")
-            .set("message.timeout.ms", "15000");
-        for (k, v) in &kafka.properties {
-            producer_config.set(k, v);
+        shared => shared,
+    };
+    let (producer, producer_config): (StageProducer, _) = match shared {
+        Some(shared) => {
+            cfg.max_record_bytes = cfg.max_record_bytes.min(shared.max_record_bytes);
+            (shared.producer, shared.config)
         }
-    }
-    let producer: StageProducer = producer_config
-        .clone()
-        .create_with_context(super::kafka::WatchedContext::default())
-        .map_err(RuntimeError::Setup)?;
+        None => {
+            let transactional_id =
+                exactly_once.then(|| format!("{}-{}", cfg.group_id, cfg.instance_id));
+            let config =
+                producer::stage_producer_config(kafka, cfg.max_record_bytes, transactional_id);
+            let producer = config
+                .clone()
+                .create_with_context(super::kafka::WatchedContext::default())
+                .map_err(RuntimeError::Setup)?;
+            (producer, config)
+        }
+    };
     if exactly_once {
         // Fences any earlier producer with this id and aborts its open transaction.
         producer

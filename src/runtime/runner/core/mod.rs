@@ -47,6 +47,9 @@ const KAFKA_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// waiting for as long as the broker is away.
 const TXN_QUEUE_WAIT: Duration = Duration::from_secs(15);
 
+/// How long a flush waits on the producer before it looks at the stage's own sends again.
+const FLUSH_POLL: Duration = Duration::from_millis(5);
+
 /// Dead-letter reason of a record whose output could not be encoded.
 const UNENCODABLE_OUTPUT: &str = "unencodable_output";
 
@@ -416,23 +419,21 @@ impl<S: Stage> Core<S> {
             let _ = self.producer.flush(Duration::from_millis(20));
             self.settle()?;
         }
-        if self.sends.pending() > 0 {
-            self.producer
-                .flush(deadline.saturating_duration_since(Instant::now()))
-                .map_err(|source| RuntimeError::Delivery {
+        // Only this stage's own sends are waited for: a producer shared with other
+        // stages (`SharedProducer`) may never have an empty queue while they run.
+        while self.sends.pending() > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RuntimeError::Delivery {
                     topic: self.cfg.output_topic.clone(),
-                    source,
-                })?;
+                    source: KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut),
+                });
+            }
+            // Returns as soon as the queue is empty, or after a few ms either way.
+            let _ = self.producer.flush(left.min(FLUSH_POLL));
+            self.settle()?;
         }
-        self.settle()?;
-        if self.sends.pending() == 0 {
-            Ok(())
-        } else {
-            Err(RuntimeError::Delivery {
-                topic: self.cfg.output_topic.clone(),
-                source: KafkaError::Canceled,
-            })
-        }
+        Ok(())
     }
 
     /// Partitions are about to be revoked: make everything durable while this instance
