@@ -91,9 +91,9 @@ enum BenchCommand {
         /// decision through all four stages (a spike's anomaly → scale-out → decision).
         #[arg(long, value_enum, default_value = "anomalies")]
         through: latency::Through,
-        /// Through decisions: whether the four stages share one producer, as they do in
-        /// one process, or each has its own, as separate processes do.
-        #[arg(long, value_enum, default_value = "shared")]
+        /// Through decisions: whether each of the four stages has a producer of its own,
+        /// as separate processes do, or they share one (`runtime::SharedProducer`).
+        #[arg(long, value_enum, default_value = "per-stage")]
         producers: latency::Producers,
     },
     /// perfpilot's detector beside the same job written with Kafka Streams
