@@ -5,29 +5,16 @@
 
 mod common;
 
-use common::{eventually, poison, read_all, read_all_raw, TestCluster};
+use common::{event, eventually, poison, read_all, read_all_raw, TestCluster};
 use perfpilot::agent::publish::MetricPublisher;
 use perfpilot::agent::synthetic::{IncidentKind, SyntheticFleet};
 use perfpilot::cli::StageKind;
 use perfpilot::config::Config;
-use perfpilot::event::{decode, ActionKind, Anomaly, AnyRecord, DeadLetter, MetricEvent};
+use perfpilot::event::{decode, ActionKind, Anomaly, AnyRecord, DeadLetter};
 use perfpilot::pipeline::run_kind;
 use perfpilot::runtime::{now_ms, RunReport, Shutdown};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
-
-fn event(target: &str, ts: i64, value: f64) -> MetricEvent {
-    MetricEvent {
-        source: "test".into(),
-        target: target.into(),
-        pool: Some("p".into()),
-        metric: "cpu_utilization".into(),
-        labels: Default::default(),
-        timestamp_ms: ts,
-        value,
-        unit: "ratio".into(),
-    }
-}
 
 fn count_reasons<'a>(reasons: impl Iterator<Item = &'a str>) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();

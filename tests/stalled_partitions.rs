@@ -8,28 +8,14 @@
 
 mod common;
 
-use common::{eventually, TestCluster};
+use common::{event, eventually, TestCluster};
 use perfpilot::agent::publish::MetricPublisher;
 use perfpilot::cli::StageKind;
 use perfpilot::config::Config;
-use perfpilot::event::MetricEvent;
 use perfpilot::pipeline::run_kind;
 use perfpilot::runtime::{now_ms, Shutdown};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use std::time::{Duration, Instant};
-
-fn event(target: &str, ts: i64) -> MetricEvent {
-    MetricEvent {
-        source: "test".into(),
-        target: target.into(),
-        pool: Some("p".into()),
-        metric: "cpu_utilization".into(),
-        labels: Default::default(),
-        timestamp_ms: ts,
-        value: 0.5,
-        unit: "ratio".into(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partition_whose_committed_offset_query_was_refused_is_read_all_the_same() {
@@ -37,7 +23,7 @@ async fn a_partition_whose_committed_offset_query_was_refused_is_read_all_the_sa
     let mut publisher = MetricPublisher::new(&c.kafka, c.topics.metrics()).unwrap();
     let base = now_ms() - 3_600_000;
     for i in 0..400 {
-        let e = event(&format!("svc-{}", i % 10), base + i * 1000);
+        let e = event(&format!("svc-{}", i % 10), base + i * 1000, 0.5);
         publisher.publish(&e).await.unwrap();
     }
     publisher.flush().await.unwrap();

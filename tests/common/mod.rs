@@ -101,6 +101,20 @@ impl TestCluster {
     }
 }
 
+/// A CPU-utilization point of `target` (source "test", pool "p").
+pub fn event(target: &str, ts: i64, value: f64) -> MetricEvent {
+    MetricEvent {
+        source: "test".into(),
+        target: target.into(),
+        pool: Some("p".into()),
+        metric: "cpu_utilization".into(),
+        labels: Default::default(),
+        timestamp_ms: ts,
+        value,
+        unit: "ratio".into(),
+    }
+}
+
 /// Everything on `topic` from the beginning, as (key, partition, offset, raw bytes),
 /// until nothing new arrived for `idle`.
 pub async fn read_all_raw(
