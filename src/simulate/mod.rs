@@ -57,18 +57,8 @@ pub struct Outcome {
     /// What else the policy reports about its run, one line each (perfpilot: its
     /// recommendations and decisions counted).
     pub notes: Vec<String>,
-    /// Service-minutes with p99 latency above the SLO.
-    pub slo_violation_minutes: u64,
-    /// Sum over service-minutes of provisioned − used replicas.
-    pub slack_replica_minutes: f64,
-    /// Sum over service-minutes of provisioned replicas.
-    pub replica_minutes: f64,
-    /// Service-minutes simulated.
-    pub minutes: u64,
-    /// Replica changes applied.
-    pub changes: u64,
-    /// Changes reversing the previous change of the service within [`FLIP_FLOP_MS`].
-    pub flip_flops: u64,
+    /// The table's columns over every service.
+    pub total: per_service::ServiceTally,
     /// Per service: SLO-violation minutes.
     pub per_service: BTreeMap<String, u64>,
     /// Per service: every column of the table.
@@ -102,16 +92,10 @@ impl Outcome {
         latency_ms: f64,
     ) {
         let slack = f64::from(replicas) - load / spec.capacity;
-        self.minutes += 1;
-        self.replica_minutes += f64::from(replicas);
-        self.slack_replica_minutes += slack;
-        let tally = self.tally(name);
-        tally.minutes += 1;
-        tally.replica_minutes += f64::from(replicas);
-        tally.slack_replica_minutes += slack;
-        if latency_ms > spec.slo_ms {
-            self.tally(name).slo_violation_minutes += 1;
-            self.slo_violation_minutes += 1;
+        let violated = latency_ms > spec.slo_ms;
+        self.total.account(replicas, slack, violated);
+        self.tally(name).account(replicas, slack, violated);
+        if violated {
             *self.per_service.entry(name.to_string()).or_default() += 1;
             self.violations.push((now, name.to_string()));
         }
@@ -127,17 +111,14 @@ impl Outcome {
         replicas: u32,
         last: &mut BTreeMap<String, (i64, i64)>,
     ) {
-        self.changes += 1;
-        self.tally(&name).changes += 1;
         self.timeline
             .push((now + MINUTE_MS, name.clone(), replicas));
         let direction = if replicas > before { 1 } else { -1 };
-        if let Some((t, d)) = last.get(&name) {
-            if *d != direction && now - t < FLIP_FLOP_MS {
-                self.flip_flops += 1;
-                self.tally(&name).flip_flops += 1;
-            }
-        }
+        let flip_flop = last
+            .get(&name)
+            .is_some_and(|(t, d)| *d != direction && now - t < FLIP_FLOP_MS);
+        self.total.changed(flip_flop);
+        self.tally(&name).changed(flip_flop);
         last.insert(name, (now, direction));
     }
 
@@ -153,12 +134,12 @@ impl Outcome {
 
     /// Mean provisioned − used replicas per service.
     pub fn average_slack(&self) -> f64 {
-        self.slack_replica_minutes / self.minutes.max(1) as f64
+        self.total.average_slack()
     }
 
     /// Cost at `per_replica_hour`.
     pub fn cost(&self, per_replica_hour: f64) -> f64 {
-        self.replica_minutes / 60.0 * per_replica_hour
+        self.total.cost(per_replica_hour)
     }
 }
 
@@ -464,11 +445,11 @@ pub fn print_table(
             w,
             "{:<20} {:>14} {:>12.2} {:>10.1} {:>8} {:>11}",
             name,
-            o.slo_violation_minutes,
+            o.total.slo_violation_minutes,
             o.average_slack(),
             o.cost(cost_per_replica_hour),
-            o.changes,
-            o.flip_flops
+            o.total.changes,
+            o.total.flip_flops
         )?;
     }
     Ok(())
@@ -509,7 +490,7 @@ mod tests {
         );
         eprintln!(
             "5 min before the 5th peak: perfpilot {pp_n}, HPA {hpa_n} replicas; SLO-violation minutes {} vs {}",
-            pp.slo_violation_minutes, hpa.slo_violation_minutes
+            pp.total.slo_violation_minutes, hpa.total.slo_violation_minutes
         );
         assert!(hpa_n <= 4, "HPA cannot know the peak is coming: {hpa_n}");
         assert!(
@@ -517,10 +498,10 @@ mod tests {
             "perfpilot did not prepare for a peak it saw four times: {pp_n} replicas vs HPA's {hpa_n}"
         );
         assert!(
-            pp.slo_violation_minutes < hpa.slo_violation_minutes,
+            pp.total.slo_violation_minutes < hpa.total.slo_violation_minutes,
             "{} vs {}",
-            pp.slo_violation_minutes,
-            hpa.slo_violation_minutes
+            pp.total.slo_violation_minutes,
+            hpa.total.slo_violation_minutes
         );
     }
 
@@ -532,15 +513,15 @@ mod tests {
         let table = String::from_utf8_lossy(&table);
         let (pp, hpa, stat) = (&outcomes[0], &outcomes[1], &outcomes[2]);
         assert!(
-            pp.slo_violation_minutes < hpa.slo_violation_minutes,
+            pp.total.slo_violation_minutes < hpa.total.slo_violation_minutes,
             "perfpilot should violate the SLO less than the reactive policy\n{table}"
         );
         assert!(
             pp.average_slack() < stat.average_slack(),
             "perfpilot should need less slack than static peak provisioning\n{table}"
         );
-        assert_eq!(stat.changes, 3, "static sets each service once");
-        assert_eq!(pp.minutes, 4 * 1440 * 3);
+        assert_eq!(stat.total.changes, 3, "static sets each service once");
+        assert_eq!(pp.total.minutes, 4 * 1440 * 3);
     }
 
     #[test]

@@ -22,6 +22,36 @@ pub struct ServiceTally {
     pub flip_flops: u64,
 }
 
+impl ServiceTally {
+    /// Counts one minute: `replicas` paid for, `slack` of them beyond the load's need.
+    pub(super) fn account(&mut self, replicas: u32, slack: f64, violated: bool) {
+        self.minutes += 1;
+        self.replica_minutes += f64::from(replicas);
+        self.slack_replica_minutes += slack;
+        if violated {
+            self.slo_violation_minutes += 1;
+        }
+    }
+
+    /// Counts one change of replicas, and whether it reversed the previous one.
+    pub(super) fn changed(&mut self, flip_flop: bool) {
+        self.changes += 1;
+        if flip_flop {
+            self.flip_flops += 1;
+        }
+    }
+
+    /// Mean provisioned − used replicas.
+    pub fn average_slack(&self) -> f64 {
+        self.slack_replica_minutes / self.minutes.max(1) as f64
+    }
+
+    /// Cost at `per_replica_hour`.
+    pub fn cost(&self, per_replica_hour: f64) -> f64 {
+        self.replica_minutes / 60.0 * per_replica_hour
+    }
+}
+
 /// Writes one row per service and policy: `service,policy,slo_violation_minutes,
 /// avg_slack,cost,changes,flip_flops`, services in name order, policies in the table's.
 pub fn write_csv(
@@ -46,8 +76,8 @@ pub fn write_csv(
                 quoted(service),
                 quoted(policy),
                 t.slo_violation_minutes,
-                t.slack_replica_minutes / t.minutes.max(1) as f64,
-                t.replica_minutes / 60.0 * cost_per_replica_hour,
+                t.average_slack(),
+                t.cost(cost_per_replica_hour),
                 t.changes,
                 t.flip_flops
             )?;
@@ -100,13 +130,15 @@ mod tests {
             assert_eq!(o.services.len(), 2, "{}", o.policy);
             assert_eq!(
                 sum(|t| t.slo_violation_minutes as f64),
-                o.slo_violation_minutes as f64
+                o.total.slo_violation_minutes as f64
             );
-            assert_eq!(sum(|t| t.minutes as f64), o.minutes as f64);
-            assert_eq!(sum(|t| t.changes as f64), o.changes as f64);
-            assert_eq!(sum(|t| t.flip_flops as f64), o.flip_flops as f64);
-            assert!((sum(|t| t.replica_minutes) - o.replica_minutes).abs() < 1e-6);
-            assert!((sum(|t| t.slack_replica_minutes) - o.slack_replica_minutes).abs() < 1e-6);
+            assert_eq!(sum(|t| t.minutes as f64), o.total.minutes as f64);
+            assert_eq!(sum(|t| t.changes as f64), o.total.changes as f64);
+            assert_eq!(sum(|t| t.flip_flops as f64), o.total.flip_flops as f64);
+            assert!((sum(|t| t.replica_minutes) - o.total.replica_minutes).abs() < 1e-6);
+            assert!(
+                (sum(|t| t.slack_replica_minutes) - o.total.slack_replica_minutes).abs() < 1e-6
+            );
         }
         let burst_changes = |o: &Outcome| o.services["bursty, \"b\""].changes;
         assert!(
