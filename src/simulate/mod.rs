@@ -94,7 +94,7 @@ impl Outcome {
         let slack = f64::from(replicas) - load / spec.capacity;
         let violated = latency_ms > spec.slo_ms;
         self.total.account(replicas, slack, violated);
-        self.tally(name).account(replicas, slack, violated);
+        self.tally(name, |t| t.account(replicas, slack, violated));
         if violated {
             *self.per_service.entry(name.to_string()).or_default() += 1;
             self.violations.push((now, name.to_string()));
@@ -118,18 +118,20 @@ impl Outcome {
             .get(&name)
             .is_some_and(|(t, d)| *d != direction && now - t < FLIP_FLOP_MS);
         self.total.changed(flip_flop);
-        self.tally(&name).changed(flip_flop);
+        self.tally(&name, |t| t.changed(flip_flop));
         last.insert(name, (now, direction));
     }
 
-    /// `name`'s own tally.
-    fn tally(&mut self, name: &str) -> &mut per_service::ServiceTally {
-        if !self.services.contains_key(name) {
-            self.services.insert(name.to_string(), Default::default());
+    /// Applies `count` to `name`'s own tally (allocating its name only the first time).
+    fn tally(&mut self, name: &str, count: impl FnOnce(&mut per_service::ServiceTally)) {
+        match self.services.get_mut(name) {
+            Some(t) => count(t),
+            None => {
+                let mut t = per_service::ServiceTally::default();
+                count(&mut t);
+                self.services.insert(name.to_string(), t);
+            }
         }
-        self.services
-            .get_mut(name)
-            .expect("inserted just above when missing")
     }
 
     /// Mean provisioned − used replicas per service.
