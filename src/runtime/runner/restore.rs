@@ -27,9 +27,14 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::time::{Duration, Instant};
+
+/// Longer than any transaction may stay open (the stages' transaction timeout is 15 s):
+/// a partition still short of its end after this asks the broker (see
+/// [`StateRestorer::settled_long_since`]).
+const UNDECIDED_MAX: Duration = Duration::from_secs(30);
 
 /// Unusable state records logged one by one per restore; the rest are counted.
 const LOGGED_UNUSABLE: u64 = 10;
@@ -183,6 +188,32 @@ impl StateRestorer {
         end_reached(position, low, high)
     }
 
+    /// A safety net for [`Self::end_reached`]: a partition waited on for longer than
+    /// any transaction may stay open ([`UNDECIDED_MAX`]) is done when the broker's last
+    /// stable offset has reached the high watermark — nothing is undecided, so nothing
+    /// is left to read even if no record or marker ever moved the position to the end
+    /// (the end of a log is never compacted, so this is not expected; the net keeps
+    /// such a log from holding every restore for the whole restore timeout).
+    fn settled_long_since(&self, p: i32, since: Instant) -> bool {
+        if since.elapsed() < UNDECIDED_MAX {
+            return false;
+        }
+        let Some((_, high)) = cached_watermarks(self.consumer.client(), &self.topic, p) else {
+            return false;
+        };
+        // A read_committed client's ListOffsets answers with the last stable offset.
+        match self
+            .consumer
+            .fetch_watermarks(&self.topic, p, Duration::from_secs(2))
+        {
+            Ok((_, stable)) if stable >= high => {
+                tracing::warn!(topic = %self.topic, partition = p, stable, high, "the changelog's end has nothing left to read although the reader's position is short of it; the restore takes it as the end");
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Restores `partitions` into `stage`: every changelog record from the beginning to
     /// the end of each partition, in order.
     pub(super) fn restore<S: Stage>(&self, stage: &mut S, partitions: &[i32]) -> RestoreStats {
@@ -205,14 +236,14 @@ impl StateRestorer {
         let mut pending: BTreeSet<i32> = partitions.iter().copied().collect();
         // Partitions whose last stable offset was reached with a transaction still
         // undecided after it (see the module docs).
-        let mut undecided: BTreeSet<i32> = BTreeSet::new();
+        let mut undecided: BTreeMap<i32, Instant> = BTreeMap::new();
         let deadline = started + self.timeout;
         while !pending.is_empty() && Instant::now() < deadline && !self.shutdown.is_triggered() {
             match self.consumer.poll(Duration::from_millis(100)) {
                 None => {
                     // A transaction's marker moves the end without a record to deliver.
-                    undecided.retain(|&p| {
-                        let done = self.end_reached(p);
+                    undecided.retain(|&p, since| {
+                        let done = self.end_reached(p) || self.settled_long_since(p, *since);
                         if done {
                             pending.remove(&p);
                         }
@@ -223,7 +254,9 @@ impl StateRestorer {
                     if self.end_reached(p) {
                         pending.remove(&p);
                         undecided.remove(&p);
-                    } else if undecided.insert(p) {
+                    } else if let std::collections::btree_map::Entry::Vacant(e) = undecided.entry(p)
+                    {
+                        e.insert(Instant::now());
                         stats.waited_for_transactions += 1;
                         tracing::info!(topic = %self.topic, partition = p, "the changelog holds a transaction not yet committed or aborted; the restore waits for it (at most its transaction timeout)");
                     }
