@@ -14,9 +14,11 @@
 //! when a broker was killed mid-commit). So a partition is done only once the reader's
 //! position reaches the high watermark: every transaction on it committed or aborted.
 //! An open transaction of a dead or frozen instance holds that for at most its
-//! transaction timeout (15 s), after which the coordinator aborts it. Memory stays bounded by the
-//! core's own table limit, however long the changelog has grown: a compacted topic
-//! holds one record per live key, and superseded versions of a key overwrite each other.
+//! transaction timeout (15 s), after which the coordinator aborts it.
+//!
+//! Memory stays bounded by the core's own table limit, however long the changelog has
+//! grown: a compacted topic holds one record per live key, and superseded versions of a
+//! key overwrite each other.
 
 use super::super::{KafkaOptions, Shutdown};
 use crate::stage::Stage;
