@@ -1,5 +1,5 @@
 //! Per-series anomaly detection: several complementary detectors on one compact state,
-//! combined into one score in [0,1].
+//! combined into one score in [0, 1].
 //!
 //! Every point is compared with the one-step prediction of a [`SeasonalModel`] (level,
 //! damped trend, daily and weekly profiles). From the residual:
@@ -113,7 +113,7 @@ pub struct PointScore {
     pub band: f64,
     /// Residual in units of the series' residual scale.
     pub z: f64,
-    /// Score of each detector in [0,1], in [`DETECTORS`] order.
+    /// Score of each detector in [0, 1], in [`DETECTORS`] order.
     pub scores: [f64; 5],
     /// The anomaly likelihood in [0, 1] (see [`super::likelihood`]); 0 when no detector
     /// fired (it is not computed then).

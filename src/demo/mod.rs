@@ -71,7 +71,7 @@ pub struct DemoOptions {
     pub bootstrap_servers: Option<String>,
     /// With --bootstrap-servers: extra librdkafka property, key=value (repeatable), e.g.
     /// -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-256. Secrets are better
-    /// passed as PERFPILOT_KAFKA_X_<KEY> (see `run --help`); -X wins over them.
+    /// passed as `PERFPILOT_KAFKA_X_<KEY>` (see `run --help`); -X wins over them.
     pub property: Vec<(String, String)>,
     /// Simulated minutes per second of wall time, at most.
     pub ticks_per_second: u32,

@@ -205,7 +205,7 @@ const FLIP_FLOP_MS: i64 = 15 * 60_000;
 
 impl Observed {
     /// Approved replica changes that reversed the target's previous change within
-    /// [`FLIP_FLOP_MS`].
+    /// `FLIP_FLOP_MS` (15 minutes).
     pub fn flip_flops(&self) -> u64 {
         let mut changes: Vec<&(String, i64, bool)> = self.replica_changes.iter().collect();
         changes.sort_by_key(|c| c.1);

@@ -130,7 +130,7 @@ pub struct Anomaly {
     pub lower: f64,
     /// Upper bound of the normal range.
     pub upper: f64,
-    /// How unusual, in [0,1]; 0.5 is the detection threshold.
+    /// How unusual, in [0, 1]; 0.5 is the detection threshold.
     pub score: f64,
     /// Class of the score.
     pub severity: Severity,
@@ -307,7 +307,7 @@ pub struct Recommendation {
     pub proposed: f64,
     /// The recommender that proposed it.
     pub recommender: String,
-    /// Confidence in [0,1].
+    /// Confidence in [0, 1].
     pub confidence: f64,
     /// Urgency 0..=100.
     pub priority: i32,

@@ -39,10 +39,10 @@ pub enum InvalidMetric {
     /// Negative timestamp.
     #[error("timestamp {0} is before 1970")]
     NegativeTimestamp(i64),
-    /// More labels than [`MAX_LABELS`].
+    /// More labels than `MAX_LABELS`.
     #[error("{0} labels (at most {MAX_LABELS})")]
     TooManyLabels(usize),
-    /// Target, metric and labels longer than [`MAX_SERIES_KEY_BYTES`] together.
+    /// Target, metric and labels longer than `MAX_SERIES_KEY_BYTES` together.
     #[error("target, metric and labels take {0} bytes (at most {MAX_SERIES_KEY_BYTES}); the series' state and outputs would not fit a record")]
     SeriesKeyTooLong(usize),
 }

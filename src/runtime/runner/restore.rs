@@ -61,7 +61,7 @@ pub struct RestoreStats {
     pub elapsed: Duration,
 }
 
-/// The watermarks of `topic` [`partition`] as the last fetch response reported them.
+/// The watermarks of `partition` of `topic` as the last fetch response reported them.
 /// rust-rdkafka offers only `fetch_watermarks`, a ListOffsets request that a
 /// read_committed client answers with the last stable offset, which is not what
 /// [`end_reached`] compares with; librdkafka keeps the high watermark of every fetch.

@@ -20,7 +20,7 @@ pub struct Draft {
     pub proposed: f64,
     /// The recommender's name.
     pub recommender: &'static str,
-    /// Confidence in [0,1].
+    /// Confidence in [0, 1].
     pub confidence: f64,
     /// Urgency 0..=100.
     pub priority: i32,
