@@ -48,6 +48,9 @@ pub const RESTORE_SECONDS: &str = "perfpilot_state_restore_seconds";
 pub const RESTORED_KEYS: &str = "perfpilot_state_restored_keys_total";
 /// Changelog records that could not be restored; the key started cold (labels: stage).
 pub const RESTORE_UNUSABLE: &str = "perfpilot_state_unusable_total";
+/// Changelog partitions whose restore waited for a transaction on them to be committed
+/// or aborted before it could end (labels: stage).
+pub const RESTORE_WAITS: &str = "perfpilot_state_restore_waits_total";
 /// State records written to the changelog, tombstones included (labels: stage).
 pub const STATE_WRITES: &str = "perfpilot_state_writes_total";
 /// Transactions aborted in exactly-once mode; their inputs are re-read (labels: stage).
@@ -69,7 +72,7 @@ pub const INGEST_REQUESTS: &str = "perfpilot_ingest_requests_total";
 pub const MAX_TARGET_LABELS: usize = 1000;
 
 /// Every exported metric with its help text (for the README and `/metrics` HELP lines).
-pub const ALL: [(&str, &str); 26] = [
+pub const ALL: [(&str, &str); 27] = [
     (
         INGEST_SAMPLES,
         "samples received by `ingest prometheus` or `agent --scrape`, by outcome (published or why not)",
@@ -141,6 +144,10 @@ pub const ALL: [(&str, &str); 26] = [
     (
         RESTORE_UNUSABLE,
         "changelog records that could not be restored (the key started cold)",
+    ),
+    (
+        RESTORE_WAITS,
+        "changelog partitions whose restore waited for an undecided transaction",
     ),
     (
         STATE_WRITES,
@@ -437,10 +444,11 @@ pub fn backpressure(stage: &'static str) {
 }
 
 /// A restore from the state changelog.
-pub fn restore(stage: &'static str, seconds: f64, restored: u64, unusable: u64) {
+pub fn restore(stage: &'static str, seconds: f64, restored: u64, unusable: u64, waits: u64) {
     histogram!(RESTORE_SECONDS, "stage" => stage).record(seconds);
     counter!(RESTORED_KEYS, "stage" => stage).increment(restored);
     counter!(RESTORE_UNUSABLE, "stage" => stage).increment(unusable);
+    counter!(RESTORE_WAITS, "stage" => stage).increment(waits);
 }
 
 /// State records written to the changelog.

@@ -308,6 +308,7 @@ impl StateRestorer {
             stats.elapsed.as_secs_f64(),
             stats.restored,
             stats.unusable,
+            stats.waited_for_transactions,
         );
         tracing::info!(stage = stage.name(), partitions = %telemetry::list(partitions), records = stats.records, restored = stats.restored, forgotten = stats.forgotten, unusable = stats.unusable, waited_for_transactions = stats.waited_for_transactions, elapsed = ?stats.elapsed, "state restored");
         stats
