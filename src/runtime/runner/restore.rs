@@ -29,6 +29,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::time::{Duration, Instant};
@@ -256,8 +257,7 @@ impl StateRestorer {
                     if self.end_reached(p) {
                         pending.remove(&p);
                         undecided.remove(&p);
-                    } else if let std::collections::btree_map::Entry::Vacant(e) = undecided.entry(p)
-                    {
+                    } else if let Entry::Vacant(e) = undecided.entry(p) {
                         e.insert(Instant::now());
                         stats.waited_for_transactions += 1;
                         tracing::info!(topic = %self.topic, partition = p, "the changelog holds a transaction not yet committed or aborted; the restore waits for it (at most its transaction timeout)");
