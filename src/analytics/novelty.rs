@@ -99,6 +99,16 @@ impl ValueNovelty {
         then != 0 && Self::age(now, then) <= MEMORY_EPOCHS
     }
 
+    /// Width of the range of values seen (0 until the series has shown two values).
+    pub fn span(&self) -> f64 {
+        let w = self.hi - self.lo;
+        if w.is_finite() {
+            w
+        } else {
+            0.0
+        }
+    }
+
     fn bin(&self, value: f64) -> usize {
         let width = self.hi - self.lo;
         bin_at((value - self.lo) / width * BINS as f64)

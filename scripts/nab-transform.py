@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Writes a transformed copy of a NAB corpus, to check that the detector generalises.
+
+Usage: scripts/nab-transform.py SRC DST MODE [SEED]
+
+SRC is a NAB-format folder (`windows.json` and category folders of `timestamp,value`
+CSVs); DST receives the same layout, `windows.json` copied as it is. MODE:
+- `scaled`: every value × 1000 (other units);
+- `moved`: every value + 1000 × its file's range (a gauge far from zero);
+- `thinned`: 20 % of the rows outside the labelled windows dropped at random
+  (irregular sampling; the windows and their anomalies kept whole);
+- `gappy`: outside the windows, now and then 1–6 hours of rows missing (an agent down).
+Then score it as the original:
+
+    perfpilot replay DST --labels DST/windows.json
+"""
+import csv
+import json
+import pathlib
+import random
+import shutil
+import sys
+
+
+def in_windows(ts, windows):
+    return any(a[:19] <= ts[:19] <= b[:19] for a, b in windows)
+
+
+def transform(rows, windows, mode, rng):
+    values = [float(v) for _, v in rows]
+    span = max(values) - min(values) if values else 0.0
+    if mode == "scaled":
+        return [(t, repr(float(v) * 1000)) for t, v in rows]
+    if mode == "moved":
+        return [(t, repr(float(v) + 1000 * span)) for t, v in rows]
+    if mode == "thinned":
+        return [r for r in rows if in_windows(r[0], windows) or rng.random() > 0.2]
+    if mode == "gappy":
+        out, i = [], 0
+        while i < len(rows):
+            if rng.random() < 0.003:
+                j = i + rng.randint(12, 72)
+                out += [r for r in rows[i:j] if in_windows(r[0], windows)]
+                i = j
+                continue
+            out.append(rows[i])
+            i += 1
+        return out
+    sys.exit(f"unknown mode {mode!r}: scaled, moved, thinned or gappy")
+
+
+def main():
+    if len(sys.argv) not in (4, 5):
+        sys.exit(__doc__)
+    src, dst, mode = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3]
+    rng = random.Random(int(sys.argv[4]) if len(sys.argv) == 5 else 7)
+    windows = json.loads((src / "windows.json").read_text())
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    shutil.copy(src / "windows.json", dst / "windows.json")
+    for path in sorted(src.rglob("*.csv")):
+        rel = path.relative_to(src)
+        with path.open(newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader)
+            rows = [(r[0], r[1]) for r in reader if r]
+        out = dst / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(transform(rows, windows.get(str(rel), []), mode, rng))
+
+
+if __name__ == "__main__":
+    main()
