@@ -3,13 +3,20 @@
 
 Usage: scripts/nab-transform.py SRC DST MODE [SEED]
 
-SRC is a NAB-format folder (`windows.json` and category folders of `timestamp,value`
-CSVs); DST receives the same layout, `windows.json` copied as it is. MODE:
+SRC is a NAB-format folder (`windows.json`, `labels.json` and category folders of
+`timestamp,value` CSVs); DST receives the same layout. MODE:
 - `scaled`: every value × 1000 (other units);
 - `moved`: every value + 1000 × its file's range (a gauge far from zero);
 - `thinned`: 20 % of the rows outside the labelled windows dropped at random
   (irregular sampling; the windows and their anomalies kept whole);
-- `gappy`: outside the windows, now and then 1–6 hours of rows missing (an agent down).
+- `gappy`: outside the windows, now and then 1–6 hours of rows missing (an agent down);
+- `every3`, `every12`: every third (twelfth) row kept, 15-minute (hourly) points from
+  5-minute ones, and the rows the windows start and end on (NAB needs them). A
+  one-point spike is kept only when it falls on a kept row;
+- `mean3`, `mean12`: the mean of every three (twelve) rows, stamped with the first's
+  time, as a coarser collector would report; window edges and labels move to the
+  bucket they fall in.
+The windows and labels are copied as they are, except for `meanK`.
 Then score it as the original:
 
     perfpilot replay DST --labels DST/windows.json
@@ -24,6 +31,19 @@ import sys
 
 def in_windows(ts, windows):
     return any(a[:19] <= ts[:19] <= b[:19] for a, b in windows)
+
+
+def bucket_starts(rows, k):
+    return [rows[i][0] for i in range(0, len(rows), k)]
+
+
+def snap(ts, starts):
+    """The start of the bucket `ts` falls in, formatted as NAB's windows are."""
+    best = starts[0]
+    for s in starts:
+        if s[:19] <= ts[:19]:
+            best = s
+    return best[:19] + ".000000"
 
 
 def transform(rows, windows, mode, rng):
@@ -46,7 +66,18 @@ def transform(rows, windows, mode, rng):
             out.append(rows[i])
             i += 1
         return out
-    sys.exit(f"unknown mode {mode!r}: scaled, moved, thinned or gappy")
+    if mode.startswith("mean") and mode[4:].isdigit():
+        k = int(mode[4:])
+        out = []
+        for i in range(0, len(rows), k):
+            chunk = [float(v) for _, v in rows[i : i + k]]
+            out.append((rows[i][0], repr(sum(chunk) / len(chunk))))
+        return out
+    if mode.startswith("every") and mode[5:].isdigit():
+        k = int(mode[5:])
+        edges = {e[:19] for w in windows for e in w}
+        return [r for i, r in enumerate(rows) if i % k == 0 or r[0][:19] in edges]
+    sys.exit(f"unknown mode {mode!r}: scaled, moved, thinned, gappy, everyK or meanK")
 
 
 def main():
@@ -55,9 +86,9 @@ def main():
     src, dst, mode = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3]
     rng = random.Random(int(sys.argv[4]) if len(sys.argv) == 5 else 7)
     windows = json.loads((src / "windows.json").read_text())
+    labels = json.loads((src / "labels.json").read_text())
     shutil.rmtree(dst, ignore_errors=True)
     dst.mkdir(parents=True)
-    shutil.copy(src / "windows.json", dst / "windows.json")
     for path in sorted(src.rglob("*.csv")):
         rel = path.relative_to(src)
         with path.open(newline="") as f:
@@ -70,6 +101,13 @@ def main():
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(transform(rows, windows.get(str(rel), []), mode, rng))
+        if mode.startswith("mean"):
+            starts = bucket_starts(rows, int(mode[4:]))
+            key = str(rel)
+            windows[key] = [[snap(a, starts), snap(b, starts)] for a, b in windows.get(key, [])]
+            labels[key] = [snap(t, starts)[:19] for t in labels.get(key, [])]
+    (dst / "windows.json").write_text(json.dumps(windows, indent=4))
+    (dst / "labels.json").write_text(json.dumps(labels, indent=4))
 
 
 if __name__ == "__main__":

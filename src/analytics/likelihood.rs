@@ -55,6 +55,22 @@ pub struct Likelihood {
     peak: f32,
 }
 
+/// What one point brings: its value, its residual against the model, the series'
+/// residual scale before it (mean |residual|), and the persistent detectors' statistics
+/// in residual-threshold units (`extra`, 0 when they have none), so a run of shifted or
+/// noisier points counts as a run of large residuals.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evidence {
+    /// The point's value.
+    pub value: f64,
+    /// Value minus the model's prediction.
+    pub residual: f64,
+    /// The series' mean |residual| before this point.
+    pub scale: f64,
+    /// The persistent detectors' statistics, in residual-threshold units.
+    pub extra: f64,
+}
+
 /// The likelihood of one point. The scores are computed on demand (two exponentials
 /// and a logarithm each), since most points are never asked for theirs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -125,16 +141,16 @@ impl Likelihood {
 
     /// Scores and learns the `n`-th point (n ≥ 2) from its residual against the model and
     /// the series' residual scale (mean |residual| before this point). `judge` says
-    /// whether the point may be a new extreme (false during warm-up).
-    pub fn observe(
-        &mut self,
-        n: u32,
-        value: f64,
-        residual: f64,
-        scale: f64,
-        extra: f64,
-        judge: bool,
-    ) -> Scored {
+    /// whether the point may be a new extreme (false during warm-up). `pace` (≥ 1) is
+    /// how many 5-minute points one of the series' points stands for: the short and the
+    /// long run span that many times fewer points, so they keep their durations.
+    pub fn observe(&mut self, n: u32, point: Evidence, judge: bool, pace: f32) -> Scored {
+        let Evidence {
+            value,
+            residual,
+            scale,
+            extra,
+        } = point;
         let n = n.max(2);
         let young = 1.0 / n as f32;
         let spread_rate = if n < 1000 { f64::from(young) } else { 0.001 };
@@ -149,11 +165,11 @@ impl Likelihood {
             self.mean = raw;
             self.var = 0.0;
         } else {
-            self.short += (2.0 / (SHORT_POINTS + 1.0)) * (raw - self.short);
+            self.short += (2.0 / (SHORT_POINTS / pace + 1.0)) * (raw - self.short);
         }
         let d = self.short - self.mean;
         let t = f64::from(d) / f64::from(self.var.max(MIN_VAR)).sqrt();
-        let rate = young.max(LONG_RATE);
+        let rate = young.max(LONG_RATE * pace);
         self.mean += rate * d;
         self.var += rate * (d * d - self.var);
         let range = self.hi - self.lo;
@@ -168,9 +184,9 @@ impl Likelihood {
     }
 
     /// The score a point would get, without learning it (out-of-order points).
-    pub fn peek(&self, value: f64, residual: f64, scale: f64) -> f64 {
+    pub fn peek(&self, value: f64, residual: f64, scale: f64, pace: f32) -> f64 {
         let raw = self.raw(value, residual, scale, 0.0) as f32;
-        let short = self.short + (2.0 / (SHORT_POINTS + 1.0)) * (raw - self.short);
+        let short = self.short + (2.0 / (SHORT_POINTS / pace + 1.0)) * (raw - self.short);
         let d = short - self.mean;
         score_of_tail(normal_tail(
             f64::from(d) / f64::from(self.var.max(MIN_VAR)).sqrt(),
@@ -182,11 +198,41 @@ impl Likelihood {
 mod tests {
     use super::*;
 
+    fn pt(value: f64, residual: f64, scale: f64, extra: f64) -> Evidence {
+        Evidence {
+            value,
+            residual,
+            scale,
+            extra,
+        }
+    }
+
     #[test]
     fn tail_maps_to_the_documented_scores() {
         assert!(score_of_tail(0.5) < 0.04);
         assert!((score_of_tail(1e-5) - 0.5).abs() < 1e-4);
         assert!((score_of_tail(0.0) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn on_hourly_points_an_afternoon_of_larger_residuals_is_rare_at_the_hourly_pace() {
+        // Six points (hours) with residuals of 0.7 where they are usually about 0.5: over a
+        // run of 100 points (four days) they are diluted below the detector's default
+        // threshold (0.1); over a run of 8⅓ hours they are not.
+        let noise = |i: u32| ((i.wrapping_mul(2_654_435_761) >> 8) % 1000) as f64 / 500.0 - 1.0;
+        let best_at = |pace: f32| {
+            let mut l = Likelihood::default();
+            l.first(10.0);
+            for n in 2..1500 {
+                l.observe(n, pt(10.0 + noise(n), noise(n), 0.5, 0.0), n > 30, pace);
+            }
+            (1500..1506)
+                .map(|n| l.observe(n, pt(10.0, 0.7, 0.5, 0.0), true, pace).high())
+                .fold(0.0f64, f64::max)
+        };
+        let (hourly, counted) = (best_at(12.0), best_at(1.0));
+        assert!(hourly > 0.15, "at the hourly pace: {hourly}");
+        assert!(counted < 0.09, "over 100 points: {counted}");
     }
 
     #[test]
@@ -197,14 +243,17 @@ mod tests {
         let mut worst = 0.0f64;
         for n in 2..3000 {
             let v = 10.0 + noise(n);
-            worst = worst.max(l.observe(n, v, noise(n), 0.5, 0.0, n > 30).high());
+            worst = worst.max(l.observe(n, pt(v, noise(n), 0.5, 0.0), n > 30, 1.0).high());
         }
         assert!(worst < 0.3, "noise scored {worst}");
         // Residuals four times their usual size for 40 points: a rare run.
         let mut best = 0.0f64;
         for n in 3000..3040 {
             let v = 10.0 + 4.0 * noise(n);
-            best = best.max(l.observe(n, v, 4.0 * noise(n), 0.5, 0.0, true).high());
+            best = best.max(
+                l.observe(n, pt(v, 4.0 * noise(n), 0.5, 0.0), true, 1.0)
+                    .high(),
+            );
         }
         assert!(best > 0.5, "the change scored {best}");
     }
@@ -215,10 +264,10 @@ mod tests {
         l.first(10.0);
         let noise = |i: u32| ((i.wrapping_mul(2_654_435_761) >> 8) % 1000) as f64 / 500.0 - 1.0;
         for n in 2..3000 {
-            l.observe(n, 10.0 + noise(n), noise(n), 0.5, 0.0, true);
+            l.observe(n, pt(10.0 + noise(n), noise(n), 0.5, 0.0), true, 1.0);
         }
         let low = (3000..3100)
-            .map(|n| l.observe(n, 10.0, 0.0, 0.5, 0.0, true).low())
+            .map(|n| l.observe(n, pt(10.0, 0.0, 0.5, 0.0), true, 1.0).low())
             .fold(0.0, f64::max);
         assert!(low > 0.5, "the stuck run scored {low}");
     }
@@ -229,16 +278,22 @@ mod tests {
         l.first(0.0);
         for n in 2..100 {
             let v = f64::from(n % 10);
-            l.observe(n, v, 0.0, 1.0, 0.0, true);
+            l.observe(n, pt(v, 0.0, 1.0, 0.0), true, 1.0);
         }
         assert!(
-            l.observe(100, 20.0, 0.0, 1.0, 0.0, false).high() < 0.5,
+            l.observe(100, pt(20.0, 0.0, 1.0, 0.0), false, 1.0).high() < 0.5,
             "not judged in warm-up"
         );
-        assert!(l.peek(40.0, 0.0, 1.0) < 0.5, "peek does not judge extremes");
-        assert_eq!(l.observe(101, 40.0, 0.0, 1.0, 0.0, true).high(), 1.0);
+        assert!(
+            l.peek(40.0, 0.0, 1.0, 1.0) < 0.5,
+            "peek does not judge extremes"
+        );
+        assert_eq!(
+            l.observe(101, pt(40.0, 0.0, 1.0, 0.0), true, 1.0).high(),
+            1.0
+        );
         // The range now reaches 40: 41 is within its margin.
-        assert!(l.observe(102, 41.0, 0.0, 1.0, 0.0, true).high() < 0.5);
+        assert!(l.observe(102, pt(41.0, 0.0, 1.0, 0.0), true, 1.0).high() < 0.5);
         assert!(l.well_formed());
     }
 }

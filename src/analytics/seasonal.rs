@@ -459,11 +459,13 @@ impl SeasonalModel {
             self.count = 1;
             return value;
         }
+        // An interval counts for at most four usual ones: an agent down for six hours
+        // is a gap, not a change of sampling rate (the detector paces its spans by it).
         let dt = (ts - self.last_ts).max(1) as f64;
         self.step_ms = if self.step_ms == 0.0 {
             dt
         } else {
-            0.95 * self.step_ms + 0.05 * dt
+            0.95 * self.step_ms + 0.05 * dt.min(4.0 * self.step_ms)
         };
         let Prepared {
             day: day_value,
