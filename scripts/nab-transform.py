@@ -13,6 +13,12 @@ SRC is a NAB-format folder (`windows.json`, `labels.json` and category folders o
 - `every3`, `every12`: every third (twelfth) row kept, 15-minute (hourly) points from
   5-minute ones, and the rows the windows start and end on (NAB needs them). A
   one-point spike is kept only when it falls on a kept row;
+- `paused`: a day of rows missing right after the probation, except inside windows
+  (an agent down for a day);
+- `longer`: the file's first 15 % (its probation, free of anomalies) repeated four times
+  before it, each copy moved back by whole days (a longer history before the same data);
+- `shifted`: every timestamp (and window and label) 5 h 30 min later (another time
+  zone: the daily routine is judged by UTC hours);
 - `mean3`, `mean12`: the mean of every three (twelve) rows, stamped with the first's
   time, as a coarser collector would report; window edges and labels move to the
   bucket they fall in.
@@ -22,6 +28,7 @@ Then score it as the original:
     perfpilot replay DST --labels DST/windows.json
 """
 import csv
+import datetime as dt
 import json
 import pathlib
 import random
@@ -46,6 +53,15 @@ def snap(ts, starts):
     return best[:19] + ".000000"
 
 
+SHIFT = dt.timedelta(hours=5, minutes=30)
+
+
+def shifted(ts):
+    """`ts` (NAB's format, with or without fractional seconds) moved by SHIFT."""
+    moved = dt.datetime.strptime(ts[:19], "%Y-%m-%d %H:%M:%S") + SHIFT
+    return moved.strftime("%Y-%m-%d %H:%M:%S") + ts[19:]
+
+
 def transform(rows, windows, mode, rng):
     values = [float(v) for _, v in rows]
     span = max(values) - min(values) if values else 0.0
@@ -53,6 +69,25 @@ def transform(rows, windows, mode, rng):
         return [(t, repr(float(v) * 1000)) for t, v in rows]
     if mode == "moved":
         return [(t, repr(float(v) + 1000 * span)) for t, v in rows]
+    if mode == "shifted":
+        return [(shifted(t), v) for t, v in rows]
+    if mode == "paused":
+        start = len(rows) * 15 // 100
+        return [
+            r
+            for i, r in enumerate(rows)
+            if not start <= i < start + 288 or in_windows(r[0], windows)
+        ]
+    if mode == "longer":
+        head = rows[: len(rows) * 15 // 100]
+        fmt = "%Y-%m-%d %H:%M:%S"
+        first = dt.datetime.strptime(rows[0][0][:19], fmt)
+        last = dt.datetime.strptime(head[-1][0][:19], fmt)
+        days = dt.timedelta(days=(last - first).days + 1)
+        out = []
+        for k in range(4, 0, -1):
+            out += [((dt.datetime.strptime(t[:19], fmt) - k * days).strftime(fmt), v) for t, v in head]
+        return out + rows
     if mode == "thinned":
         return [r for r in rows if in_windows(r[0], windows) or rng.random() > 0.2]
     if mode == "gappy":
@@ -77,7 +112,7 @@ def transform(rows, windows, mode, rng):
         k = int(mode[5:])
         edges = {e[:19] for w in windows for e in w}
         return [r for i, r in enumerate(rows) if i % k == 0 or r[0][:19] in edges]
-    sys.exit(f"unknown mode {mode!r}: scaled, moved, thinned, gappy, everyK or meanK")
+    sys.exit(f"unknown mode {mode!r}: scaled, moved, paused, longer, shifted, thinned, gappy, everyK or meanK")
 
 
 def main():
@@ -101,6 +136,10 @@ def main():
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(transform(rows, windows.get(str(rel), []), mode, rng))
+        if mode == "shifted":
+            key = str(rel)
+            windows[key] = [[shifted(a), shifted(b)] for a, b in windows.get(key, [])]
+            labels[key] = [shifted(t) for t in labels.get(key, [])]
         if mode.startswith("mean"):
             starts = bucket_starts(rows, int(mode[4:]))
             key = str(rel)

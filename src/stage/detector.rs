@@ -45,7 +45,8 @@ pub struct DetectorConfig {
     /// Most series tracked per instance; further series are refused and counted. Default 100 000.
     pub max_series: usize,
     /// A series silent for this long (event time) is evicted. 0 keeps series for ever.
-    /// Default 21 600 s (6 h).
+    /// Default 604 800 s (a week), so a series that pauses keeps what it learnt; when
+    /// `max_series` is reached, series silent for 6 hours make room for new ones.
     pub series_ttl_secs: u64,
     /// Level smoothing of the expectation model. Default 0.3.
     pub alpha: f64,
@@ -78,7 +79,7 @@ impl Default for DetectorConfig {
             scoring: Scoring::Likelihood,
             likelihood_threshold: 0.1,
             max_series: 100_000,
-            series_ttl_secs: 21_600,
+            series_ttl_secs: 604_800,
             alpha: p.model.alpha,
             beta: p.model.beta,
             ignore_metrics: Vec::new(),

@@ -37,7 +37,8 @@ pub struct ForecasterConfig {
     /// Most series tracked per instance. Default 100 000.
     pub max_series: usize,
     /// A series silent for this long (event time) is evicted. 0 keeps series for ever.
-    /// Default 21 600 s (6 h).
+    /// Default 604 800 s (a week), so a series that pauses keeps what it learnt; when
+    /// `max_series` is reached, series silent for 6 hours make room for new ones.
     pub series_ttl_secs: u64,
     /// Points are held back this long (event time) so that one arriving out of order
     /// within it is learnt in its place; older ones are dropped and counted. 0 learns
@@ -61,7 +62,7 @@ impl Default for ForecasterConfig {
             warmup_points: 10,
             interval_level: 0.9,
             max_series: 100_000,
-            series_ttl_secs: 21_600,
+            series_ttl_secs: 604_800,
             allowed_lateness_secs: 60,
             thresholds: Default::default(),
         }

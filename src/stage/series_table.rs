@@ -3,9 +3,13 @@
 //! dropped per partition.
 //!
 //! Bounded: at most `max` series. A series not seen for `ttl` of event time (measured
-//! against the newest event seen) is idle and evicted — in a sweep once per quarter of
-//! the TTL, and whenever a new series finds the table full — so departed pods and
-//! renamed series do not hold memory for ever. Evictions are counted.
+//! against the newest event seen) is idle and evicted in a sweep once per quarter of the
+//! TTL, so departed pods and renamed series do not hold memory for ever. The TTL is long
+//! (a week by default), so a series that pauses (an agent down overnight, a job that
+//! reports only while it runs) keeps what its detector and forecaster learnt. When a new
+//! series finds the table full, series idle for [`PRESSURE_IDLE_MS`] (or the TTL, if
+//! shorter) are evicted to make room, so a fleet that renames its pods at every deploy
+//! does not fill the table with a week of departed ones. Evictions are counted.
 //!
 //! The clock idleness is measured against never runs ahead of the wall clock (when the
 //! caller gives it, see [`SeriesTable::bound_clock`]) by more than [`CLOCK_SKEW_MS`]: one
@@ -46,6 +50,10 @@ pub struct SeriesTable<S> {
     /// tombstones; at most [`MAX_PENDING_REMOVALS`].
     removed: Vec<(i32, String)>,
 }
+
+/// When the table is full, a series idle this long (event time) makes room for a new
+/// one: six hours, the TTL before it became a week.
+pub const PRESSURE_IDLE_MS: i64 = 6 * 3_600_000;
 
 /// Most evicted keys remembered for tombstones between two checkpoints. Beyond it a
 /// tombstone is skipped: the key's last state stays in the changelog and is evicted
@@ -138,12 +146,19 @@ impl<S> SeriesTable<S> {
     where
         S: Partitioned,
     {
-        if self.ttl_ms <= 0 || self.newest_ms == i64::MIN {
+        self.sweep_idle(self.ttl_ms);
+    }
+
+    /// Drops the series idle for longer than `ttl` ms.
+    fn sweep_idle(&mut self, ttl: i64)
+    where
+        S: Partitioned,
+    {
+        if ttl <= 0 || self.newest_ms == i64::MIN {
             return;
         }
         self.last_sweep_ms = self.newest_ms;
         let before = self.map.len();
-        let ttl = self.ttl_ms;
         let clocks = &self.newest_by_partition;
         let removed = &mut self.removed;
         self.map.retain(|key, slot| {
@@ -204,8 +219,12 @@ impl<S> SeriesTable<S> {
             && self.newest_ms > self.last_sweep_ms
             && !self.map.contains_key(self.scratch.as_str())
         {
-            // Full: make room from idle series (at most one sweep per newest event time).
+            // Full: make room from idle series (at most one sweep per newest event time),
+            // by the TTL and then, if that freed nothing, by the shorter idle time.
             self.sweep();
+            if self.map.len() >= self.max && self.ttl_ms > 0 {
+                self.sweep_idle(self.ttl_ms.min(PRESSURE_IDLE_MS));
+            }
         }
         let full = self.map.len() >= self.max;
         let slot = match self.map.entry_ref(self.scratch.as_str()) {
@@ -479,6 +498,31 @@ mod tests {
         v.get_or_create("other", "m", &labels, 1_000_000, 0)
             .unwrap();
         assert_eq!((v.len(), v.evicted()), (2, 0));
+    }
+
+    #[test]
+    fn a_paused_series_keeps_its_state_unless_the_table_needs_the_room() {
+        let labels = Labels::new();
+        let hour = 3_600_000;
+        let week = 7 * 24 * hour;
+        let mut t: SeriesTable<Count> = SeriesTable::new(2, week);
+        t.get_or_create("paused", "m", &labels, 0, 0).unwrap().n = 7;
+        // Another series reports for two days; the paused one is kept.
+        for h in 0..48 {
+            t.get_or_create("busy", "m", &labels, h * hour, 0).unwrap();
+        }
+        let paused = crate::stage::series_key("paused", "m", &labels);
+        assert_eq!(t.get(&paused).map(|c| c.n), Some(7));
+        assert_eq!(t.evicted(), 0);
+        // Full, a new series comes: the paused one (idle 47 h, past the 6 h of pressure,
+        // short of the week) makes room.
+        assert!(t.get_or_create("new", "m", &labels, 48 * hour, 0).is_some());
+        assert!(t.get(&paused).is_none());
+        assert_eq!((t.len(), t.evicted()), (2, 1));
+        // Both left were seen within 6 h: the next new series is refused.
+        assert!(t
+            .get_or_create("another", "m", &labels, 49 * hour, 0)
+            .is_none());
     }
 
     #[test]
