@@ -13,6 +13,8 @@ SRC is a NAB-format folder (`windows.json`, `labels.json` and category folders o
 - `every3`, `every12`: every third (twelfth) row kept, 15-minute (hourly) points from
   5-minute ones, and the rows the windows start and end on (NAB needs them). A
   one-point spike is kept only when it falls on a kept row;
+- `jittered`: Gaussian noise of 0.5 % of the file's range added to every value;
+- `mirrored`: every value v → max + min − v (spikes become dips, still positive);
 - `paused`: a day of rows missing right after the probation, except inside windows
   (an agent down for a day);
 - `longer`: the file's first 15 % (its probation, free of anomalies) repeated four times
@@ -67,6 +69,11 @@ def transform(rows, windows, mode, rng):
     span = max(values) - min(values) if values else 0.0
     if mode == "scaled":
         return [(t, repr(float(v) * 1000)) for t, v in rows]
+    if mode == "jittered":
+        return [(t, repr(float(v) + rng.gauss(0.0, 0.005 * span))) for t, v in rows]
+    if mode == "mirrored":
+        top = max(values) + min(values)
+        return [(t, repr(top - float(v))) for t, v in rows]
     if mode == "moved":
         return [(t, repr(float(v) + 1000 * span)) for t, v in rows]
     if mode == "shifted":
@@ -112,7 +119,7 @@ def transform(rows, windows, mode, rng):
         k = int(mode[5:])
         edges = {e[:19] for w in windows for e in w}
         return [r for i, r in enumerate(rows) if i % k == 0 or r[0][:19] in edges]
-    sys.exit(f"unknown mode {mode!r}: scaled, moved, paused, longer, shifted, thinned, gappy, everyK or meanK")
+    sys.exit(f"unknown mode {mode!r}: scaled, moved, jittered, mirrored, paused, longer, shifted, thinned, gappy, everyK or meanK")
 
 
 def main():
